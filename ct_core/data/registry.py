@@ -1,0 +1,38 @@
+"""Names and paper defaults of the built-in datasets (reference §4). Import-light on purpose:
+the config schema validates ``data.name`` against this list without loading any data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DatasetDefaults:
+    key: str
+    paper_name: str
+    kind: str  # "synthetic" | "tabular" | "image" | "user"
+    n_train: int | None
+    n_val: int
+    n_test: int | None
+    batch_size: int
+    nce: int
+
+
+DEFAULTS: dict[str, DatasetDefaults] = {
+    d.key: d
+    for d in [
+        DatasetDefaults("lin_sep", "LS", "synthetic", 3000, 600, 900, 30, 1000),
+        DatasetDefaults("over", "OL", "synthetic", 3000, 600, 900, 30, 1000),
+        DatasetDefaults("moons", "Moon", "synthetic", 3000, 600, 900, 30, 1000),
+        DatasetDefaults("circles", "Circ", "synthetic", 3000, 600, 900, 30, 1000),
+        DatasetDefaults("gaussm", "GaussM", "synthetic", 3000, 600, 900, 30, 1000),
+        DatasetDefaults("adult", "Adult", "tabular", 25049, 1000, None, 1000, 5000),
+        DatasetDefaults("california", "CH", "tabular", 15504, 1000, None, 1000, 5000),
+        DatasetDefaults("credit", "Cred", "tabular", 9617, 1000, None, 1000, 5000),
+        DatasetDefaults("gmsc", "GMSC", "tabular", 12371, 1000, None, 1000, 5000),
+        DatasetDefaults("mnist", "MNIST", "image", 10000, 1000, 10000, 1000, 5000),
+        DatasetDefaults("csv", "user data", "user", None, 0, None, 64, 1000),
+    ]
+}
+
+DATASET_NAMES: tuple[str, ...] = tuple(DEFAULTS)
