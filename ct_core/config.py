@@ -300,13 +300,20 @@ def _allowed_keys(model: type[BaseModel], loc: Sequence[Any]) -> list[str] | Non
 def _format_errors(exc: ValidationError, root: type[BaseModel]) -> list[str]:
     msgs: list[str] = []
     for err in exc.errors(include_url=False):
-        loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-")))]
+        loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
         # drop union-branch tags pydantic adds (e.g. 'int', 'str', 'list[float]')
         path_parts: list[str] = []
         for p in loc:
             if isinstance(p, int):
                 path_parts.append(f"[{p}]")
-            elif p in {"int", "str", "float", "list[float]", "list[list[float]]", "literal['inferred','none']"}:
+            elif p in {
+                "int",
+                "str",
+                "float",
+                "list[float]",
+                "list[list[float]]",
+                "literal['inferred','none']",
+            }:
                 continue
             elif p.startswith(("literal[", "list[", "function-", "union[")):
                 continue
@@ -458,7 +465,9 @@ def deep_merge(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_config(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] | None = None) -> Config:
+def load_config(
+    path: str | Path, overrides: Iterable[str] | Mapping[str, Any] | None = None
+) -> Config:
     """Load, override and validate a training config (raises :class:`ConfigError`)."""
     return parse_config(apply_overrides(load_raw(path), overrides))
 
