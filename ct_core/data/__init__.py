@@ -1,0 +1,164 @@
+"""Datasets: the paper's synthetic, tabular and MNIST sets (reference §4) and user CSV/parquet.
+
+``load_dataset(cfg.data) -> Dataset`` is the one entry point. It is memoised per process on the
+config (and the data-location environment), so sweep workers that call it once per trial share
+one object: callers must treat the returned tensors as read-only.
+
+This package's ``__init__`` stays import-light (no torch, pandas or scikit-learn at import time)
+because :mod:`ct_core.config` imports :mod:`ct_core.data.registry` to validate ``data.name``.
+Data files are found via ``$CT_DATA_DIR``, the cache ``$CT_CACHE_DIR`` (``~/.cache/ct``) or a
+checksummed download (:mod:`ct_core.data.download`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ct_core.data.registry import DATASET_NAMES, DEFAULTS
+
+if TYPE_CHECKING:
+    from ct_core.config import DataConfig
+    from ct_core.data.base import Dataset
+
+__all__ = [
+    "DATASET_NAMES",
+    "DEFAULTS",
+    "Dataset",
+    "clear_cache",
+    "feature_names",
+    "load_dataset",
+]
+
+_MEMO: dict[str, Any] = {}
+_LOCK = threading.Lock()
+_ENV = ("CT_DATA_DIR", "CT_CACHE_DIR", "CT_DATA_URL")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Dataset":
+        from ct_core.data.base import Dataset
+
+        return Dataset
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _data_cfg(cfg: Any) -> DataConfig:
+    """Accept a ``DataConfig``, a full ``Config`` or a plain dict of ``data`` keys."""
+    from ct_core.config import Config, DataConfig, parse_config
+
+    if isinstance(cfg, Config):
+        return cfg.data
+    if isinstance(cfg, DataConfig):
+        return cfg
+    if isinstance(cfg, dict):
+        return parse_config({"data": cfg}).data
+    raise TypeError(f"load_dataset expects a DataConfig, got {type(cfg).__name__}")
+
+
+def _memo_key(cfg: DataConfig) -> str:
+    env = {k: os.environ.get(k) for k in _ENV}
+    stamp = None
+    if cfg.path:
+        try:
+            st = Path(cfg.path).expanduser().stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            stamp = None
+    return json.dumps([cfg.model_dump(mode="json"), env, stamp], sort_keys=True, default=str)
+
+
+def load_dataset(cfg: DataConfig | Any) -> Dataset:
+    """The prepared :class:`Dataset` for ``cfg`` (a ``DataConfig``; memoised, do not mutate)."""
+    cfg = _data_cfg(cfg)
+    key = _memo_key(cfg)
+    with _LOCK:
+        hit = _MEMO.get(key)
+        if hit is None:
+            hit = _MEMO[key] = _build(cfg)
+    return hit
+
+
+def clear_cache() -> None:
+    """Forget every memoised dataset (tests; after files changed on disk)."""
+    with _LOCK:
+        _MEMO.clear()
+
+
+def feature_names(cfg: DataConfig | Any) -> list[str]:
+    """Encoded feature names for ``cfg`` (cheap for synthetic data and MNIST).
+
+    Synthetic features are ``x1`` … ``xD`` and MNIST pixels ``pixel1`` … ``pixel784`` (1-based
+    as in the paper's notation; numeric references in ``data.immutable`` are 0-based indices).
+    """
+    cfg = _data_cfg(cfg)
+    kind = DEFAULTS[cfg.name].kind
+    if kind == "synthetic":
+        from ct_core.data.synthetic import n_features
+
+        return [f"x{i + 1}" for i in range(n_features(cfg.name))]
+    if kind == "image":
+        from ct_core.data.mnist import pixel_names
+
+        return pixel_names()
+    return list(load_dataset(cfg).feature_names)
+
+
+def _sizes(cfg: DataConfig) -> tuple[int | None, int, int | None]:
+    d = DEFAULTS[cfg.name]
+    n_train = d.n_train if cfg.n_train is None else cfg.n_train
+    n_val = d.n_val if cfg.n_val is None else cfg.n_val
+    n_test = d.n_test if cfg.n_test is None else cfg.n_test
+    return n_train, n_val, n_test
+
+
+def _build(cfg: DataConfig) -> Dataset:
+    from ct_core.data.preprocess import assemble
+
+    d = DEFAULTS[cfg.name]
+    n_train, n_val, n_test = _sizes(cfg)
+    extra: dict[str, Any] = {}
+    if d.kind == "synthetic":
+        from ct_core.data.preprocess import Standardizer
+        from ct_core.data.synthetic import synthetic_splits
+
+        assert n_train is not None and n_test is not None
+        splits = synthetic_splits(cfg, n_train, n_val, n_test)
+        names = feature_names(cfg)
+        classes: list[str] = ["0", "1"]
+        if cfg.standardize:
+            st = Standardizer.fit(splits["train"][0], range(len(names)))
+            splits = {k: (st.transform(x), y) for k, (x, y) in splits.items()}
+    elif d.kind == "tabular":
+        from ct_core.data.tabular import TABULAR, read_table, tabular_splits
+
+        enc, y = read_table(cfg.name)
+        splits = tabular_splits(cfg, enc, y, n_train, n_val, n_test)
+        names, classes = enc.feature_names, list(TABULAR[cfg.name].class_names)
+        extra["categorical_groups"] = enc.categorical_groups
+    elif d.kind == "image":
+        from ct_core.data.mnist import IMAGE_SHAPE, mnist_splits, pixel_names
+
+        assert n_train is not None and n_test is not None
+        splits = mnist_splits(cfg, n_train, n_val, n_test)
+        names, classes = pixel_names(), [str(c) for c in range(10)]
+        extra.update(image_shape=IMAGE_SHAPE, fixed_domain=(-1.0, 1.0))
+    else:
+        from ct_core.data.user import read_user_table, user_splits
+
+        enc, y, classes = read_user_table(cfg)
+        splits = user_splits(cfg, enc, y)
+        names = enc.feature_names
+        extra["categorical_groups"] = enc.categorical_groups
+    return assemble(
+        cfg,
+        splits,
+        names,
+        n_classes=len(classes),
+        class_names=classes,
+        batch_size=d.batch_size,
+        **extra,
+    )

@@ -1,0 +1,21 @@
+"""Session setup shared by every test: data location, a throw-away cache, one torch thread."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("CT_DATA_DIR", str((REPO / ".." / "shared" / "data").resolve()))
+_CACHE = tempfile.mkdtemp(prefix="ct-test-cache-")
+os.environ["CT_CACHE_DIR"] = _CACHE  # never write into the user's ~/.cache/ct from tests
+os.environ.pop("CT_DATA_URL", None)  # no mirror downloads unless a test asks for one
+torch.set_num_threads(1)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_CACHE, ignore_errors=True)
