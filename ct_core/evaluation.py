@@ -1,0 +1,461 @@
+"""Evaluation metrics (reference §6): counterfactual quality, predictive performance, robustness
+and feature sensitivity. All functions are batched over rows; shapes are in the docstrings.
+
+* :func:`validity`, :func:`cost`, :func:`implausibility` (IP, Eq. 4), :func:`mmd_unbiased`
+  (IP*, Eq. 5), :func:`redundancy` — per counterfactual (§6.1).
+* :func:`accuracy`, :func:`macro_f1`, :func:`fgsm`, :func:`pgd`, :func:`robust_accuracy` (§6.2).
+* :func:`integrated_gradients_sensitivity` — sensitivity to protected features (§6.2, §8.4).
+* :func:`validation_metrics` — a small, fast counterfactual pass used during training.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from ct_core.config import Config
+    from ct_core.data.base import Dataset
+
+__all__ = [
+    "accuracy",
+    "cost",
+    "fgsm",
+    "implausibility",
+    "implausibility_by_target",
+    "integrated_gradients_sensitivity",
+    "macro_f1",
+    "mmd_unbiased",
+    "pgd",
+    "predict",
+    "predict_proba",
+    "redundancy",
+    "robust_accuracy",
+    "robust_accuracy_table",
+    "sample_rows",
+    "validation_metrics",
+    "validity",
+]
+
+
+# ----------------------------------------------------------------------------------------------
+# Counterfactual quality (reference §6.1)
+
+
+def validity(p_target: Tensor, threshold: float = 0.5) -> Tensor:
+    """``p(y⁺|x′) ≥ threshold`` per counterfactual: ``(N,) -> (N,) bool``.
+
+    The reference filters on 0.5 (``validity``) and reports ``validity_strict`` at τ_eval (§9.15).
+    """
+    return p_target >= threshold
+
+
+def cost(x: Tensor, x_cf: Tensor) -> Tensor:
+    """Cost = ``‖x′ − x‖₁`` per row: ``(N, D), (N, D) -> (N,)`` (CE.jl ``distance``)."""
+    return (x_cf - x).abs().sum(dim=1)
+
+
+def redundancy(x: Tensor, x_cf: Tensor, tol: float = 1e-5) -> Tensor:
+    """Share of features left unchanged (``|x′_d − x_d| < tol``): ``(N, D), (N, D) -> (N,)``."""
+    return ((x_cf - x).abs() < tol).float().mean(dim=1)
+
+
+def sample_rows(
+    X: Tensor, n: int, generator: torch.Generator | None = None, replace: bool = True
+) -> Tensor:
+    """``n`` rows of ``X`` ``(M, D)``; without replacement at most ``M`` rows (all if ``M ≤ n``)."""
+    m = X.shape[0]
+    if m == 0:
+        return X[:0]
+    if replace:
+        idx = torch.randint(m, (n,), generator=generator)
+    elif m <= n:
+        return X
+    else:
+        idx = torch.randperm(m, generator=generator)[:n]
+    return X[idx.to(X.device)]
+
+
+def implausibility(x_cf: Tensor, x_target_samples: Tensor) -> Tensor:
+    """IP (Eq. 4): mean L1 distance from each counterfactual to the target-class samples.
+
+    ``x_cf`` ``(N, D)``, ``x_target_samples`` ``(S, D)`` (the reference draws up to 1000 target-class
+    rows of the evaluation data with replacement, see :func:`implausibility_by_target`) -> ``(N,)``.
+    """
+    if x_cf.shape[0] == 0:
+        return x_cf.new_zeros(0)
+    if x_target_samples.shape[0] == 0:
+        return torch.full((x_cf.shape[0],), math.nan, dtype=x_cf.dtype, device=x_cf.device)
+    return torch.cdist(x_cf, x_target_samples.to(x_cf), p=1.0).mean(dim=1)
+
+
+def implausibility_by_target(
+    x_cf: Tensor,
+    target: Tensor,
+    X: Tensor,
+    y: Tensor,
+    n_samples: int = 1000,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """IP for counterfactuals with mixed targets: ``(N, D), (N,)`` -> ``(N,)``.
+
+    For each target class k, ``n_samples`` rows of ``X[y == k]`` are drawn with replacement (one
+    draw per class, shared by every counterfactual aimed at k).
+    """
+    out = torch.full((x_cf.shape[0],), math.nan, dtype=x_cf.dtype, device=x_cf.device)
+    for k in torch.unique(target).tolist():
+        rows = target == k
+        samples = sample_rows(X[y == k], n_samples, generator, replace=True)
+        out[rows] = implausibility(x_cf[rows], samples)
+    return out
+
+
+def _sq_dists(a: Tensor, b: Tensor) -> Tensor:
+    return torch.cdist(a, b, p=2.0).square()
+
+
+def mmd_unbiased(
+    X: Tensor,
+    Y: Tensor,
+    length_scale: float = 5.0,
+    max_samples: int | None = 100,
+    generator: torch.Generator | None = None,
+    clamp: bool = True,
+) -> float:
+    """IP* (Eq. 5): the unbiased MMD² estimate between samples ``X`` ``(m, D)`` and ``Y`` ``(n, D)``.
+
+    Gaussian kernel ``k(x, y) = exp(−‖x − y‖² / (2ℓ²))`` (KernelFunctions'
+    ``with_lengthscale(GaussianKernel(), ℓ)``); within-sample means exclude the diagonal. Each
+    sample is first subsampled without replacement to at most ``max_samples`` rows (the
+    reference's ``ndiv = 100``). Negative estimates are clamped to 0 as the reference does before
+    aggregation (``clamp=False`` keeps the unbiased value). NaN if either sample has < 2 rows.
+    """
+    if max_samples is not None:
+        X = sample_rows(X, max_samples, generator, replace=False)
+        Y = sample_rows(Y, max_samples, generator, replace=False)
+    m, n = X.shape[0], Y.shape[0]
+    if m < 2 or n < 2:
+        return math.nan
+    X = X.double()
+    Y = Y.double().to(X.device)
+    g = 2.0 * float(length_scale) ** 2
+    kxx = torch.exp(-_sq_dists(X, X) / g)
+    kyy = torch.exp(-_sq_dists(Y, Y) / g)
+    kxy = torch.exp(-_sq_dists(X, Y) / g)
+    sxx = (kxx.sum() - kxx.diagonal().sum()) / (m * (m - 1))
+    syy = (kyy.sum() - kyy.diagonal().sum()) / (n * (n - 1))
+    val = float(sxx + syy - 2.0 * kxy.mean())
+    return max(val, 0.0) if clamp else val
+
+
+# ----------------------------------------------------------------------------------------------
+# Predictive performance and robustness (reference §6.2)
+
+
+def _device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, X: Tensor, batch_size: int = 4096) -> Tensor:
+    """Softmax probabilities ``(N, K)`` of ``model`` on ``X`` ``(N, D)``, in eval mode, batched."""
+    was = model.training
+    model.eval()
+    dev = _device(model)
+    out = [
+        torch.softmax(model(X[i : i + batch_size].to(dev)), dim=1).cpu()
+        for i in range(0, X.shape[0], batch_size)
+    ]
+    model.train(was)
+    return torch.cat(out) if out else torch.zeros(0, 0)
+
+
+def predict(model: nn.Module, X: Tensor, batch_size: int = 4096) -> Tensor:
+    """Predicted classes ``(N,)`` int64."""
+    return predict_proba(model, X, batch_size).argmax(dim=1)
+
+
+def accuracy(y_true: Tensor, y_pred: Tensor) -> float:
+    """Share of ``y_pred == y_true`` (both ``(N,)``)."""
+    if y_true.numel() == 0:
+        return math.nan
+    return float((y_true.cpu() == y_pred.cpu()).float().mean())
+
+
+def macro_f1(y_true: Tensor, y_pred: Tensor, n_classes: int | None = None) -> float:
+    """Macro-averaged F1 over classes (StatisticalMeasures ``multiclass_f1score`` default)."""
+    from sklearn.metrics import f1_score
+
+    labels = list(range(n_classes)) if n_classes is not None else None
+    return float(
+        f1_score(
+            y_true.cpu().numpy(),
+            y_pred.cpu().numpy(),
+            labels=labels,
+            average="macro",
+            zero_division=0,
+        )
+    )
+
+
+def _input_grad(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        loss = nn.functional.cross_entropy(model(x), y, reduction="sum")
+        (g,) = torch.autograd.grad(loss, x)
+    return g
+
+
+def fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
+    """FGSM: ``x + ε·sign(∇ₓ CE(M(x), y))`` for ``x`` ``(N, D)``, true labels ``y`` ``(N,)``.
+
+    White-box on the logits; no clamping to a data range (the reference never applies one, §9.16).
+    """
+    if eps == 0:
+        return x.clone()
+    return (x + eps * _input_grad(model, x, y).sign()).detach()
+
+
+def pgd(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    steps: int = 40,
+    alpha: float = 0.01,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """PGD on the L∞ ball (reference §6.2): uniform random start in the ε-ball, ``steps`` signed
+    gradient steps of size ``alpha``, projection onto ``[x − ε, x + ε]`` after each. ``(N, D)``."""
+    if eps == 0:
+        return x.clone()
+    noise = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+    xa = x + (2 * noise - 1) * eps
+    for _ in range(steps):
+        xa = xa + alpha * _input_grad(model, xa, y).sign()
+        xa = torch.max(torch.min(xa, x + eps), x - eps).detach()
+    return xa
+
+
+def robust_accuracy(
+    model: nn.Module,
+    X: Tensor,
+    y: Tensor,
+    eps_list: Sequence[float],
+    attack: Literal["fgsm", "pgd"] = "fgsm",
+    generator: torch.Generator | None = None,
+    batch_size: int = 4096,
+    **attack_kw: Any,
+) -> list[float]:
+    """Accuracy on adversarially perturbed ``X`` ``(N, D)`` for each ε (one value per ε)."""
+    if attack not in ("fgsm", "pgd"):
+        from ct_core.config import ConfigError
+
+        raise ConfigError(f"attack must be one of fgsm, pgd, got {attack!r}")
+    was = model.training
+    model.eval()
+    dev = _device(model)
+    out = []
+    for eps in eps_list:
+        correct = 0
+        for i in range(0, X.shape[0], batch_size):
+            xb, yb = X[i : i + batch_size].to(dev), y[i : i + batch_size].to(dev)
+            if attack == "fgsm":
+                xa = fgsm(model, xb, yb, float(eps))
+            else:
+                xa = pgd(model, xb, yb, float(eps), generator=generator, **attack_kw)
+            with torch.no_grad():
+                correct += int((model(xa).argmax(1) == yb).sum())
+        out.append(correct / max(X.shape[0], 1))
+    model.train(was)
+    return out
+
+
+def robust_accuracy_table(
+    model: nn.Module,
+    X: Tensor,
+    y: Tensor,
+    eps_list: Sequence[float] | None = None,
+    seed: int = 2025,
+) -> pd.DataFrame:
+    """FGSM and PGD accuracy for ε ∈ ``eps_list`` (default ``linspace(0, 0.1, 10)`` as the
+    reference's plots): columns ``attack, epsilon, accuracy``."""
+    eps = list(np.linspace(0.0, 0.1, 10)) if eps_list is None else list(eps_list)
+    rows = []
+    for attack in ("fgsm", "pgd"):
+        g = torch.Generator().manual_seed(seed)
+        accs = robust_accuracy(model, X, y, eps, attack, generator=g)  # type: ignore[arg-type]
+        rows += [{"attack": attack, "epsilon": float(e), "accuracy": a} for e, a in zip(eps, accs)]
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# Integrated gradients (reference §6.2, §8.4)
+
+
+def _ig_class_contributions(
+    ig: Any,
+    model: nn.Module,
+    X: Tensor,
+    y: Tensor,
+    n_classes: int,
+    n_steps: int,
+    gen: torch.Generator,
+) -> Tensor:
+    """Average IG attribution per class ``(K, D)`` with a U(−1, 1) baseline, target = the class."""
+    dev = _device(model)
+    base = (torch.rand(X.shape, generator=gen, dtype=X.dtype) * 2 - 1).to(dev)
+    attr = ig.attribute(
+        X.to(dev), baselines=base, target=y.to(dev), n_steps=n_steps, internal_batch_size=8192
+    ).detach()
+    g = torch.zeros(n_classes, X.shape[1], dtype=attr.dtype, device=attr.device)
+    for k in range(n_classes):
+        rows = y.to(dev) == k
+        if rows.any():
+            g[k] = attr[rows].mean(0)
+    return g.cpu()
+
+
+def integrated_gradients_sensitivity(
+    model: nn.Module,
+    X: Tensor,
+    y: Tensor,
+    protected_idx: Sequence[int],
+    n_rounds: int = 100,
+    n_samples: int = 2500,
+    n_steps: int = 50,
+    n_classes: int | None = None,
+    seed: int = 2025,
+) -> dict[str, Any]:
+    """Standardised IG sensitivity to the protected features (reference §6.2, Table §8.4).
+
+    Per bootstrap round: draw ``n_samples`` rows of ``X`` ``(N, D)`` with replacement, compute
+    captum integrated gradients with a U(−1, 1) baseline towards each row's label ``y`` and
+    average them per class -> ``g`` ``(K, D)``; normalise with the reference's rule (2-feature
+    data ``|g|/(max g − min g)``, otherwise ``(g − min g)/(max g − min g)``, extremes per class
+    across features); take the mean over protected features (and classes). Returns the round values
+    (``rounds``, ``(n_rounds,)``) and their ``median``, ``lo`` (2.5 %) and ``hi`` (97.5 %).
+    The reference's IG package is not public (§9.17); normalising per class across features is
+    our reading, chosen because it reproduces the scale of §8.4 (2-feature baselines whose two
+    contributions are nearly equal give values ≫ 1, tabular values lie in [0, 1]).
+    """
+    from captum.attr import IntegratedGradients
+
+    if not protected_idx:
+        from ct_core.config import ConfigError
+
+        raise ConfigError("integrated gradients: no protected features (data.immutable is empty)")
+    K = int(n_classes if n_classes is not None else int(y.max()) + 1)
+    was = model.training
+    model.eval()
+    ig = IntegratedGradients(model)
+    gen = torch.Generator().manual_seed(seed)
+    vals = []
+    prot = list(protected_idx)
+    for _ in range(n_rounds):
+        idx = torch.randint(X.shape[0], (min(n_samples, 10**7),), generator=gen)
+        g = _ig_class_contributions(ig, model, X[idx], y[idx], K, n_steps, gen)
+        # per class, across features (K, 1)
+        lo, hi = g.min(1, keepdim=True).values, g.max(1, keepdim=True).values
+        span = torch.where(hi > lo, hi - lo, torch.ones_like(hi))
+        norm = g.abs() / span if X.shape[1] == 2 else (g - lo) / span
+        vals.append(float(norm[:, prot].mean()))
+    model.train(was)
+    r = torch.tensor(vals, dtype=torch.float64)
+    return {
+        "median": float(r.median()) if n_rounds else math.nan,
+        "lo": float(torch.quantile(r, 0.025)) if n_rounds else math.nan,
+        "hi": float(torch.quantile(r, 0.975)) if n_rounds else math.nan,
+        "rounds": r,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation-time counterfactual metrics (used by training every ``train.eval_every`` epochs)
+
+
+def validation_metrics(
+    model: nn.Module,
+    data: Dataset,
+    cfg: Config,
+    generator: Any = None,
+    seed: int | None = None,
+    rng: torch.Generator | None = None,
+) -> dict[str, float]:
+    """Counterfactual quality on ``cfg.evaluation.n_val_individuals`` validation points.
+
+    Targets are drawn uniformly among each point's non-predicted classes; the test-time generator
+    (ECCo, λ_cost = ``evaluation.lambda_cost``, λ_egy = the middle of ``evaluation.lambda_energies``,
+    T and τ from ``evaluation``) searches once. Returns ``val_validity`` (share reaching τ) and,
+    over valid counterfactuals only, ``val_cost``, ``val_implausibility`` (IP) and ``val_mmd``
+    (IP*, per target class then averaged); NaN where nothing is valid. Randomness comes from
+    ``rng`` (e.g. the trainer's generator) if given, else from ``seed`` (default
+    ``evaluation.seed``: the same validation points every call).
+    """
+    from ct_core.generators import ECCo, search
+
+    ev = cfg.evaluation
+    X, y = (t.cpu() for t in (data.split("val") if data.X_val.shape[0] > 0 else data.split("test")))
+    gen = (
+        rng if rng is not None else torch.Generator().manual_seed(ev.seed if seed is None else seed)
+    )
+    n = min(ev.n_val_individuals, X.shape[0])
+    idx = torch.randperm(X.shape[0], generator=gen)[:n]
+    x0 = X[idx]
+    pred = predict(model, x0)
+    K = data.n_classes
+    # a uniform draw among the K-1 other classes: shift by 1..K-1
+    shift = torch.randint(1, K, (n,), generator=gen)
+    target = (pred + shift) % K
+    if generator is None:
+        lams = sorted(ev.lambda_energies) or [1.0]
+        generator = ECCo(
+            lambda_cost=ev.lambda_cost,
+            lambda_energy=lams[len(lams) // 2],
+            T=ev.T,
+            energy_reg=cfg.generator.energy_reg,
+            decay=cfg.generator.energy_decay,
+        )
+    dev = _device(model)
+    was = model.training
+    model.eval()
+    res = search(
+        model,
+        x0.to(dev),
+        target.to(dev),
+        generator,
+        T=ev.T,
+        tau=ev.tau,
+        lr=cfg.generator.lr,
+        domain=None if data.domain is None else tuple(b.to(dev) for b in data.domain),
+        mutability=data.mutability if ev.constrained else None,
+    )
+    model.train(was)
+    x_cf = res.x_cf.detach().cpu()
+    valid = validity(res.p_target.detach().cpu(), ev.tau)
+    out = {
+        "val_validity": float(valid.float().mean()) if n else math.nan,
+        "val_cost": math.nan,
+        "val_implausibility": math.nan,
+        "val_mmd": math.nan,
+    }
+    if valid.any():
+        xv, x0v, tv = x_cf[valid], x0[valid], target[valid]
+        out["val_cost"] = float(cost(x0v, xv).mean())
+        out["val_implausibility"] = float(
+            implausibility_by_target(xv, tv, X, y, ev.n_target_samples, gen).mean()
+        )
+        mmds = [
+            mmd_unbiased(xv[tv == k], X[y == k], ev.length_scale, ev.mmd_samples, gen)
+            for k in torch.unique(tv).tolist()
+        ]
+        mmds = [m for m in mmds if not math.isnan(m)]
+        out["val_mmd"] = float(np.mean(mmds)) if mmds else math.nan
+    return out
