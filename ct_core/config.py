@@ -197,7 +197,8 @@ class TrainConfig(_Strict):
     checkpoint_every: NonNegInt = 0
     """``ct train`` writes ``checkpoint.pt`` every k epochs (0 = only at the end)."""
     eval_every: NonNegInt = 0
-    """Compute validation-set counterfactual metrics every k epochs (0 = never during training)."""
+    """Compute validation-set counterfactual metrics every k epochs and at the last one
+    (0 = never during training)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: NonNegInt = 1
     """torch intra-op threads (0 = leave torch's default)."""

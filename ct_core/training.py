@@ -235,7 +235,7 @@ class Trainer:
         rec["skipped_batches"] = float(skipped)
         t_eval0 = time.perf_counter()
         k = cfg.train.eval_every
-        if k and epoch % k == 0:
+        if k and (epoch % k == 0 or epoch == cfg.train.epochs):
             from ct_core.evaluation import validation_metrics
 
             self.model.eval()

@@ -1,0 +1,24 @@
+"""ct_sweeps: hyperparameter sweeps of counterfactual training on Ray Tune, tracked in MLflow.
+
+Orchestration only (design.md): it validates a sweep file, turns its space into a Ray Tune /
+Optuna search, runs :class:`ct_core.training.Trainer` in a function trainable, and logs to MLflow
+from the driver.
+
+=================  ==============================================================================
+``schema.py``      the sweep YAML (pydantic, unknown keys rejected) and ``--set`` overrides
+``space.py``       grid axes, distributions, conditional entries; validation of every point
+``trainable.py``   the Tune trainable: one trial = one Trainer run, report + checkpoint per epoch
+``tracking.py``    MLflow: parent run per sweep, child run per trial, ``sync-mlflow`` backfill
+``runner.py``      plan (no Ray), run (Tuner: search alg, ASHA, resources, failures), resume
+``report.py``      results table, ``best_config.yaml``, Pareto front, plots
+``cli.py``         ``ct-sweep run | resume | report | sync-mlflow``
+``env.py``         environment defaults set before Ray/MLflow are imported
+=================  ==============================================================================
+
+A run directory (``./ct_runs/<name>-<timestamp>`` or ``--storage``) holds ``sweep.yaml`` (the
+sweep with its base inlined), ``run.json`` (tracking URI, experiment and parent-run ids),
+``tune/`` (Ray's experiment: one ``trial_<id>/`` with ``result.json`` and checkpoints per
+trial), ``results.csv`` (one row per trial: id, status, error, swept parameters, final
+metrics), ``best_config.yaml``, ``pareto.csv`` (multi-objective), ``plots/``, ``mlflow.db`` and
+``mlartifacts/`` (the default local MLflow store).
+"""

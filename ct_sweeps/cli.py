@@ -1,0 +1,274 @@
+"""``ct-sweep``: run, resume, report and sync hyperparameter sweeps of counterfactual training.
+
+    ct-sweep run SWEEP.yaml [--set k=v ...] [--address auto|ray://H:P|http://H:8265]
+                            [--tracking-uri URI] [--storage RUN_DIR] [--name N] [--dry-run]
+    ct-sweep resume RUN_DIR [--retry-errored]
+    ct-sweep report RUN_DIR [--metric M] [--mode min|max]
+    ct-sweep sync-mlflow RUN_DIR [--tracking-uri URI]
+
+The same ``run`` command is the entrypoint of ``ray job submit --working-dir . -- ct-sweep run
+SWEEP.yaml`` (it then joins the job's cluster). Bad input prints one ``error: ...`` per problem
+and exits with code 2 before Ray starts; an interrupted sweep exits 130 and says how to resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ct_sweeps.env import set_defaults
+
+if TYPE_CHECKING:
+    from ct_sweeps.runner import Outcome
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="ct-sweep", description="Hyperparameter sweeps of counterfactual training."
+    )
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run a sweep file")
+    r.add_argument("sweep", help="sweep YAML (see configs/quickstart.yaml)")
+    r.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override: search.num_samples=20, space.generator.T=[5,10], train.epochs=5 ...",
+    )
+    r.add_argument(
+        "--address",
+        help="join a Ray cluster: auto, ray://HOST:10001, or submit as "
+        "a Ray job to the dashboard http://HOST:8265",
+    )
+    r.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: a sqlite store in the "
+        "run directory, or $MLFLOW_TRACKING_URI)",
+    )
+    r.add_argument("--storage", help="run directory (default ./ct_runs/<name>-<timestamp>)")
+    r.add_argument("--name", help="sweep name (overrides name: in the file)")
+    r.add_argument("--num-cpus", type=int, help="CPUs of the embedded local Ray (default: all)")
+    r.add_argument("--dry-run", action="store_true", help="validate and count trials only")
+
+    s = sub.add_parser("resume", help="continue an interrupted sweep")
+    s.add_argument("run_dir")
+    s.add_argument("--address")
+    s.add_argument("--num-cpus", type=int)
+    s.add_argument("--retry-errored", action="store_true", help="also rerun failed trials")
+
+    p = sub.add_parser("report", help="results table, best config, Pareto front of a run")
+    p.add_argument("run_dir")
+    p.add_argument("--metric", help="sort by this metric (default: the sweep's)")
+    p.add_argument("--mode", choices=["min", "max"])
+    p.add_argument("--top", type=int, default=10, help="rows to print")
+
+    y = sub.add_parser("sync-mlflow", help="backfill MLflow from Ray's results")
+    y.add_argument("run_dir")
+    y.add_argument("--tracking-uri")
+    return ap
+
+
+def _error(msg: str | Sequence[str]) -> int:
+    for line in [msg] if isinstance(msg, str) else msg:
+        print(f"error: {line}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def _mlflow_hint(uri: str | None) -> str:
+    if not uri:
+        return "MLflow: tracking disabled"
+    if uri.startswith("sqlite:") or "://" not in uri:
+        return f"MLflow UI:   mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+    return f"MLflow:      {uri}"
+
+
+def _summary(o: Outcome) -> int:
+    from ct_sweeps.report import format_table
+
+    rep = o.report
+    print()
+    print(format_table(rep.frame, rep.metric))
+    print()
+    print(
+        f"Sweep finished {o.n_finished} of {o.n_expected} trials"
+        f" ({o.n_errors} errors) in {o.seconds:.1f} s"
+    )
+    errs = rep.frame[rep.frame["status"] == "ERROR"] if len(rep.frame) else rep.frame
+    for _, row in errs.head(5).iterrows():
+        print(f"  trial {row['trial_id']} failed: {row['error']}")
+    print(_timing_line(o))
+    print(f"Run dir:     {o.run_dir}")
+    print(f"Results:     {rep.results}")
+    if rep.best:
+        print(f"Best config: {rep.best}  (by {rep.metric}, {rep.mode})")
+    if rep.pareto:
+        print(f"Pareto:      {rep.pareto}")
+    print(_mlflow_hint(o.tracking_uri))
+    if o.tracking_uri and not o.tracking_ok:
+        print(
+            f"MLflow could not be reached during the sweep; backfill it with:  "
+            f"ct-sweep sync-mlflow {o.run_dir}",
+            file=sys.stderr,
+        )
+    if o.interrupted:
+        print(
+            f"\nThe sweep was interrupted. Continue it with:  ct-sweep resume {o.run_dir}",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    if o.n_expected and o.n_finished == 0:
+        return 1
+    return 0
+
+
+def _timing_line(o: Outcome) -> str:
+    """Where the wall time went: training epochs, the rest of the trials, Ray, MLflow."""
+    df, t = o.report.frame, o.timings
+    total = float(df["time_total_s"].sum()) if "time_total_s" in df else 0.0
+    train = float(df["train_seconds"].sum()) if "train_seconds" in df else 0.0
+    return (
+        f"Time:        {o.seconds:.1f} s wall; trials ran {total:.1f} s in all, of which "
+        f"{train:.1f} s training epochs; Ray start {t.get('ray_start', 0):.1f} s, "
+        f"stop {t.get('ray_stop', 0):.1f} s; MLflow in the driver "
+        f"{t.get('mlflow_in_fit', 0):.1f} s; report {t.get('report', 0):.1f} s"
+    )
+
+
+def _submit_job(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """``--address http://...``: run this same command as a Ray job on that cluster."""
+    sweep = Path(args.sweep).resolve()
+    cwd = Path.cwd().resolve()
+    if not sweep.is_relative_to(cwd):
+        return _error(
+            f"--address {args.address}: the sweep file must be inside the current "
+            "directory, which is uploaded as the job's working dir"
+        )
+    rest: list[str] = []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--address":
+            skip = True
+            continue
+        if a.startswith("--address="):
+            continue
+        rest.append(a)
+    entry = ["ct-sweep", *[str(sweep.relative_to(cwd)) if a == args.sweep else a for a in rest]]
+    ray_bin = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
+    cmd = [ray_bin, "job", "submit", "--address", args.address, "--working-dir", ".", "--", *entry]
+    print("+ " + shlex.join(cmd), flush=True)
+    return subprocess.call(cmd)
+
+
+def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from ct_sweeps import runner
+
+    sets = list(args.sets)
+    if args.name:
+        sets.append(f"name={args.name}")
+    plan = runner.plan(args.sweep, sets)
+    print(
+        f"Sweep {plan.sweep.name}: {plan.n_trials} trials "
+        f"({plan.sweep.search.algorithm}, {len(plan.space.entries)} swept parameters)",
+        flush=True,
+    )
+    if args.dry_run:
+        for e in plan.space.entries:
+            print(f"  {e.key}: {e.describe()}")
+        return 0
+    if args.address and args.address.startswith(("http://", "https://")):
+        return _submit_job(args, argv)
+    out = runner.run(
+        plan,
+        storage=args.storage,
+        address=args.address,
+        tracking_uri=args.tracking_uri,
+        num_cpus=args.num_cpus,
+    )
+    return _summary(out)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from ct_sweeps.report import RunDir, format_table, write_report
+
+    run = RunDir.load(args.run_dir)
+    rep = write_report(run, metric=args.metric, mode=args.mode)
+    print(format_table(rep.frame, rep.metric, args.top))
+    print(f"Results:     {rep.results}")
+    if rep.best:
+        print(f"Best config: {rep.best}  (by {rep.metric}, {rep.mode})")
+    if rep.pareto:
+        print(f"Pareto:      {rep.pareto}")
+    print(_mlflow_hint(run.info.get("tracking_uri")))
+    return 0
+
+
+def _sync(args: argparse.Namespace) -> int:
+    from ct_sweeps.report import RunDir, collect
+    from ct_sweeps.tracking import sync
+
+    run = RunDir.load(args.run_dir)
+    try:
+        counts = sync(run, collect(run), args.tracking_uri)
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(
+        f"MLflow synced: {counts['created']} child runs created, {counts['metrics']} metric "
+        f"values logged, {counts['status']} statuses set"
+        + (", parent run created" if counts["parent_created"] else "")
+    )
+    print(_mlflow_hint(run.info.get("tracking_uri")))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    set_defaults(getattr(args, "address", None))
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
+    from ct_core.config import ConfigError
+
+    try:
+        if args.command == "run":
+            return _run(args, argv)
+        if args.command == "resume":
+            from ct_sweeps import runner
+
+            return _summary(
+                runner.resume(
+                    args.run_dir,
+                    address=args.address,
+                    num_cpus=args.num_cpus,
+                    retry_errored=args.retry_errored,
+                )
+            )
+        if args.command == "report":
+            return _report(args)
+        return _sync(args)
+    except ConfigError as e:
+        return _error(e.messages)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

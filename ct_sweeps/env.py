@@ -1,0 +1,42 @@
+"""Process environment for Ray and MLflow, set before either is imported.
+
+Each default is a pitfall measured in docs/ecosystem-notes.md (§7): no usage stats or telemetry,
+Ray bound to loopback, token auth decided explicitly, no checkpoint-sync warning spam. A value the
+user already exported always wins.
+"""
+
+from __future__ import annotations
+
+import os
+
+DEFAULTS: dict[str, str] = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    # validation-set counterfactual metrics arrive every k-th epoch only (train.eval_every);
+    # the trainable carries the last value forward, Tune must not reject the epochs before it.
+    "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
+    # an unreachable tracking server should cost seconds, not minutes of retries (the driver
+    # skips MLflow for a while after a failure; `ct-sweep sync-mlflow` backfills later)
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+
+
+def set_defaults(address: str | None = None) -> None:
+    """Export the defaults (``setdefault``) and pick ``RAY_AUTH_MODE``.
+
+    An embedded local Ray on loopback runs without token auth (``disabled``); joining a cluster
+    with ``--address`` sends the token (``token``), because a client with auth disabled cannot
+    talk to a token-enabled head (notes §3.2). Inside a Ray job (``RAY_ADDRESS`` set by the job
+    supervisor) the driver keeps the environment the cluster gave it.
+    """
+    for k, v in DEFAULTS.items():
+        os.environ.setdefault(k, v)
+    if address:
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+    elif not os.environ.get("RAY_ADDRESS"):
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")

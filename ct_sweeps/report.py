@@ -1,0 +1,311 @@
+"""Results of a sweep from its run directory: the trials table, the best config, the Pareto front,
+plots. Reads Ray's own files (``RUN_DIR/<name>/<trial>/result.json`` and the experiment state),
+which stay the source of truth whatever reached MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ct_core.config import ConfigError
+from ct_sweeps.schema import SweepConfig, parse_sweep
+from ct_sweeps.space import Space, parse_space, trial_config
+
+__all__ = [
+    "RunDir",
+    "TrialRecord",
+    "collect",
+    "pareto_mask",
+    "results_frame",
+    "write_report",
+]
+
+RUN_FILE = "run.json"
+SWEEP_FILE = "sweep.yaml"
+RESULTS_FILE = "results.csv"
+BEST_FILE = "best_config.yaml"
+PARETO_FILE = "pareto.csv"
+
+_BOOKKEEPING = {
+    "timestamp",
+    "pid",
+    "done",
+    "time_this_iter_s",
+    "time_since_restore",
+    "iterations_since_restore",
+    "checkpoint_dir_name",
+    "eval_epoch",
+    "training_iteration",
+}
+
+
+@dataclass
+class RunDir:
+    """A sweep's run directory and what ``run.json`` / ``sweep.yaml`` say about it."""
+
+    path: Path
+    info: dict[str, Any]
+    sweep: SweepConfig
+    base: dict[str, Any]
+    space: Space
+
+    @property
+    def experiment_path(self) -> Path:
+        return self.path / self.info["experiment"]
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunDir:
+        p = Path(path).resolve()
+        if not (p / RUN_FILE).is_file() or not (p / SWEEP_FILE).is_file():
+            raise ConfigError(
+                f"{p}: not a sweep run directory (no {RUN_FILE} / {SWEEP_FILE}); "
+                "pass the directory that `ct-sweep run` printed"
+            )
+        info = json.loads((p / RUN_FILE).read_text())
+        sweep = parse_sweep(yaml.safe_load((p / SWEEP_FILE).read_text()))
+        assert isinstance(sweep.base, dict)
+        space = parse_space(sweep.space, sweep.search.algorithm)
+        return cls(p, info, sweep, dict(sweep.base), space)
+
+    def save_info(self) -> None:
+        (self.path / RUN_FILE).write_text(json.dumps(self.info, indent=2))
+
+
+@dataclass
+class TrialRecord:
+    trial_id: str
+    name: str
+    status: str
+    config: dict[str, Any]
+    path: Path | None
+    error: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def history(self) -> list[dict[str, Any]]:
+        """Every reported result, in order (``result.json`` lines)."""
+        if self.path is None or not (self.path / "result.json").exists():
+            return []
+        out = []
+        for line in (self.path / "result.json").read_text().splitlines():
+            line = line.strip()
+            if line:
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:  # a line cut by a crash
+                    continue
+        return out
+
+    def final(self) -> dict[str, float]:
+        h = self.history()
+        if not h:
+            return {}
+        last = h[-1]
+        out = {
+            k: float(v)
+            for k, v in last.items()
+            if k not in _BOOKKEEPING and isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        out["epochs"] = float(len({r.get("epoch") for r in h}))
+        # training compute of the trial: the epochs' own clocks (the rest of time_total_s is
+        # data loading, model set-up, checkpoints and reporting)
+        out["train_seconds"] = float(sum(r.get("seconds", 0.0) for r in h))
+        return out
+
+
+def collect(run: RunDir) -> list[TrialRecord]:
+    """The trials of a run, from Ray's experiment state (status, error) and trial folders."""
+    from ray.tune import ExperimentAnalysis
+
+    from ct_sweeps.tracking import error_reason
+
+    exp = run.experiment_path
+    if not exp.exists():
+        return []
+    try:
+        analysis = ExperimentAnalysis(str(exp))
+    except Exception:  # no experiment state written yet
+        return []
+    out = []
+    for t in analysis.trials:
+        local = t.path
+        rec = TrialRecord(
+            trial_id=t.trial_id,
+            name=str(t),
+            status=str(t.status),
+            config=dict(t.config),
+            path=Path(local) if local else None,
+            error=error_reason(t) if str(t.status) == "ERROR" else "",
+        )
+        rec.params = run.space.resolve(rec.config)
+        out.append(rec)
+    return out
+
+
+def results_frame(records: Sequence[TrialRecord], space: Space) -> Any:
+    """One row per trial: id, status, error, every swept parameter, the final metrics."""
+    import pandas as pd
+
+    keys = [e.key for e in space.entries]
+    rows = []
+    for r in records:
+        row: dict[str, Any] = {"trial_id": r.trial_id, "status": r.status, "error": r.error}
+        for k in keys:
+            v = r.params.get(k)
+            row[k] = json.dumps(v) if isinstance(v, list | dict) else v
+        row.update(r.final())
+        rows.append(row)
+    return pd.DataFrame(rows, columns=None if rows else ["trial_id", "status", "error", *keys])
+
+
+def sort_frame(df: Any, metric: str, mode: str) -> Any:
+    if metric not in df.columns:
+        return df
+    return df.sort_values(metric, ascending=(mode == "min"), na_position="last", kind="stable")
+
+
+def pareto_mask(values: Sequence[Sequence[float]], modes: Sequence[str]) -> list[bool]:
+    """Non-dominated rows (a row with a NaN is never on the front)."""
+    sign = [1.0 if m == "min" else -1.0 for m in modes]
+    pts = [[s * v for s, v in zip(sign, row)] for row in values]
+    ok = [all(math.isfinite(v) for v in p) for p in pts]
+    mask = []
+    for i, p in enumerate(pts):
+        if not ok[i]:
+            mask.append(False)
+            continue
+        dominated = any(
+            ok[j] and all(a <= b for a, b in zip(q, p)) and any(a < b for a, b in zip(q, p))
+            for j, q in enumerate(pts)
+            if j != i
+        )
+        mask.append(not dominated)
+    return mask
+
+
+def _plots(df: Any, run: RunDir, metrics: Sequence[str], modes: Sequence[str]) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = run.path / "plots"
+    out_dir.mkdir(exist_ok=True)
+    paths: list[Path] = []
+    m = metrics[0]
+    if m in df.columns:
+        for e in run.space.entries:
+            if e.key not in df.columns:
+                continue
+            fig, ax = plt.subplots(figsize=(4, 3))
+            x = df[e.key]
+            if x.dtype == object:
+                x = x.astype(str)
+            ax.scatter(x, df[m], s=12)
+            ax.set_xlabel(e.key)
+            ax.set_ylabel(m)
+            if e.kind == "loguniform":
+                ax.set_xscale("log")
+            fig.tight_layout()
+            p = out_dir / f"{m}_by_{e.key}.png"
+            fig.savefig(p, dpi=80)
+            plt.close(fig)
+            paths.append(p)
+    if len(metrics) >= 2 and all(k in df.columns for k in metrics[:2]):
+        fig, ax = plt.subplots(figsize=(4, 3))
+        ax.scatter(df[metrics[0]], df[metrics[1]], s=12, label="trials")
+        if "pareto" in df.columns:
+            front = df[df["pareto"]].sort_values(metrics[0])
+            ax.plot(front[metrics[0]], front[metrics[1]], "r.-", label="Pareto front")
+        ax.set_xlabel(f"{metrics[0]} ({modes[0]})")
+        ax.set_ylabel(f"{metrics[1]} ({modes[1]})")
+        ax.legend()
+        fig.tight_layout()
+        p = out_dir / "pareto.png"
+        fig.savefig(p, dpi=80)
+        plt.close(fig)
+        paths.append(p)
+    return paths
+
+
+def _mode(metric: str) -> str:
+    """Default direction of a metric the sweep did not optimise."""
+    lower = ("loss", "cost", "implausibility", "mmd", "time", "seconds", "div", "reg", "adv")
+    return "min" if any(w in metric for w in lower) else "max"
+
+
+@dataclass
+class Report:
+    frame: Any
+    results: Path
+    best: Path | None
+    pareto: Path | None
+    plots: list[Path]
+    metric: str
+    mode: str
+
+
+def write_report(
+    run: RunDir,
+    metric: str | None = None,
+    mode: str | None = None,
+    records: Sequence[TrialRecord] | None = None,
+    plots: bool = True,
+) -> Report:
+    """Write ``results.csv`` (sorted by the metric), ``best_config.yaml`` (a ready training
+    config of the best finished trial), ``pareto.csv`` (multi-objective) and plots."""
+    s = run.sweep.search
+    metrics, modes = s.metrics, s.modes
+    if metric is not None:
+        metrics, modes = [metric], [mode or dict(zip(metrics, modes)).get(metric) or _mode(metric)]
+    recs = list(records) if records is not None else collect(run)
+    df = results_frame(recs, run.space)
+    best_path = pareto_path = None
+    if len(metrics) > 1 and all(m in df.columns for m in metrics) and len(df):
+        df["pareto"] = pareto_mask(df[metrics].astype(float).values.tolist(), modes)
+        pareto_path = run.path / PARETO_FILE
+        sort_frame(df[df["pareto"]], metrics[0], modes[0]).to_csv(pareto_path, index=False)
+    df = sort_frame(df, metrics[0], modes[0])
+    results = run.path / RESULTS_FILE
+    df.to_csv(results, index=False)
+    done = df[df["status"] == "TERMINATED"] if len(df) else df
+    if len(done) and metrics[0] in done.columns and done[metrics[0]].notna().any():
+        best_id = done.dropna(subset=[metrics[0]]).iloc[0]["trial_id"]
+        best = next(r for r in recs if r.trial_id == best_id)
+        cfg = trial_config(run.base, best.params)
+        best_path = run.path / BEST_FILE
+        header = (
+            f"# Best trial {best_id} of sweep {run.sweep.name} by {metrics[0]} ({modes[0]}).\n"
+            f"# Train it with: ct train {best_path} --out runs/best\n"
+        )
+        best_path.write_text(header + yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    plot_paths: list[Path] = []
+    if plots and len(df):
+        try:
+            plot_paths = _plots(df, run, metrics, modes)
+        except Exception:  # plots are a convenience, never a failure
+            plot_paths = []
+    return Report(df, results, best_path, pareto_path, plot_paths, metrics[0], modes[0])
+
+
+def format_table(df: Any, metric: str, n: int = 10) -> str:
+    """A compact text table of the best ``n`` trials."""
+    if not len(df):
+        return "(no trials)"
+    cols = ["trial_id", "status"]
+    cols += [c for c in df.columns if "." in c]
+    for c in (metric, "val_acc", "val_implausibility", "val_cost", "epochs", "time_total_s"):
+        if c in df.columns and c not in cols:
+            cols.append(c)
+    view = df[cols].head(n).copy()
+    for c in view.columns:
+        if view[c].dtype.kind == "f":
+            view[c] = view[c].map(lambda v: f"{v:.4g}")
+    more = f"\n... {len(df) - n} more in the results file" if len(df) > n else ""
+    return view.to_string(index=False) + more

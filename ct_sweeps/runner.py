@@ -1,0 +1,473 @@
+"""Plan, run and resume a sweep on Ray Tune.
+
+:func:`plan` validates everything (sweep schema, search space, every grid point and every
+distribution bound against the training-config schema) without importing Ray, so bad input
+fails in a fraction of a second. :func:`run` creates the run directory, starts or joins Ray,
+builds the :class:`~ray.tune.Tuner` (search algorithm, scheduler, resources, failure and
+checkpoint config, the MLflow callback) and writes the results. :func:`resume` restores an
+interrupted sweep with ``Tuner.restore`` (finished trials are not rerun).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ct_core.config import Config, ConfigError
+from ct_sweeps.env import set_defaults
+from ct_sweeps.report import SWEEP_FILE, Report, RunDir, write_report
+from ct_sweeps.schema import SweepConfig, load_sweep
+from ct_sweeps.space import Space, parse_space, validate
+from ct_sweeps.trainable import CF_METRICS, TrialSpec
+
+__all__ = ["Outcome", "Plan", "plan", "resume", "run"]
+
+log = logging.getLogger("ct_sweeps")
+
+KNOWN_METRICS = (
+    "loss",
+    "class_loss",
+    "div",
+    "reg",
+    "adv",
+    "train_acc",
+    "val_acc",
+    "val_loss",
+    "mature",
+    "ce_steps",
+    "skipped_batches",
+    "time_search",
+    "time_train",
+    "time_eval",
+    "seconds",
+    *CF_METRICS,
+)
+TRAINER = os.environ.get("CT_SWEEPS_TRAINER", "ct_core.training:Trainer")
+
+
+@dataclass
+class Plan:
+    """A validated sweep, ready to run."""
+
+    sweep: SweepConfig
+    base: dict[str, Any]
+    space: Space
+    base_cfg: Config
+    n_trials: int
+
+    def spec(self) -> TrialSpec:
+        carry = tuple(m for m in self.sweep.search.metrics if m in CF_METRICS)
+        return TrialSpec(
+            base=self.base,
+            space=self.space,
+            checkpoint_every=self.sweep.checkpoint_every,
+            carry=carry,
+            trainer=TRAINER,
+        )
+
+    def resolved_yaml(self) -> str:
+        """The sweep with its base inlined (overrides applied): what ``sweep.yaml`` holds."""
+        d = self.sweep.model_dump(mode="json")
+        d["base"] = self.base
+        d["overrides"] = {}
+        return yaml.safe_dump(d, sort_keys=False)
+
+
+def plan(sweep_file: str | Path, sets: Iterable[str] | None = None) -> Plan:
+    """Load and validate a sweep file; raises :class:`ConfigError` (nothing is started)."""
+    sweep, base = load_sweep(sweep_file, sets)
+    return plan_from(sweep, base)
+
+
+def plan_from(sweep: SweepConfig, base: dict[str, Any]) -> Plan:
+    s = sweep.search
+    unknown = [m for m in s.metrics if m not in KNOWN_METRICS]
+    if unknown:
+        raise ConfigError(
+            f"search.metric must be one of {', '.join(KNOWN_METRICS)}, got {unknown[0]!r}"
+        )
+    space = parse_space(sweep.space, s.algorithm)
+    base_cfg = validate(space, base)
+    needs_eval = [m for m in s.metrics if m in CF_METRICS]
+    if needs_eval and base_cfg.train.eval_every == 0 and "train.eval_every" not in sweep.space:
+        raise ConfigError(
+            f"search.metric {needs_eval[0]!r} is computed only with train.eval_every > 0 "
+            "(set it under overrides, e.g. train.eval_every: 5)"
+        )
+    tc = base_cfg.train
+    if needs_eval and 0 < tc.epochs < tc.eval_every and "train.epochs" not in sweep.space:
+        raise ConfigError(
+            f"train.eval_every ({tc.eval_every}) is larger than train.epochs ({tc.epochs}): "
+            f"search.metric {needs_eval[0]!r} would never be computed"
+        )
+    if s.scheduler == "asha" and s.asha.max_t is None:
+        s.asha.max_t = base_cfg.train.epochs
+    if not space.entries and s.algorithm.startswith("optuna"):
+        raise ConfigError(f"space: search.algorithm {s.algorithm!r} needs at least one entry")
+    return Plan(sweep, base, space, base_cfg, space.num_trials(s.num_samples))
+
+
+# ----------------------------------------------------------------------------------------------
+# Ray
+
+
+def in_ray_job() -> bool:
+    """Whether this process is the entrypoint of a ``ray job submit``."""
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Join or start Ray; ``True`` if this call started it (and should shut it down).
+
+    No address: a fresh local Ray on loopback (``address="local"``, never a stray cluster of
+    someone else), or the cluster of the Ray job this process runs in (``RAY_ADDRESS``).
+    """
+    set_defaults(address)
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kw: dict[str, Any] = {"log_to_driver": True, "configure_logging": True}
+    if address:
+        ray.init(address=address, **kw)
+    elif os.environ.get("RAY_ADDRESS"):
+        ray.init(**kw)
+    else:
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kw)
+    return True
+
+
+def _search_alg(p: Plan) -> Any:
+    s = p.sweep.search
+    if s.uses_optuna:
+        import optuna
+
+        from ct_sweeps.searchers import CtOptunaSearch
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        if s.algorithm == "optuna-gp":
+            sampler = optuna.samplers.GPSampler(seed=s.seed, n_startup_trials=s.n_startup_trials)
+        else:
+            sampler = optuna.samplers.TPESampler(
+                seed=s.seed, n_startup_trials=s.n_startup_trials, multivariate=True
+            )
+        # a define-by-run space never receives Tune's metric/mode: pass them here
+        metric, mode = (s.metrics, s.modes) if s.multi_objective else (s.metric, s.mode)
+        return CtOptunaSearch(
+            space=p.space.optuna_space(), metric=metric, mode=mode, sampler=sampler
+        )
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    return BasicVariantGenerator(max_concurrent=s.max_concurrent or 0, random_state=s.seed)
+
+
+def _scheduler(p: Plan) -> Any:
+    s = p.sweep.search
+    if s.scheduler != "asha":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=s.asha.max_t,
+        grace_period=s.asha.grace_period,
+        reduction_factor=s.asha.reduction_factor,
+    )
+
+
+def _trainable(p: Plan) -> Any:
+    from ray import tune
+
+    from ct_sweeps.trainable import ct_trainable
+
+    r = p.sweep.resources
+    res = {"cpu": r.cpu, "gpu": r.gpu} if r.gpu else {"cpu": r.cpu}
+    return tune.with_resources(tune.with_parameters(ct_trainable, spec=p.spec()), res)
+
+
+def _trial_dirname(trial: Any) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+def build_tuner(p: Plan, run: RunDir, callbacks: list[Any]) -> Any:
+    from ray import tune
+
+    s = p.sweep.search
+    single = not s.multi_objective
+    tune_config = tune.TuneConfig(
+        metric=s.metrics[0] if single else None,
+        mode=s.modes[0] if single else None,
+        search_alg=_search_alg(p),
+        scheduler=_scheduler(p),
+        num_samples=s.num_samples,
+        max_concurrent_trials=s.max_concurrent if s.uses_optuna else None,
+        reuse_actors=True,
+        trial_dirname_creator=_trial_dirname,
+    )
+    run_config = tune.RunConfig(
+        name=run.info["experiment"],
+        storage_path=str(run.path),
+        failure_config=tune.FailureConfig(max_failures=p.sweep.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        callbacks=callbacks,
+        verbose=int(os.environ.get("CT_SWEEP_VERBOSE", "1")),
+    )
+    param_space = {} if s.uses_optuna else p.space.ray_param_space()
+    return tune.Tuner(
+        _trainable(p), param_space=param_space, tune_config=tune_config, run_config=run_config
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Tracking set-up
+
+
+def _tracking(p: Plan, run: RunDir, tracking_uri: str | None) -> list[Any]:
+    """Create the experiment and the parent run; return the Tune callbacks."""
+    from ct_sweeps.tracking import MlflowSweepCallback, Tracker, resolve_tracking_uri
+
+    t = p.sweep.tracking
+    if not t.enabled:
+        return []
+    info = run.info
+    uri = info.get("tracking_uri") or resolve_tracking_uri(tracking_uri, t.uri, run.path)
+    info["tracking_uri"] = uri
+    tracker = Tracker(uri)
+    if not info.get("experiment_id"):
+        name = t.experiment or p.sweep.name
+        local = uri.startswith("sqlite:") or "://" not in uri
+        art = (run.path / "mlartifacts").as_uri() if local else None
+        info["experiment_name"] = name
+        info["experiment_id"] = tracker.experiment(name, art)
+    if info.get("experiment_id") and not info.get("parent_run_id"):
+        parent = tracker.call(
+            "create parent run",
+            "create_run",
+            info["experiment_id"],
+            run_name=run.path.name,
+            tags={"ct.sweep": p.sweep.name, "ct.run_dir": str(run.path)},
+        )
+        if parent is not None:
+            info["parent_run_id"] = parent.info.run_id
+            _log_parent_inputs(tracker, parent.info.run_id, p, run)
+    run.save_info()
+    if not info.get("parent_run_id"):
+        log.warning("MLflow is not reachable; run `ct-sweep sync-mlflow %s` later", run.path)
+        return []
+    return [
+        MlflowSweepCallback(
+            uri,
+            info["experiment_id"],
+            info["parent_run_id"],
+            p.spec(),
+            p.sweep.name,
+            cpus=p.sweep.resources.cpu,
+            log_models=t.log_model,
+        )
+    ]
+
+
+def _log_parent_inputs(tracker: Any, run_id: str, p: Plan, run: RunDir) -> None:
+    s = p.sweep.search
+    params = {
+        "sweep.name": p.sweep.name,
+        "search.algorithm": s.algorithm,
+        "search.metric": ",".join(s.metrics),
+        "search.mode": ",".join(s.modes),
+        "search.num_samples": s.num_samples,
+        "search.max_concurrent": s.max_concurrent,
+        "search.seed": s.seed,
+        "search.scheduler": s.scheduler,
+        "sweep.n_trials": p.n_trials,
+        "resources.cpu": p.sweep.resources.cpu,
+        "resources.gpu": p.sweep.resources.gpu,
+    }
+    tracker.log_batch(run_id, params=params)
+    space_file = run.path / "search_space.json"
+    space_file.write_text(json.dumps(p.space.describe(), indent=2))
+    tracker.call("log sweep.yaml", "log_artifact", run_id, str(run.path / SWEEP_FILE))
+    tracker.call("log search space", "log_artifact", run_id, str(space_file))
+
+
+def _log_parent_outputs(run: RunDir, report: Report, status: str) -> None:
+    from ct_sweeps.tracking import Tracker
+
+    rid = run.info.get("parent_run_id")
+    uri = run.info.get("tracking_uri")
+    if not rid or not uri:
+        return
+    tr = Tracker(uri)
+    for f in (report.results, report.best, report.pareto):
+        if f is not None and f.exists():
+            tr.call("log results", "log_artifact", rid, str(f))
+    for f in report.plots:
+        tr.call("log plot", "log_artifact", rid, str(f), "plots")
+    df = report.frame
+    if len(df) and report.metric in df.columns and df[report.metric].notna().any():
+        v = df[report.metric].dropna().iloc[0]
+        tr.log_batch(rid, metrics=[(f"best_{report.metric}", float(v), 0)])
+    tr.call("end parent run", "set_terminated", rid, status)
+
+
+# ----------------------------------------------------------------------------------------------
+# Run / resume
+
+
+@dataclass
+class Outcome:
+    run_dir: Path
+    report: Report
+    interrupted: bool
+    n_expected: int
+    n_finished: int
+    n_errors: int
+    tracking_uri: str | None
+    seconds: float
+    tracking_ok: bool = True
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def default_run_dir(name: str, storage: str | None) -> Path:
+    if storage:
+        return Path(storage).expanduser().resolve()
+    root = os.environ.get("CT_RUNS_DIR")
+    if not root:
+        # a Ray job runs in a temporary copy of the working dir: keep results in $HOME
+        root = str(Path.home() / "ct_runs") if in_ray_job() else "ct_runs"
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return (Path(root) / f"{name}-{stamp}").resolve()
+
+
+def _new_run_dir(p: Plan, storage: str | None) -> RunDir:
+    path = default_run_dir(p.sweep.name, storage or p.sweep.storage)
+    if (path / SWEEP_FILE).exists():
+        raise ConfigError(
+            f"--storage {path} already holds a sweep; use `ct-sweep resume {path}` "
+            "or choose a new directory"
+        )
+    path.mkdir(parents=True, exist_ok=True)
+    (path / SWEEP_FILE).write_text(p.resolved_yaml())
+    info = {"experiment": "tune", "n_trials": p.n_trials, "created": time.time()}
+    run = RunDir(path, info, p.sweep, p.base, p.space)
+    run.save_info()
+    return run
+
+
+def _count(frame: Any, expected: int) -> tuple[int, int, bool]:
+    """Finished and errored trials from the experiment state Tune wrote last, and whether the
+    sweep stopped early (a SIGINT makes ``Tuner.fit()`` return normally, notes §5.2)."""
+    status = frame["status"] if len(frame) else []
+    finished = int((status == "TERMINATED").sum()) if len(frame) else 0
+    errors = int((status == "ERROR").sum()) if len(frame) else 0
+    return finished, errors, finished + errors < max(expected, len(frame))
+
+
+def _fit(
+    p: Plan,
+    run: RunDir,
+    tuner_factory: Any,
+    address: str | None,
+    num_cpus: int | None,
+) -> Outcome:
+    import ray
+
+    t0 = time.perf_counter()
+    started = ensure_ray(address, num_cpus)
+    timings = {"ray_start": time.perf_counter() - t0}
+    try:
+        t1 = time.perf_counter()
+        tuner = tuner_factory()
+        tuner.fit()
+        timings["fit"] = time.perf_counter() - t1
+    finally:
+        t2 = time.perf_counter()
+        if started:
+            ray.shutdown()
+        timings["ray_stop"] = time.perf_counter() - t2
+    trackers = _trackers(tuner)
+    timings["mlflow_in_fit"] = sum(t.seconds for t in trackers)
+    t3 = time.perf_counter()
+    report = write_report(run)
+    finished, errors, interrupted = _count(report.frame, p.n_trials)
+    status = "KILLED" if interrupted else ("FAILED" if errors and not finished else "FINISHED")
+    _log_parent_outputs(run, report, status)
+    timings["report"] = time.perf_counter() - t3
+    return Outcome(
+        run.path,
+        report,
+        interrupted,
+        p.n_trials,
+        finished,
+        errors,
+        run.info.get("tracking_uri"),
+        time.perf_counter() - t0,
+        tracking_ok=bool(run.info.get("parent_run_id")) and not any(t.failures for t in trackers),
+        timings=timings,
+    )
+
+
+def _trackers(tuner: Any) -> list[Any]:
+    """The MLflow trackers the tuner's callbacks used (for failure counts and timings)."""
+    from ct_sweeps.tracking import MlflowSweepCallback
+
+    try:
+        callbacks = tuner._local_tuner._run_config.callbacks or []
+    except Exception:
+        return []
+    return [c._tracker for c in callbacks if isinstance(c, MlflowSweepCallback) and c._tracker]
+
+
+def run(
+    p: Plan,
+    *,
+    storage: str | None = None,
+    address: str | None = None,
+    tracking_uri: str | None = None,
+    num_cpus: int | None = None,
+) -> Outcome:
+    """Run a planned sweep to the end (or until interrupted)."""
+    set_defaults(address)
+    run_dir = _new_run_dir(p, storage)
+
+    def factory() -> Any:
+        return build_tuner(p, run_dir, _tracking(p, run_dir, tracking_uri))
+
+    return _fit(p, run_dir, factory, address, num_cpus)
+
+
+def resume(
+    run_path: str | Path,
+    *,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    retry_errored: bool = False,
+) -> Outcome:
+    """Continue an interrupted sweep: unfinished trials resume from their last checkpoint,
+    finished trials are kept as they are, errored trials are retried only if asked."""
+    set_defaults(address)
+    run_dir = RunDir.load(run_path)
+    p = plan_from(run_dir.sweep, run_dir.base)
+
+    def factory() -> Any:
+        from ray import tune
+
+        exp = str(run_dir.experiment_path)
+        if not tune.Tuner.can_restore(exp):
+            raise ConfigError(f"{run_dir.path}: nothing to resume (no Tune experiment state)")
+        return tune.Tuner.restore(
+            exp,
+            trainable=_trainable(p),
+            resume_unfinished=True,
+            resume_errored=retry_errored,
+        )
+
+    return _fit(p, run_dir, factory, address, num_cpus)

@@ -1,0 +1,152 @@
+"""The Ray Tune function trainable: one trial = one :class:`ct_core.training.Trainer` run.
+
+Each epoch's record is reported to Tune; every ``checkpoint_every`` epochs, and always after the
+last one, the trainer's state dict (``state.pt``, plus the final model as ``model.pt``) is saved
+as the trial's checkpoint, from which a restarted trial resumes (``tune.get_checkpoint()``).
+With ``reuse_actors=True`` one worker runs many trials, so the data set is cached per process
+and nothing else is kept between trials.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ct_sweeps.space import Space, trial_config
+
+__all__ = ["CF_METRICS", "TrialSpec", "ct_trainable", "load_trainer_class", "trial_params"]
+
+CF_METRICS = ("val_validity", "val_cost", "val_implausibility", "val_mmd")
+"""Validation-set counterfactual metrics, present only every ``train.eval_every`` epochs."""
+
+STATE_FILE = "state.pt"
+MODEL_FILE = "model.pt"
+
+_DATA_CACHE: dict[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """What every trial shares (sent once through the object store by ``tune.with_parameters``)."""
+
+    base: dict[str, Any]
+    space: Space
+    checkpoint_every: int = 0
+    carry: tuple[str, ...] = ()
+    """Search metrics whose last value is repeated until recomputed (CF metrics)."""
+    trainer: str = "ct_core.training:Trainer"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def load_trainer_class(path: str) -> type:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def trial_params(spec: TrialSpec, config: Mapping[str, Any], cpus: float = 1.0) -> dict[str, Any]:
+    """The dotted overrides of one trial: its sampled values, and one torch thread per CPU it
+    holds (``train.threads``) unless the sweep sets that itself."""
+    params = spec.space.resolve(config)
+    if "train.threads" not in params and "train.threads" not in _flat_keys(spec.base):
+        params = {"train.threads": max(1, int(cpus)), **params}
+    return params
+
+
+def _flat_keys(d: Mapping[str, Any], prefix: str = "") -> set[str]:
+    out: set[str] = set()
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out |= _flat_keys(v, f"{prefix}{k}.")
+        else:
+            out.add(f"{prefix}{k}")
+    return out
+
+
+def _dataset(cfg: Any) -> Any:
+    """Load a trial's data once per worker process (keyed by the data config)."""
+    key = json.dumps(cfg.data.model_dump(mode="json"), sort_keys=True)
+    if key not in _DATA_CACHE:
+        from ct_core.data import load_dataset
+
+        _DATA_CACHE.clear()  # one data set per worker is enough
+        _DATA_CACHE[key] = load_dataset(cfg.data)
+    return _DATA_CACHE[key]
+
+
+def _trial_cpus() -> float:
+    from ray import tune
+
+    try:
+        res = tune.get_context().get_trial_resources()
+        return float(res.required_resources.get("CPU", 1.0))
+    except Exception:  # outside a Tune session
+        return 1.0
+
+
+def ct_trainable(config: dict[str, Any], spec: TrialSpec) -> None:
+    """Train one setting and report every epoch (Tune function API)."""
+    import torch
+    from ray import tune
+    from ray.tune import Checkpoint
+
+    from ct_core.models import save_model
+
+    # one line per checkpoint from every worker drowns Tune's progress table
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
+    cpus = _trial_cpus()
+    cfg = trial_config(spec.base, trial_params(spec, config, cpus))
+    torch.set_num_threads(max(1, int(cpus)))
+    data = _dataset(cfg)
+
+    state = None
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
+
+    trainer = load_trainer_class(spec.trainer)(cfg, data=data, checkpoint=state)
+    last: dict[str, float] = {}
+    eval_epoch = 0.0
+    for h in getattr(trainer, "history", []):  # a resumed trial carries its metrics on
+        last.update({m: float(h[m]) for m in spec.carry if m in h})
+        if any(m in h for m in CF_METRICS):
+            eval_epoch = float(h["epoch"])
+    epochs = cfg.train.epochs
+    k = spec.checkpoint_every
+    for record in trainer.run():
+        metrics = {key: float(v) for key, v in record.items()}
+        epoch = int(metrics["epoch"])
+        loss = metrics.get("loss", 0.0)
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"non-finite training loss at epoch {epoch}: loss={loss}")
+        if any(m in record for m in CF_METRICS):
+            eval_epoch = float(epoch)
+        for m in spec.carry:
+            if m in metrics:
+                last[m] = metrics[m]
+            elif m in last:
+                metrics[m] = last[m]
+        metrics["eval_epoch"] = eval_epoch
+        final = epoch >= epochs
+        if final or (k and epoch % k == 0):
+            with tempfile.TemporaryDirectory(prefix="ct-ckpt-") as d:
+                torch.save(trainer.state_dict(), os.path.join(d, STATE_FILE))
+                if final:
+                    save_model(
+                        trainer.model,
+                        cfg,
+                        os.path.join(d, MODEL_FILE),
+                        n_features=int(data.n_features),
+                        n_classes=int(data.n_classes),
+                    )
+                tune.report(metrics, checkpoint=Checkpoint.from_directory(d))
+        else:
+            tune.report(metrics)

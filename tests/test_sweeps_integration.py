@@ -1,0 +1,327 @@
+"""Sweeps end to end on a real local Ray runtime and a real MLflow (sqlite) store.
+
+One module-scoped Ray (2 CPUs, loopback, no dashboard) serves every test; the interrupted sweep
+runs its driver in a subprocess that joins that Ray and is stopped with SIGINT.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ct_sweeps.env import set_defaults
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {
+    "data.n_train": 200,
+    "data.n_val": 100,
+    "data.n_test": 100,
+    "train.epochs": 3,
+    "train.nce": 50,
+    "train.batch_size": 50,
+    "generator.T": 5,
+}
+
+
+@pytest.fixture(scope="module")
+def ray_runtime():
+    saved = dict(os.environ)
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # a throw-away local Ray on loopback
+    set_defaults()
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def sweep_file(tmp_path: Path, name: str, search: dict, space: dict, **extra) -> Path:
+    doc = {
+        "name": name,
+        "base": str(ROOT / "configs" / "base" / "moons.yaml"),
+        "overrides": {**TINY, **extra.pop("overrides", {})},
+        "search": {"seed": 7, "max_concurrent": 2, **search},
+        "space": space,
+        "resources": {"cpu": 1},
+        **extra,
+    }
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return p
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def mlflow_runs(run_dir: Path) -> tuple[object, list, list]:
+    """(client, parent runs, child runs) of the sweep's local MLflow store."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}")
+    exps = [e for e in client.search_experiments() if e.name != "Default"]
+    assert len(exps) == 1
+    runs = client.search_runs([exps[0].experiment_id], max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, children
+
+
+@pytest.fixture(scope="module")
+def grid_run(ray_runtime, tmp_path_factory):
+    from ct_sweeps import runner
+
+    tmp = tmp_path_factory.mktemp("grid")
+    path = sweep_file(
+        tmp,
+        "grid4",
+        {"algorithm": "grid", "metric": "val_acc", "mode": "max"},
+        {"generator.type": ["ecco", "generic"], "train.objective": ["full", "vanilla"]},
+    )
+    return runner.run(runner.plan(path), storage=str(tmp / "run"))
+
+
+def test_grid_of_4_finishes_with_results_and_best_config(grid_run):
+    from ct_core.config import load_config
+
+    out = grid_run
+    assert (out.n_finished, out.n_errors, out.interrupted) == (4, 0, False)
+    df = out.report.frame
+    assert len(df) == 4 and set(df["status"]) == {"TERMINATED"}
+    assert set(zip(df["generator.type"], df["train.objective"])) == {
+        (g, o) for g in ("ecco", "generic") for o in ("full", "vanilla")
+    }
+    assert (df["epochs"] == 3).all() and df["val_acc"].between(0, 1).all()
+    assert list(df["val_acc"]) == sorted(df["val_acc"], reverse=True)
+    best = load_config(out.run_dir / "best_config.yaml")
+    top = df.iloc[0]
+    assert (best.generator.type, best.train.objective) == (
+        top["generator.type"],
+        top["train.objective"],
+    )
+    assert best.train.epochs == 3 and best.data.n_train == 200
+    assert (out.run_dir / "results.csv").read_text().count("\n") == 5
+    assert (out.run_dir / "sweep.yaml").exists()
+
+
+def test_grid_is_tracked_as_one_parent_and_4_children(grid_run, tmp_path):
+    client, parents, children = mlflow_runs(grid_run.run_dir)
+    assert len(parents) == 1 and len(children) == 4
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"results.csv", "sweep.yaml", "search_space.json", "best_config.yaml"} <= artifacts
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.info.status == "FINISHED"
+        p = child.data.params
+        assert p["generator.type"] in ("ecco", "generic")
+        assert p["train.epochs"] == "3" and p["data.n_train"] == "200"
+        assert p["train.threads"] == "1"  # one torch thread per CPU the trial holds
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")]
+        assert sorted(steps) == [1, 2, 3]
+        arts = {a.path for a in client.list_artifacts(child.info.run_id, "checkpoint")}
+        assert "checkpoint/model.pt" in arts
+    # the final model is an MLflow PyTorch model that maps (N, 2) moons points to (N, 2) logits
+    import mlflow.pytorch
+    import torch
+
+    local = client.download_artifacts(children[0].info.run_id, "model", str(tmp_path))
+    model = mlflow.pytorch.load_model(local)
+    assert model(torch.zeros(5, 2)).shape == (5, 2)
+
+
+def test_sync_mlflow_backfills_a_deleted_child_run_idempotently(grid_run):
+    from ct_sweeps.cli import main
+
+    client, _, children = mlflow_runs(grid_run.run_dir)
+    victim = children[0]
+    client.delete_run(victim.info.run_id)
+    assert len(mlflow_runs(grid_run.run_dir)[2]) == 3
+
+    assert main(["sync-mlflow", str(grid_run.run_dir)]) == 0
+    client, parents, children = mlflow_runs(grid_run.run_dir)
+    assert len(parents) == 1 and len(children) == 4
+    back = next(
+        c for c in children if c.data.tags["ct.trial_id"] == victim.data.tags["ct.trial_id"]
+    )
+    assert back.info.run_id != victim.info.run_id and back.info.status == "FINISHED"
+    assert back.data.params == victim.data.params
+    assert [m.step for m in client.get_metric_history(back.info.run_id, "val_acc")] == [1, 2, 3]
+
+    assert main(["sync-mlflow", str(grid_run.run_dir)]) == 0  # nothing left to do
+    client, _, again = mlflow_runs(grid_run.run_dir)
+    assert len(again) == 4
+    assert len(client.get_metric_history(back.info.run_id, "val_acc")) == 3
+
+
+def test_optuna_tpe_sweep_of_6_trials(ray_runtime, tmp_path):
+    from ct_sweeps import runner
+
+    path = sweep_file(
+        tmp_path,
+        "tpe6",
+        {
+            "algorithm": "optuna-tpe",
+            "metric": "val_implausibility",  # validation CF metric, every 2nd epoch only
+            "mode": "min",
+            "num_samples": 6,
+            "n_startup_trials": 3,
+        },
+        {
+            "generator.type": ["ecco", "generic"],
+            "generator.lambda_energy": {
+                "loguniform": [0.1, 10],
+                "when": {"generator.type": "ecco"},
+            },
+            "generator.tau": {"uniform": [0.5, 0.95]},
+            "train.lambda_reg": {"loguniform": [0.001, 1.0]},
+        },
+        overrides={"train.eval_every": 2, "train.lr": 0.01, "evaluation.n_val_individuals": 20},
+    )
+    out = runner.run(runner.plan(path), storage=str(tmp_path / "run"))
+    assert (out.n_finished, out.n_errors, out.interrupted) == (6, 0, False)
+    assert "val_implausibility" in out.report.frame.columns
+    df = out.report.frame
+    assert len(df) == 6 and df["generator.tau"].between(0.5, 0.95).all()
+    assert df["generator.tau"].nunique() == 6  # sampled, not a grid
+    generic = df[df["generator.type"] == "generic"]
+    assert generic["generator.lambda_energy"].isna().all()  # conditional: only for ECCo
+
+    client, parents, children = mlflow_runs(out.run_dir)
+    assert len(parents) == 1 and len(children) == 6
+    for child in children:
+        assert len(client.get_metric_history(child.info.run_id, "val_loss")) == 3
+        # CF metrics are logged where they were computed, not where Tune saw them carried over
+        cf = client.get_metric_history(child.info.run_id, "val_validity")
+        assert [m.step for m in cf] == [2]
+        assert 0.5 <= float(child.data.params["generator.tau"]) <= 0.95
+
+
+def test_failing_trial_errors_with_its_reason_and_the_others_finish(ray_runtime, tmp_path):
+    from ct_sweeps import runner
+
+    good = tmp_path / "points.csv"
+    good.write_text("a,b,y\n" + "".join(f"{i % 7},{i % 5},{i % 2}\n" for i in range(60)))
+    path = sweep_file(
+        tmp_path,
+        "fails",
+        {"algorithm": "grid", "metric": "val_acc", "mode": "max"},
+        {"data.path": [str(good), str(tmp_path / "missing.csv")]},
+        overrides={
+            "data.name": "csv",
+            "data.target": "y",
+            "data.n_train": None,
+            "data.n_val": 10,
+            "data.n_test": 10,
+            "train.epochs": 1,
+        },
+    )
+    out = runner.run(runner.plan(path), storage=str(tmp_path / "run"))
+    assert (out.n_finished, out.n_errors) == (1, 1)
+    df = out.report.frame
+    failed = df[df["status"] == "ERROR"].iloc[0]
+    assert "missing.csv" in failed["data.path"] and "missing.csv" in failed["error"]
+    _, _, children = mlflow_runs(out.run_dir)
+    statuses = sorted(c.info.status for c in children)
+    assert statuses == ["FAILED", "FINISHED"]
+
+
+def test_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_runtime, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from ct_sweeps import runner
+    from ct_sweeps.report import RunDir, collect
+
+    path = sweep_file(
+        tmp_path,
+        "interrupt",
+        {"algorithm": "grid", "metric": "val_acc", "mode": "max", "max_concurrent": 1},
+        {"train.lambda_reg": [0.1, 0.2, 0.3, 0.4]},
+        overrides={
+            "data.n_train": 1000,
+            "train.nce": 300,
+            "generator.T": 20,
+            "train.epochs": 6,
+            "generator.type": "generic",
+            "train.batch_size": 30,
+        },
+        checkpoint_every=2,
+    )
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "CT_SWEEP_VERBOSE": "0"}
+    driver = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ct_sweeps.cli",
+            "run",
+            str(path),
+            "--storage",
+            str(run_dir),
+            "--address",
+            ray_runtime,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        db = run_dir / "mlflow.db"
+        deadline = time.monotonic() + 120
+        finished = 0
+        while time.monotonic() < deadline and driver.poll() is None:
+            # the driver creates the store (and its tables) before the parent run
+            if "parent_run_id" in _read_json(run_dir / "run.json"):
+                client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+                exps = [e.experiment_id for e in client.search_experiments()]
+                finished = len(client.search_runs(exps, "attributes.status = 'FINISHED'"))
+                if finished >= 1:
+                    break
+            time.sleep(0.3)
+        if driver.poll() is not None:
+            pytest.fail(f"the driver exited early ({driver.returncode}):\n{driver.stdout.read()}")
+        assert finished >= 1, "no trial finished in time"
+        driver.send_signal(signal.SIGINT)
+        log, _ = driver.communicate(timeout=90)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 130, log
+    assert f"ct-sweep resume {run_dir}" in log
+
+    before = {r.trial_id: r for r in collect(RunDir.load(run_dir))}
+    done_before = {t: r for t, r in before.items() if r.status == "TERMINATED"}
+    assert 1 <= len(done_before) < 4
+    lines = {t: (r.path / "result.json").read_text() for t, r in done_before.items()}
+
+    out = runner.resume(run_dir)
+    assert (out.n_finished, out.n_errors, out.interrupted) == (4, 0, False)
+    after = {r.trial_id: r for r in collect(RunDir.load(run_dir))}
+    assert len(after) == 4
+    for t, text in lines.items():  # finished trials were not rerun
+        assert (after[t].path / "result.json").read_text() == text
+    for r in after.values():
+        assert [h["epoch"] for h in r.history()][-1] == 6
+    _, parents, children = mlflow_runs(run_dir)
+    assert len(parents) == 1 and len(children) == 4
+    assert {c.info.status for c in children} == {"FINISHED"}
