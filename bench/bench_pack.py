@@ -1,15 +1,18 @@
 """Plain Trainer x K vs one PackedTrainer of K settings (issue 6, bench c).
 
-Settings are drawn (fixed shuffle, nested: the first K of one list) from the packable part of the
-paper's OL ``gen_params`` grid (reference §7.2): generator {ecco, generic} x T {5, 25, 50} x
-λ_egy {0.1, 0.5, 5, 10, 20} x τ {0.75, 0.9, 0.95} x objective {full, vanilla}, nce 1000, the
-rest from ``configs/base/over.yaml``, epochs reduced. The plain time of K settings is the sum of
+Settings are drawn (fixed shuffle, nested: the first K of one list) from the paper's OL
+``gen_params`` grid (reference §7.2): generator {ecco, generic} (``--generator feature``, the
+default) or {revise} (``--generator revise``: latent search through the shared VAE) x T {5, 25, 50}
+x λ_egy {0.1, 0.5, 5, 10, 20} x τ {0.75, 0.9, 0.95} x objective {full, vanilla}, nce 1000, the
+rest from ``configs/base/over.yaml``, epochs reduced. The VAE is trained (or read from the cache)
+before timing, as both paths share the cached one. The plain time of K settings is the sum of
 the K settings' own runs (each setting trained alone, in this process, sequentially); the pack
 trains them in one process at once. Both are medians of ``--repeats`` runs, measured in the same
 run; the pack's final weights and records are compared with the plain ones (results-equal check).
 
     python bench/bench_pack.py                    # K in {1, 4, 16}, 2 epochs
     python bench/bench_pack.py --full             # K in {1, 4, 16, 45}, 5 epochs
+    python bench/bench_pack.py --generator revise # the REVISE third of the grid
 """
 
 from __future__ import annotations
@@ -26,12 +29,15 @@ from _common import REPO, machine, setup, table, write_csv
 TIME_KEYS = {"time_search", "time_train", "time_eval", "seconds"}
 
 
-def grid(config: str, epochs: int, device: str, nce: int) -> list:
+GENERATORS = {"feature": ["ecco", "generic"], "revise": ["revise"]}
+
+
+def grid(config: str, epochs: int, device: str, nce: int, family: str = "feature") -> list:
     from ct_core.config import load_config
 
     combos = list(
         itertools.product(
-            ["ecco", "generic"],
+            GENERATORS[family],
             [5, 25, 50],
             [0.1, 0.5, 5.0, 10.0, 20.0],
             [0.75, 0.9, 0.95],
@@ -67,8 +73,15 @@ def main() -> None:
     ap.add_argument("--full", action="store_true", help="K in {1,4,16,45}, 5 epochs")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--csv", default=str(REPO / "bench/results/pack.csv"))
+    ap.add_argument("--generator", choices=sorted(GENERATORS), default="feature")
+    ap.add_argument(
+        "--compact", type=float, default=None, help="PackedTrainer.search_compact (0: mask only)"
+    )
+    ap.add_argument("--csv", default=None, help="default bench/results/pack[_revise].csv")
     args = ap.parse_args()
+    if args.csv is None:
+        suffix = "" if args.generator == "feature" else f"_{args.generator}"
+        args.csv = str(REPO / f"bench/results/pack{suffix}.csv")
     if args.full:
         args.ks, args.epochs = "1,4,16,45", 5
     setup(args.threads)
@@ -79,20 +92,24 @@ def main() -> None:
     from ct_core.pack import PackedTrainer
     from ct_core.training import Trainer
 
+    if args.compact is not None:
+        PackedTrainer.search_compact = args.compact
+
     ks = [int(k) for k in args.ks.split(",")]
-    cfgs = grid(args.config, args.epochs, args.device, args.nce)[: max(ks)]
+    cfgs = grid(args.config, args.epochs, args.device, args.nce, args.generator)[: max(ks)]
     data = load_dataset(cfgs[0].data)
     cuda = args.device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     print(machine())
     print(
         f"{cfgs[0].data.name}: n_train {data.X_train.shape[0]}, nce {args.nce}, "
-        f"{args.epochs} epochs, K in {ks}, median of {args.repeats}"
+        f"{args.epochs} epochs, K in {ks}, median of {args.repeats}, generator {args.generator}"
     )
 
-    # warm-up (first-call costs are not the method's)
-    list(Trainer(cfgs[0].model_copy(deep=True), data=data).run())
-    list(PackedTrainer(cfgs[:2], data=data).run())
+    # warm-up (first-call costs are not the method's; for REVISE this fits or loads the VAE)
+    ct = next(c for c in cfgs if c.train.objective != "vanilla")
+    list(Trainer(ct.model_copy(deep=True), data=data).run())
+    list(PackedTrainer([ct, *cfgs[:1]], data=data).run())
 
     plain_times: list[list[float]] = [[] for _ in cfgs]
     plain_models, plain_hist = [], []

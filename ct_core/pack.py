@@ -2,7 +2,9 @@
 
 :class:`PackedTrainer` trains K configurations that share the data, the model architecture and
 the epoch loop's shape (see :func:`pack_key`) but may differ in objective, λ's, ``nce``, burn-in,
-generator (Generic/ECCo), ``T``, ``τ``, generator penalties, ε and seed. The K classifiers are
+generator (Generic/ECCo), ``T``, ``τ``, step size, generator penalties, ε and seed. REVISE settings
+pack with REVISE settings only, and share the VAE (same data section and ``generator.vae_*``), so
+their latent searches are one ``(K, N, z)`` search decoded by that VAE. The K classifiers are
 stacked (:func:`ct_core.packed_search.stacked_forward`), one epoch's K counterfactual sweeps run as
 one ``(K, N, D)`` search (:func:`ct_core.packed_search.packed_search`), and every mini-batch step
 is one forward/backward over all K plus a per-setting masked optimiser step. Adam is elementwise,

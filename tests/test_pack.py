@@ -8,14 +8,28 @@ import torch
 
 import ct_core.pack as pack_mod
 from ct_core.config import parse_config
+from ct_core.constraints import INCREASE, NONE, infer_domain
+from ct_core.generators import REVISE, make_generator, search, train_vae
 from ct_core.pack import PackedTrainer, can_pack, check_packable, pack_key
+from ct_core.packed_search import PackedSearchSpec, packed_search, stacked_forward
 from ct_core.training import NonFiniteLossError, Trainer
 from tests.helpers import gaussian_dataset
 
 TIME_KEYS = ("time_search", "time_train", "time_eval", "seconds")
 
 
-def _cfg(seed=1, objective="full", gen="ecco", T=20, tau=0.75, epochs=3, optimizer="adam", **tr):
+def _cfg(
+    seed=1,
+    objective="full",
+    gen="ecco",
+    T=20,
+    tau=0.75,
+    epochs=3,
+    optimizer="adam",
+    g=None,
+    ev=None,
+    **tr,
+):
     t = {
         "epochs": epochs,
         "nce": 120,
@@ -25,7 +39,8 @@ def _cfg(seed=1, objective="full", gen="ecco", T=20, tau=0.75, epochs=3, optimiz
         "optimizer": optimizer,
     }
     t.update(tr)
-    return parse_config({"seed": seed, "train": t, "generator": {"type": gen, "T": T, "tau": tau}})
+    gen_cfg = {"type": gen, "T": T, "tau": tau, **(g or {})}
+    return parse_config({"seed": seed, "train": t, "generator": gen_cfg, "evaluation": ev or {}})
 
 
 def _mixed(optimizer="adam", epochs=3):
@@ -131,10 +146,14 @@ def test_incompatible_settings_are_rejected_naming_the_field():
     b = parse_config({"model": {"hidden": [16]}, "train": {"device": "cpu", "epochs": 3}})
     with pytest.raises(ValueError, match="model.hidden differs"):
         check_packable([a, b])
-    revise = parse_config({"generator": {"type": "revise"}})
-    assert not can_pack(revise)
-    with pytest.raises(ValueError, match="generator.type 'revise'"):
-        check_packable([revise])
+    # REVISE packs only with REVISE (latent vs feature-space search) sharing one VAE
+    revise = _cfg(gen="revise")
+    assert can_pack(revise) and not can_pack(_cfg(gen="revise", shuffle=True))
+    with pytest.raises(ValueError, match="generator.type 'ecco' vs 'revise'"):
+        check_packable([a, revise])
+    with pytest.raises(ValueError, match="generator.vae_latent differs"):
+        check_packable([revise, _cfg(gen="revise", g={"vae_latent": 3})])
+    check_packable(_revise_mix())  # objective, T, τ, λ_cost, step size, ε and seed may differ
     with pytest.raises(ValueError, match="train.shuffle"):
         check_packable([_cfg(shuffle=True)])
     # what may differ does not enter the key
@@ -182,3 +201,134 @@ def test_non_finite_batches_are_skipped_and_counted_like_the_plain_trainer():
             r["skipped_batches"] for r in plain.history
         ]
         _assert_same(plain, packed, k)
+
+
+# ---------------------------------------------------------------------------- REVISE packs
+
+
+def _revise_mix(epochs=3):
+    """Four REVISE settings sharing the VAE and differing in objective, T, τ, λ_cost, step size,
+    ε, maturity rule, nce, burn-in, validation metrics and seed (train.lr 0.02 so that some
+    searches converge)."""
+    vae = {"vae_epochs": 20}
+    kw = dict(gen="revise", epochs=epochs, lr=0.02)
+    return [
+        _cfg(1, "full", T=25, tau=0.6, g=vae, **kw),
+        _cfg(2, "vanilla", g=vae, **kw),
+        _cfg(
+            3,
+            "energy",
+            T=30,
+            tau=0.75,
+            g={**vae, "lambda_cost": 0.01, "lr": 0.2},
+            **kw,
+            lambda_reg=0.3,
+            epsilon=0.5,
+            mature="converged_or_exhausted",
+        ),
+        _cfg(
+            4,
+            "full",
+            T=40,
+            tau=0.55,
+            g=vae,
+            nce=200,
+            burnin=0.4,
+            lambda_adv=0.5,
+            **kw,
+            eval_every=2,
+            ev={"n_val_individuals": 20, "n_target_samples": 50},
+        ),
+    ]
+
+
+def test_a_mixed_revise_pack_equals_the_plain_trainer_per_setting():
+    # an increase-only feature: the decoded points are projected onto it (ct_core.generators)
+    data = gaussian_dataset(n=600, d=2, mutability=torch.tensor([INCREASE, 0], dtype=torch.int8))
+    cfgs = _revise_mix()
+    packed = PackedTrainer(cfgs, data=data)
+    epochs = list(packed.run())
+    for k, cfg in enumerate(cfgs):
+        plain = Trainer(cfg, data=data)
+        plain.fit()
+        _assert_same(plain, packed, k, atol=1e-6)  # mature / ce_steps to 1e-6: the same flags
+        assert plain.generator.vae is packed.vae  # one VAE, the cached one
+    last = epochs[-1]
+    assert 0 < last[0]["mature"] < 1 and 0 < last[3]["mature"] < 1  # converged and exhausted rows
+    assert all(math.isnan(recs[1]["mature"]) for recs in epochs)  # vanilla: no search
+    assert math.isnan(epochs[0][3]["mature"])  # burn-in: round(0.4·3) = 1 epoch
+    # validation metrics every 2 epochs and at the last one, as Trainer computes them
+    assert ["val_implausibility" in recs[3] for recs in epochs] == [False, True, True]
+    assert "val_implausibility" not in last[0]
+
+
+@pytest.fixture(scope="module")
+def search_problem():
+    """Three confident stacked MLPs on two 3-D clusters, their targets and a VAE of the data."""
+    g = torch.Generator().manual_seed(0)
+    K, N, D = 3, 80, 3
+    x0 = torch.randn(K, N, D, generator=g)
+    x0[:, ::2] += 2.0  # two clusters for the VAE to learn
+    torch.manual_seed(1)
+    models = [
+        torch.nn.Sequential(torch.nn.Linear(D, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+        for _ in range(K)
+    ]
+    with torch.no_grad():  # confident models, so that some searches converge
+        for p in (p for m in models for p in m.parameters()):
+            p.mul_(3.0)
+    with torch.no_grad():
+        target = 1 - torch.stack([m(x) for m, x in zip(models, x0)]).argmax(-1)
+    return x0, target, models, train_vae(x0.flatten(0, 1), epochs=30)
+
+
+@pytest.mark.parametrize("compact", [0.0, 0.75, 1.0])
+@pytest.mark.parametrize("family", ["latent", "feature"])
+def test_packed_search_equals_search_per_setting(search_problem, family, compact):
+    """Per-setting T, τ, λ's, step size and ε; padded rows; constraints; with and without
+    compaction of the working block (which must not change any result)."""
+    x0, target, models, vae = search_problem
+    params = [torch.stack(p).detach() for p in zip(*(m.parameters() for m in models))]
+    act = torch.nn.ReLU()
+    domain = infer_domain(x0.flatten(0, 1))
+    mut = torch.tensor([NONE, 0, INCREASE], dtype=torch.int8)
+    types = ["revise"] * 3 if family == "latent" else ["ecco", "generic", "ecco"]
+    gens = [
+        {"T": 30, "tau": 0.6, "lambda_cost": 0.001, "lr": 0.1, "lambda_energy": 5.0},
+        {"T": 40, "tau": 0.9, "lambda_cost": 0.0, "lr": 0.3},
+        {"T": 12, "tau": 0.55, "lambda_cost": 0.05, "lr": 0.5, "energy_decay": False},
+    ]
+    cfgs = [
+        parse_config({"generator": {"type": ty, **s}, "train": {"epsilon": eps}})
+        for ty, s, eps in zip(types, gens, [0.3, 0.5, 1.0])
+    ]
+    valid = torch.ones(target.shape, dtype=torch.bool)
+    valid[0, 60:] = False  # padding rows of a setting with fewer counterfactuals
+    res = packed_search(
+        lambda x, ks: stacked_forward([p if ks is None else p[ks] for p in params], x, act),
+        x0,
+        target,
+        valid,
+        PackedSearchSpec.from_configs(cfgs, torch.device("cpu")),
+        domain=domain,
+        mutability=mut,
+        vae=vae if family == "latent" else None,
+        compact=compact,
+    )
+    for k, c in enumerate(cfgs):
+        n = int(valid[k].sum())
+        gc = c.generator
+        gen = REVISE(vae, gc.lambda_cost) if family == "latent" else make_generator(gc)
+        ref = search(
+            models[k], x0[k, :n], target[k, :n], gen, T=gc.T, tau=gc.tau, lr=gc.lr,
+            domain=domain, mutability=mut, epsilon=c.train.epsilon,
+        )  # fmt: skip
+        assert torch.equal(res.converged[k, :n], ref.converged), k
+        assert torch.equal(res.initially_valid[k, :n], ref.initially_valid), k
+        assert torch.equal(res.steps[k, :n], ref.steps), k
+        for name in ("x_cf", "x_ae", "p_target"):
+            got, want = getattr(res, name)[k, :n], getattr(ref, name)
+            assert torch.allclose(got, want, atol=1e-6), (k, name, (got - want).abs().max())
+    assert res.converged[valid].any() and res.exhausted[valid].any()
+    assert torch.equal(res.x_cf[..., 0], x0[..., 0]), "an immutable feature moved"
+    assert (res.x_cf[..., 2] >= x0[..., 2]).all(), "an increase-only feature decreased"
