@@ -38,6 +38,7 @@ from ct_core.models import build_model
 from ct_core.objective import Weights, total_loss
 
 __all__ = [
+    "RECORD_KEYS",
     "CounterfactualBatch",
     "NonFiniteLossError",
     "Trainer",
@@ -48,6 +49,13 @@ __all__ = [
 ]
 
 CHECKPOINT_VERSION = 1
+
+RECORD_KEYS = (
+    "epoch", "loss", "class_loss", "div", "reg", "adv", "train_acc", "val_acc", "val_loss",
+    "mature", "ce_steps", "skipped_batches", "time_search", "time_train", "time_eval", "seconds",
+)  # fmt: skip
+"""Keys of every per-epoch record (``train.eval_every`` adds ``ct_core.evaluation``'s
+validation counterfactual metrics)."""
 
 
 class NonFiniteLossError(RuntimeError):

@@ -7,7 +7,4 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/bootstrap.sh
 source scripts/env.sh
-if [ -z "${CT_DATA_DIR:-}" ] && [ -d "$root/../shared/data" ]; then
-  export CT_DATA_DIR="$root/../shared/data"
-fi
 exec .venv/bin/ct-sweep run configs/quickstart.yaml "$@"

@@ -6,9 +6,6 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/bootstrap.sh
 source scripts/env.sh
-if [ -z "${CT_DATA_DIR:-}" ] && [ -d "$root/../shared/data" ]; then
-  export CT_DATA_DIR="$root/../shared/data"
-fi
 echo "[test] ruff check + ruff format --check" >&2
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
