@@ -85,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--address", help="Ray cluster address for ct-sweep (default: embedded)")
     ap.add_argument("--tracking-uri", help="MLflow tracking URI (default: local store per sweep)")
     ap.add_argument("--skip-train", action="store_true", help="reuse models already in OUT")
+    ap.add_argument(
+        "--ablation",
+        action="store_true",
+        help="instead: train full / energy (CD) / adversarial (AR) / vanilla and compare each "
+        "with vanilla (IP, IP*): OUT/ablation.md",
+    )
     args = ap.parse_args(argv)
 
     names = DATASETS if args.datasets == "all" else args.datasets.split(",")
@@ -96,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     log = out / "reproduce.log"
     meta = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": sys.argv, "timings": {},
             "torch": torch.__version__}  # fmt: skip
+    if args.ablation:
+        return ablation(names, out, args, log, meta)
     rows = []
     for ds in names:
         t0 = time.perf_counter()
@@ -104,17 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             key = f"{ds}{variant}"
             sweep_dir = out / key / "sweep"
             if not args.skip_train:
-                if sweep_dir.exists():
-                    shutil.rmtree(sweep_dir)
-                cmd = [str(BIN / "ct-sweep"), "run", str(FINAL / f"{key}.yaml"),
-                       "--storage", str(sweep_dir)]  # fmt: skip
-                if args.epochs:
-                    cmd += ["--set", f"train.epochs={args.epochs}"]
-                if args.address:
-                    cmd += ["--address", args.address]
-                if args.tracking_uri:
-                    cmd += ["--tracking-uri", args.tracking_uri]
-                run(cmd, log)
+                train_sweep(FINAL / f"{key}.yaml", sweep_dir, args, log)
             models = export_models(sweep_dir, out / key / "models")
             if not {"full", "vanilla"} <= set(models):
                 sys.exit(f"{key}: could not find both trained models under {sweep_dir}")
@@ -149,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             "data": PAPER[ds],
             "IP (-%)": cell(plain, "IP", "plausibility"),
             "IP* (-%)": cell(plain, "IP*", "plausibility"),
-            "Cost (-%), protected": cell(cost, "Cost", "cost"),
+            "Cost (-%), protected": cell(cost, "Cost", "cost") or "no valid CEs",
             "Validity CT / BL": val(plain, "plausibility"),
             "Acc. CT / BL": f"{s_ct['test_accuracy']:.3f} / {s_bl['test_accuracy']:.3f}",
             "IG CT / BL": _ig(m_ct) + " / " + _ig(m_bl),
@@ -160,6 +158,47 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def train_sweep(sweep: Path, dest: Path, args: argparse.Namespace, log: Path) -> None:
+    if dest.exists():
+        shutil.rmtree(dest)
+    cmd = [str(BIN / "ct-sweep"), "run", str(sweep), "--storage", str(dest)]
+    if args.epochs:
+        cmd += ["--set", f"train.epochs={args.epochs}"]
+    if args.address:
+        cmd += ["--address", args.address]
+    if args.tracking_uri:
+        cmd += ["--tracking-uri", args.tracking_uri]
+    run(cmd, log)
+
+
+def ablation(names: list[str], out: Path, args: argparse.Namespace, log: Path, meta: dict) -> int:
+    """Paper Figure "ablation": % reduction of IP and IP* of each objective against vanilla."""
+    rows = []
+    for ds in names:
+        t0 = time.perf_counter()
+        key = f"ablation_{ds}"
+        if not args.skip_train:
+            train_sweep(FINAL / f"{key}.yaml", out / key / "sweep", args, log)
+        models = export_models(out / key / "sweep", out / key / "models")
+        ind = args.individuals or INDIVIDUALS.get(ds, 250)
+        row = {"data": PAPER[ds]}
+        for obj, label in (("full", "CT"), ("energy", "CD"), ("adversarial", "AR")):
+            cmp_dir = out / key / f"compare_{obj}"
+            run([str(BIN / "ct"), "compare", str(models[obj]), str(models["vanilla"]),
+                 "--out", str(cmp_dir), "--runs", str(args.runs), "--individuals", str(ind),
+                 "--setting", "plausibility", "--quiet", "--ig-rounds", "0",
+                 "--robust-samples", "0", "--no-plots"], log)  # fmt: skip
+            table = read_comparison(cmp_dir / "comparison.csv")
+            for metric in ("IP", "IP*"):
+                r = table.get((metric, "plausibility"))
+                row[f"{metric} {label}"] = r["cell"] if r else "n/a"
+        row["seconds"] = round(time.perf_counter() - t0, 1)
+        rows.append(row)
+        _write(out, rows, meta, name="ablation")
+    print((out / "ablation.md").read_text())
+    return 0
+
+
 def _ig(summary: dict) -> str:
     ig = summary.get("ig_sensitivity") or {}
     if not ig or ig.get("median") is None:
@@ -167,15 +206,15 @@ def _ig(summary: dict) -> str:
     return f"{ig['median']:.2f} [{ig['lo']:.2f}, {ig['hi']:.2f}]"
 
 
-def _write(out: Path, rows: list[dict], meta: dict) -> None:
+def _write(out: Path, rows: list[dict], meta: dict, name: str = "summary") -> None:
     keys = list(rows[0])
-    with (out / "summary.csv").open("w", newline="") as f:
+    with (out / f"{name}.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
 
 
