@@ -126,6 +126,8 @@ def free_port(host: str = LOOPBACK) -> int:
 
 def port_free(port: int, host: str = LOOPBACK) -> bool:
     with socket.socket() as sock:
+        # as the servers themselves bind: a port whose old connections sit in TIME_WAIT is free
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

@@ -416,7 +416,9 @@ def read_yaml(path: str | Path, what: str = "config") -> Any:
     if not p.is_file():
         raise ConfigError(f"{what} path is not a file: {p}")
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} file {p} is not UTF-8 text (is it a YAML file?)") from None
     except OSError as e:
         raise ConfigError(f"cannot read {what} file {p}: {e.strerror}") from None
     try:
