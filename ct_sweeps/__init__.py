@@ -8,6 +8,8 @@ from the driver.
 ``schema.py``      the sweep YAML (pydantic, unknown keys rejected) and ``--set`` overrides
 ``space.py``       grid axes, distributions, conditional entries; validation of every point
 ``trainable.py``   the Tune trainable: one trial = one Trainer run, report + checkpoint per epoch
+``packing.py``     packs: K settings of a grid/random sweep per trial (``ct_core.pack``), planned
+                   up front (``search.pack``), each setting still its own row and MLflow run
 ``tracking.py``    MLflow: parent run per sweep, child run per trial, ``sync-mlflow`` backfill
 ``runner.py``      plan (no Ray), run (Tuner: search alg, ASHA, resources, failures), resume
 ``report.py``      results table, ``best_config.yaml``, Pareto front, plots
@@ -18,7 +20,9 @@ from the driver.
 A run directory (``./ct_runs/<name>-<timestamp>`` or ``--storage``) holds ``sweep.yaml`` (the
 sweep with its base inlined), ``run.json`` (tracking URI, experiment and parent-run ids),
 ``tune/`` (Ray's experiment: one ``trial_<id>/`` with ``result.json`` and checkpoints per
-trial), ``results.csv`` (one row per trial: id, status, error, swept parameters, final
-metrics), ``best_config.yaml``, ``pareto.csv`` (multi-objective), ``plots/``, ``mlflow.db`` and
-``mlartifacts/`` (the default local MLflow store).
+trial), ``packs.json`` (packed sweeps: the settings of each pack trial), ``results.csv`` (one row
+per setting: id, status, error, swept parameters, final metrics; ``pack`` names the pack trial
+of a packed setting, whose id is ``<trial id>-<k>``), ``best_config.yaml``, ``pareto.csv``
+(multi-objective), ``plots/``, ``mlflow.db`` and ``mlartifacts/`` (the default local MLflow
+store).
 """

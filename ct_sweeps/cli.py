@@ -16,10 +16,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,10 +30,18 @@ from typing import TYPE_CHECKING
 from ct_sweeps.env import set_defaults
 
 if TYPE_CHECKING:
-    from ct_sweeps.runner import Outcome
+    from ct_sweeps.runner import Outcome, Plan
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
+ADDRESS_FORMS = (
+    "auto, HOST:PORT (the GCS, e.g. 127.0.0.1:6379), ray://HOST:PORT (Ray client) or "
+    "http://HOST:PORT (the dashboard: submit as a Ray job)"
+)
+_ADDRESS = re.compile(
+    r"^(?:(ray|https?)://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(?::(\d{1,5}))?/?$"
+)
+CONNECT_TIMEOUT_S = 3.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -86,6 +97,104 @@ def _error(msg: str | Sequence[str]) -> int:
     for line in [msg] if isinstance(msg, str) else msg:
         print(f"error: {line}", file=sys.stderr)
     return EXIT_BAD_INPUT
+
+
+def _current_cluster() -> str | None:
+    """What ``ray.init(address="auto")`` would join: ``$RAY_ADDRESS``, else the address file that
+    ``ray start`` leaves in Ray's temp dir (read without importing Ray)."""
+    env = os.environ.get("RAY_ADDRESS")
+    if env and env != "auto":
+        return env
+    root = os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()
+    try:
+        text = (Path(root) / "ray" / "ray_current_cluster").read_text().strip()
+    except OSError:
+        return None
+    return text or None
+
+
+def check_address(address: str | None) -> None:
+    """Fail fast, before Ray is imported, if ``--address`` is malformed or nothing answers there.
+
+    Ray itself would wait for an unreachable GCS for a minute or more, and then end with a
+    traceback; one TCP connect (``CONNECT_TIMEOUT_S``) tells the user at once.
+    """
+    from ct_core.config import ConfigError
+
+    if not address or address == "local":
+        return
+    target = address
+    if address == "auto":
+        found = _current_cluster()
+        if found is None:
+            raise ConfigError(
+                "--address auto: no running Ray cluster found ($RAY_ADDRESS is not set and "
+                "`ray start` left no address file); start one (cluster/local.sh up, then "
+                "`source cluster/.state/env.sh`) or pass --address as " + ADDRESS_FORMS
+            )
+        target = found
+    m = _ADDRESS.match(target)
+    if m is None or (m.group(3) is None and m.group(1) not in ("http", "https")):
+        raise ConfigError(f"--address must be {ADDRESS_FORMS}, got {address!r}")
+    scheme, host, port_s = m.group(1), m.group(2).strip("[]"), m.group(3)
+    port = int(port_s) if port_s else (443 if scheme == "https" else 80)
+    if not 0 < port < 65536:
+        raise ConfigError(f"--address {address}: port must be in 1..65535, got {port}")
+    try:
+        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as e:
+        why = e.strerror or type(e).__name__
+        where = f" ({target})" if target != address else ""
+        raise ConfigError(
+            f"--address {address}{where}: no Ray cluster answers at {host}:{port} ({why}); "
+            "is it up (cluster/local.sh health)? --address takes " + ADDRESS_FORMS
+        ) from None
+
+
+def check_features(p: Plan) -> None:
+    """Feature names in ``data.immutable`` / ``increase_only`` / ``decrease_only`` must exist.
+
+    The data set is only loaded inside the trials, so without this check a typo would start Ray
+    and fail every trial. Checked for the base config and each grid point that changes
+    ``data.*`` (cheap for synthetic data and MNIST; a tabular set is loaded once).
+    """
+    from ct_core.config import ConfigError
+    from ct_sweeps.space import trial_config
+
+    fields = ("immutable", "increase_only", "decrease_only")
+    configs = [p.base_cfg]
+    if any(e.key.startswith("data.") for e in p.space.entries):
+        try:
+            points = p.space.grid_points()
+        except Exception:
+            points = []
+        for point in points:
+            if any(k.startswith("data.") for k in point):
+                try:
+                    configs.append(trial_config(p.base, point))
+                except ConfigError:
+                    continue  # reported by the space validation already
+    seen: set[str] = set()
+    for cfg in configs:
+        data = cfg.data
+        if not any(getattr(data, f) for f in fields):
+            continue
+        key = data.model_dump_json()
+        if key in seen:
+            continue
+        seen.add(key)
+        from ct_core.constraints import resolve_features
+        from ct_core.data import feature_names
+
+        try:
+            names = feature_names(data)
+        except ConfigError:
+            raise
+        except Exception:  # data problems surface in the trial, with its own message
+            continue
+        for f in fields:
+            resolve_features(getattr(data, f), names, f"data.{f}")
 
 
 def _mlflow_hint(uri: str | None) -> str:
@@ -188,10 +297,12 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         f"({plan.sweep.search.algorithm}, {len(plan.space.entries)} swept parameters)",
         flush=True,
     )
+    check_features(plan)
     if args.dry_run:
         for e in plan.space.entries:
             print(f"  {e.key}: {e.describe()}")
         return 0
+    check_address(args.address)
     if args.address and args.address.startswith(("http://", "https://")):
         return _submit_job(args, argv)
     out = runner.run(
@@ -221,9 +332,10 @@ def _report(args: argparse.Namespace) -> int:
 
 def _sync(args: argparse.Namespace) -> int:
     from ct_sweeps.report import RunDir, collect
+
+    run = RunDir.load(args.run_dir)  # bad input fails here, before Ray is imported
     from ct_sweeps.tracking import sync
 
-    run = RunDir.load(args.run_dir)
     try:
         counts = sync(run, collect(run), args.tracking_uri)
     except RuntimeError as e:
@@ -252,6 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "resume":
             from ct_sweeps import runner
 
+            check_address(args.address)
             return _summary(
                 runner.resume(
                     args.run_dir,

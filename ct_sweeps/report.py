@@ -80,6 +80,8 @@ class RunDir:
 
 @dataclass
 class TrialRecord:
+    """One setting of a sweep: a Tune trial, or setting ``pack_index`` of a pack trial."""
+
     trial_id: str
     name: str
     status: str
@@ -87,9 +89,22 @@ class TrialRecord:
     path: Path | None
     error: str = ""
     params: dict[str, Any] = field(default_factory=dict)
+    pack_index: int | None = None
+    pack_size: int = 1
+    pack_trial: str = ""
+    lines: list[dict[str, Any]] | None = field(default=None, repr=False)
+    """The trial's parsed ``result.json`` (shared by the settings of a pack, read once)."""
 
-    def history(self) -> list[dict[str, Any]]:
-        """Every reported result, in order (``result.json`` lines)."""
+    @property
+    def model_name(self) -> str:
+        """The final model's file name in the trial's last checkpoint."""
+        from ct_sweeps.packing import model_file
+
+        return "model.pt" if self.pack_index is None else model_file(self.pack_index)
+
+    def _lines(self) -> list[dict[str, Any]]:
+        if self.lines is not None:
+            return self.lines
         if self.path is None or not (self.path / "result.json").exists():
             return []
         out = []
@@ -102,16 +117,29 @@ class TrialRecord:
                     continue
         return out
 
+    def history(self) -> list[dict[str, Any]]:
+        """Every reported result of this setting, in order (``result.json`` lines)."""
+        lines = self._lines()
+        if self.pack_index is None:
+            return lines
+        from ct_sweeps.packing import setting_history
+
+        return setting_history(lines, self.pack_index, self.pack_size)
+
     def final(self) -> dict[str, float]:
         h = self.history()
         if not h:
             return {}
-        last = h[-1]
-        out = {
-            k: float(v)
-            for k, v in last.items()
-            if k not in _BOOKKEEPING and isinstance(v, int | float) and not isinstance(v, bool)
-        }
+        if self.pack_index is not None:
+            from ct_sweeps.packing import carried_final
+
+            out = carried_final(h)
+        else:
+            out = {
+                k: float(v)
+                for k, v in h[-1].items()
+                if k not in _BOOKKEEPING and isinstance(v, int | float) and not isinstance(v, bool)
+            }
         out["epochs"] = float(len({r.get("epoch") for r in h}))
         # training compute of the trial: the epochs' own clocks (the rest of time_total_s is
         # data loading, model set-up, checkpoints and reporting)
@@ -132,6 +160,8 @@ def collect(run: RunDir) -> list[TrialRecord]:
         analysis = ExperimentAnalysis(str(exp))
     except Exception:  # no experiment state written yet
         return []
+    if run.info.get("packed"):
+        return _collect_packs(run, analysis.trials)
     out = []
     for t in analysis.trials:
         local = t.path
@@ -148,6 +178,41 @@ def collect(run: RunDir) -> list[TrialRecord]:
     return out
 
 
+def _collect_packs(run: RunDir, trials: Sequence[Any]) -> list[TrialRecord]:
+    """One record per setting of each pack trial. A setting that failed inside its pack is an
+    ``ERROR`` with its own reason; the others take the trial's status (and its error)."""
+    from ct_sweeps.packing import PACKS_FILE, load_packs, unit_id
+    from ct_sweeps.tracking import error_reason
+
+    packs = load_packs(run.path / PACKS_FILE)
+    out = []
+    for t in sorted(trials, key=lambda t: int(t.config.get("pack", 0))):
+        settings = packs[int(t.config["pack"])]
+        status = str(t.status)
+        trial_error = error_reason(t) if status == "ERROR" else ""
+        path = Path(t.path) if t.path else None
+        lines = TrialRecord("", "", status, {}, path)._lines()
+        for k, cfg in enumerate(settings):
+            rec = TrialRecord(
+                trial_id=unit_id(t.trial_id, k),
+                name=unit_id(str(t), k),
+                status=status,
+                config=dict(cfg),
+                path=path,
+                error=trial_error,
+                pack_index=k,
+                pack_size=len(settings),
+                pack_trial=t.trial_id,
+                lines=lines,
+            )
+            reason = next((r["failed"] for r in rec.history() if r.get("failed")), "")
+            if reason:
+                rec.status, rec.error = "ERROR", str(reason)
+            rec.params = run.space.resolve(rec.config)
+            out.append(rec)
+    return out
+
+
 def results_frame(records: Sequence[TrialRecord], space: Space) -> Any:
     """One row per trial: id, status, error, every swept parameter, the final metrics."""
     import pandas as pd
@@ -156,6 +221,8 @@ def results_frame(records: Sequence[TrialRecord], space: Space) -> Any:
     rows = []
     for r in records:
         row: dict[str, Any] = {"trial_id": r.trial_id, "status": r.status, "error": r.error}
+        if r.pack_index is not None:
+            row["pack"] = r.pack_trial
         for k in keys:
             v = r.params.get(k)
             row[k] = json.dumps(v) if isinstance(v, list | dict) else v

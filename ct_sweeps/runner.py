@@ -184,21 +184,62 @@ def _scheduler(p: Plan) -> Any:
     )
 
 
-def _trainable(p: Plan) -> Any:
+def _trainable(p: Plan, packs: Any = None) -> Any:
     from ray import tune
 
     from ct_sweeps.trainable import ct_trainable
 
     r = p.sweep.resources
     res = {"cpu": r.cpu, "gpu": r.gpu} if r.gpu else {"cpu": r.cpu}
-    return tune.with_resources(tune.with_parameters(ct_trainable, spec=p.spec()), res)
+    if packs is None:
+        return tune.with_resources(tune.with_parameters(ct_trainable, spec=p.spec()), res)
+    from ct_sweeps.packing import PackSpec, pack_trainable
+
+    s = p.sweep.search
+    spec = PackSpec(
+        trial=p.spec(),
+        packs=tuple(tuple(settings) for settings in packs),
+        metric=s.metrics[0],
+        mode=s.modes[0],
+    )
+    return tune.with_resources(tune.with_parameters(pack_trainable, spec=spec), res)
+
+
+def _slots(p: Plan) -> int:
+    """Trials Ray can run at once: CPUs (GPUs) of the cluster over those of one trial."""
+    import ray
+
+    r, s = p.sweep.resources, p.sweep.search
+    total = ray.cluster_resources()
+    slots = int(float(total.get("CPU", 1.0)) // r.cpu) or 1
+    if r.gpu:
+        slots = min(slots, int(float(total.get("GPU", 0.0)) // r.gpu) or 1)
+    return min(slots, s.max_concurrent) if s.max_concurrent else slots
+
+
+def _plan_packs(p: Plan, run: RunDir) -> list[list[dict[str, Any]]]:
+    """Expand and pack the settings (once per run; ``packs.json`` is read back on resume)."""
+    from ct_sweeps.packing import PACKS_FILE, expand_settings, load_packs, make_packs, save_packs
+
+    path = run.path / PACKS_FILE
+    if not path.exists():
+        s = p.sweep.search
+        settings = expand_settings(p.space, s.num_samples, s.seed)
+        packs = make_packs(
+            settings, p.base, p.space, s.pack, _slots(p), gpu=p.sweep.resources.gpu > 0
+        )
+        save_packs(path, settings, packs)
+        run.info.update(packed=True, n_packs=len(packs))
+        run.save_info()
+        log.info("%d settings in %d packs", len(settings), len(packs))
+    return load_packs(path)
 
 
 def _trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def build_tuner(p: Plan, run: RunDir, callbacks: list[Any]) -> Any:
+def build_tuner(p: Plan, run: RunDir, callbacks: list[Any], packs: Any = None) -> Any:
     from ray import tune
 
     s = p.sweep.search
@@ -208,7 +249,7 @@ def build_tuner(p: Plan, run: RunDir, callbacks: list[Any]) -> Any:
         mode=s.modes[0] if single else None,
         search_alg=_search_alg(p),
         scheduler=_scheduler(p),
-        num_samples=s.num_samples,
+        num_samples=1 if packs is not None else s.num_samples,
         max_concurrent_trials=s.max_concurrent if s.uses_optuna else None,
         reuse_actors=True,
         trial_dirname_creator=_trial_dirname,
@@ -221,9 +262,15 @@ def build_tuner(p: Plan, run: RunDir, callbacks: list[Any]) -> Any:
         callbacks=callbacks,
         verbose=int(os.environ.get("CT_SWEEP_VERBOSE", "1")),
     )
-    param_space = {} if s.uses_optuna else p.space.ray_param_space()
+    if packs is not None:
+        param_space = {"pack": tune.grid_search(list(range(len(packs))))}
+    else:
+        param_space = {} if s.uses_optuna else p.space.ray_param_space()
     return tune.Tuner(
-        _trainable(p), param_space=param_space, tune_config=tune_config, run_config=run_config
+        _trainable(p, packs),
+        param_space=param_space,
+        tune_config=tune_config,
+        run_config=run_config,
     )
 
 
@@ -231,7 +278,7 @@ def build_tuner(p: Plan, run: RunDir, callbacks: list[Any]) -> Any:
 # Tracking set-up
 
 
-def _tracking(p: Plan, run: RunDir, tracking_uri: str | None) -> list[Any]:
+def _tracking(p: Plan, run: RunDir, tracking_uri: str | None, packs: Any = None) -> list[Any]:
     """Create the experiment and the parent run; return the Tune callbacks."""
     from ct_sweeps.tracking import MlflowSweepCallback, Tracker, resolve_tracking_uri
 
@@ -271,7 +318,11 @@ def _tracking(p: Plan, run: RunDir, tracking_uri: str | None) -> list[Any]:
             p.spec(),
             p.sweep.name,
             cpus=p.sweep.resources.cpu,
-            log_models=t.log_model,
+            packs=packs,
+            models=t.models_for(p.n_trials) if t.log_model is not False else None,
+            n_settings=p.n_trials,
+            metric=p.sweep.search.metrics[0],
+            mode=p.sweep.search.modes[0],
         )
     ]
 
@@ -416,14 +467,18 @@ def _fit(
 
 
 def _trackers(tuner: Any) -> list[Any]:
-    """The MLflow trackers the tuner's callbacks used (for failure counts and timings)."""
+    """The MLflow trackers the tuner's callbacks used (for failure counts and timings), once
+    their logging threads have finished what was handed to them."""
     from ct_sweeps.tracking import MlflowSweepCallback
 
     try:
         callbacks = tuner._local_tuner._run_config.callbacks or []
     except Exception:
         return []
-    return [c._tracker for c in callbacks if isinstance(c, MlflowSweepCallback) and c._tracker]
+    ours = [c for c in callbacks if isinstance(c, MlflowSweepCallback)]
+    for c in ours:
+        c.drain()
+    return [c._tracker for c in ours if c._tracker]
 
 
 def run(
@@ -439,7 +494,10 @@ def run(
     run_dir = _new_run_dir(p, storage)
 
     def factory() -> Any:
-        return build_tuner(p, run_dir, _tracking(p, run_dir, tracking_uri))
+        # packs train with ct_core.pack; a stand-in trainer (CT_SWEEPS_TRAINER) runs unpacked
+        packed = p.sweep.search.packs and TRAINER == "ct_core.training:Trainer"
+        packs = _plan_packs(p, run_dir) if packed else None
+        return build_tuner(p, run_dir, _tracking(p, run_dir, tracking_uri, packs), packs)
 
     return _fit(p, run_dir, factory, address, num_cpus)
 
@@ -463,9 +521,14 @@ def resume(
         exp = str(run_dir.experiment_path)
         if not tune.Tuner.can_restore(exp):
             raise ConfigError(f"{run_dir.path}: nothing to resume (no Tune experiment state)")
+        packs = None
+        if run_dir.info.get("packed"):
+            from ct_sweeps.packing import PACKS_FILE, load_packs
+
+            packs = load_packs(run_dir.path / PACKS_FILE)
         return tune.Tuner.restore(
             exp,
-            trainable=_trainable(p),
+            trainable=_trainable(p, packs),
             resume_unfinished=True,
             resume_errored=retry_errored,
         )

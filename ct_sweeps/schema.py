@@ -4,10 +4,11 @@
 name: moons-quickstart
 base: ../base/moons.yaml        # training config, relative to this file, or an inline mapping
 overrides: {train.epochs: 10}   # dotted path -> value, applied to the base
-search: {algorithm: grid, metric: val_acc, mode: max, num_samples: 1, max_concurrent: 2}
+search: {algorithm: grid, metric: val_acc, mode: max, num_samples: 1, max_concurrent: 2,
+         pack: auto}            # settings per trial: auto | 0/1 (off) | K (ct_sweeps.packing)
 space: {generator.T: [5, 25], generator.tau: {uniform: [0.5, 0.95]}}
 resources: {cpu: 1, gpu: 0}
-tracking: {uri: null, experiment: null}
+tracking: {uri: null, experiment: null, log_model: auto}
 checkpoint_every: 0             # epochs between trial checkpoints (0: only the final one)
 max_failures: 0                 # retries of a failed trial (from its last checkpoint)
 storage: null                   # run directory (default ./ct_runs/<name>-<timestamp>)
@@ -29,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ct_core.config import (
     ConfigError,
+    _allowed_keys,
     apply_overrides,
     deep_merge,
     load_raw,
@@ -84,10 +86,22 @@ class SearchConfig(_Strict):
     """Optuna: random trials before the TPE/GP model takes over."""
     scheduler: str = "none"
     asha: AshaConfig = Field(default_factory=AshaConfig)
+    pack: Any = "auto"
+    """Settings trained together in one trial (grid/random without ASHA, see
+    :mod:`ct_sweeps.packing`): ``auto``, ``0``/``1`` (off: one setting per trial) or the most
+    settings per pack."""
 
     @model_validator(mode="after")
     def _check(self) -> SearchConfig:
         _one_of("search.algorithm", self.algorithm, ALGORITHMS)
+        if not (
+            self.pack == "auto"
+            or (isinstance(self.pack, int) and not isinstance(self.pack, bool) and self.pack >= 0)
+        ):
+            raise ValueError(
+                "search.pack must be 'auto', 0 or 1 (off) or the most settings per pack "
+                f"(an integer >= 2), got {self.pack!r}"
+            )
         _one_of("search.scheduler", self.scheduler, SCHEDULERS)
         metrics = self.metrics
         modes = [self.mode] if isinstance(self.mode, str) else list(self.mode)
@@ -122,6 +136,11 @@ class SearchConfig(_Strict):
     def uses_optuna(self) -> bool:
         return self.algorithm.startswith("optuna")
 
+    @property
+    def packs(self) -> bool:
+        """Whether settings are packed: asked for, and a search that fixes them up front."""
+        return self.pack not in (0, 1) and not self.uses_optuna and self.scheduler != "asha"
+
 
 class ResourcesConfig(_Strict):
     cpu: float = Field(1.0, gt=0)
@@ -134,8 +153,31 @@ class TrackingConfig(_Strict):
     """``null``: ``$MLFLOW_TRACKING_URI`` if set, else ``sqlite:///RUN_DIR/mlflow.db``."""
     experiment: str | None = None
     """``null``: the sweep's name."""
-    log_model: bool = True
-    """Log each finished trial's model (``mlflow.pytorch``) to its child run."""
+    log_model: Any = "auto"
+    """Models logged to the child runs: ``true`` an MLflow PyTorch model (``model/``) for every
+    finished setting; an integer N: for the best N settings by ``search.metric`` at the end of the
+    sweep; ``auto``: all for sweeps of up to 20 settings, else the best 10; ``false``: none.
+    Unless ``false``, every finished setting also gets its raw ``checkpoint/model.pt``."""
+
+    @model_validator(mode="after")
+    def _check(self) -> TrackingConfig:
+        ok = self.log_model == "auto" or isinstance(self.log_model, bool)
+        ok = ok or (isinstance(self.log_model, int) and self.log_model >= 0)
+        if not ok:
+            raise ValueError(
+                "tracking.log_model must be true, false, auto or a number of best settings "
+                f"(an integer >= 0), got {self.log_model!r}"
+            )
+        return self
+
+    def models_for(self, n_settings: int) -> int:
+        """How many settings get an MLflow PyTorch model (``n_settings`` means all)."""
+        v = self.log_model
+        if v == "auto":
+            return n_settings if n_settings <= 20 else 10
+        if isinstance(v, bool):
+            return n_settings if v else 0
+        return min(int(v), n_settings)
 
 
 class SweepConfig(_Strict):
@@ -168,7 +210,9 @@ def _format(exc: ValidationError) -> list[str]:
             out.append(msg[len("Value error, ") :])
             continue
         if err["type"] == "extra_forbidden":
-            out.append(f"{path}: unknown key")
+            allowed = _allowed_keys(SweepConfig, [p for p in err["loc"] if isinstance(p, str)])
+            hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+            out.append(f"{path}: unknown key{hint}")
             continue
         if err["type"] == "missing":
             out.append(f"{path}: required")

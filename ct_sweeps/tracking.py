@@ -9,8 +9,11 @@ that backfilling is idempotent.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
+import queue
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -45,7 +48,18 @@ _SKIP = {
     "epoch",
     "eval_epoch",
     "checkpoint_dir_name",
+    "settings_alive",
 }
+TIME_KEYS = (
+    "time_search",
+    "time_train",
+    "time_eval",
+    "seconds",
+    "time_this_iter_s",
+    "time_total_s",
+)
+"""Per-epoch clocks: not logged every epoch (a third of the metric rows); a finished setting's
+run gets their totals once (``train_seconds``, ``time_search_total``, ...)."""
 
 
 def default_tracking_uri(run_dir: str | Path) -> str:
@@ -65,7 +79,7 @@ def metrics_of(result: Mapping[str, Any]) -> dict[str, float]:
     out: dict[str, float] = {}
     fresh = result.get("eval_epoch") == result.get("epoch")
     for k, v in result.items():
-        if k in _SKIP or isinstance(v, bool) or not isinstance(v, int | float):
+        if k in _SKIP or k in TIME_KEYS or isinstance(v, bool) or not isinstance(v, int | float):
             continue
         if k in CF_METRICS and not fresh:
             continue
@@ -179,7 +193,24 @@ def child_params(spec: TrialSpec, config: Mapping[str, Any], cpus: float) -> dic
     return trial_config(spec.base, trial_params(spec, config, cpus)).flat()
 
 
-def log_model(tracker: Tracker, run_id: str, model_path: Path) -> None:
+def log_model_file(tracker: Tracker, run_id: str, model_path: Path) -> None:
+    """Upload a final model file as ``checkpoint/model.pt`` (a pack's ``model_<k>.pt`` too)."""
+    if model_path.name == MODEL_FILE:
+        tracker.call("log model file", "log_artifact", run_id, str(model_path), "checkpoint")
+        return
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="ct-model-") as d:
+        shutil.copyfile(model_path, Path(d) / MODEL_FILE)
+        tracker.call(
+            "log model file", "log_artifact", run_id, str(Path(d) / MODEL_FILE), "checkpoint"
+        )
+
+
+def log_model(
+    tracker: Tracker, run_id: str, model_path: Path, raw: bool = True, full: bool = True
+) -> None:
     """Log a trial's final model: the raw ``checkpoint/model.pt`` and an MLflow PyTorch model
     under ``model/`` (``mlflow.pytorch.load_model("runs:/<id>/model")``).
 
@@ -194,7 +225,10 @@ def log_model(tracker: Tracker, run_id: str, model_path: Path) -> None:
 
     from ct_core.models import load_model
 
-    tracker.call("log model file", "log_artifact", run_id, str(model_path), "checkpoint")
+    if raw:
+        log_model_file(tracker, run_id, model_path)
+    if not full:
+        return
     t0 = time.perf_counter()
     try:
         model, _ = load_model(model_path)
@@ -216,9 +250,43 @@ def log_model(tracker: Tracker, run_id: str, model_path: Path) -> None:
     tracker.seconds += time.perf_counter() - t0
 
 
+CLOCK_NAMES = {
+    "seconds": "train_seconds",
+    "time_search": "time_search_total",
+    "time_train": "time_train_total",
+    "time_eval": "time_eval_total",
+    "skipped_batches": "skipped_batches_total",
+}
+VANILLA_ZEROS = ("div", "reg", "adv")
+"""CT terms, always 0 for a vanilla setting: not logged per epoch (nor are epochs with no
+skipped batch: ``skipped_batches`` is logged where non-zero, and its total at the end)."""
+
+
+class _Unit:
+    """One setting seen by the callback: a whole trial, or setting ``k`` of a pack trial."""
+
+    __slots__ = ("config", "id", "k", "name")
+
+    def __init__(self, uid: str, name: str, config: Mapping[str, Any], k: int | None):
+        self.id, self.name, self.config, self.k = uid, name, config, k
+
+    def records(self, result: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+        """This setting's epoch records in one Tune result (a pack reports several at once)."""
+        if self.k is None:
+            return [result]
+        recs = (result.get("settings") or {}).get(str(self.k)) or []
+        return recs if isinstance(recs, list) else [recs]
+
+
 class MlflowSweepCallback(Callback):
     """Driver-side logging: params at trial start, metrics batched per trial (every
-    ``flush_s`` seconds and at the end), the final model, the status."""
+    ``flush_s`` seconds and at the end), the final model, the status.
+
+    With ``packs`` (the settings of each pack, :mod:`ct_sweeps.packing`) a trial whose config
+    names a ``pack`` logs one child run per setting. ``models`` settings get an MLflow PyTorch
+    model: all of them when ``models >= n_settings``, else the best ``models`` by ``metric`` at
+    the end of the sweep (every finished setting gets ``checkpoint/model.pt`` when ``models``
+    is not ``None``)."""
 
     def __init__(
         self,
@@ -230,6 +298,11 @@ class MlflowSweepCallback(Callback):
         cpus: float = 1.0,
         flush_s: float = 15.0,
         log_models: bool = True,
+        packs: Any = None,
+        models: int | None = None,
+        n_settings: int = 0,
+        metric: str | None = None,
+        mode: str = "max",
     ):
         self.uri = uri
         self.experiment_id = experiment_id
@@ -239,16 +312,27 @@ class MlflowSweepCallback(Callback):
         self.cpus = cpus
         self.flush_s = flush_s
         self.log_models = log_models
+        self.packs = packs
+        self.models = models if models is not None else (n_settings if log_models else None)
+        self.n_settings = n_settings
+        self.metric, self.mode = metric, mode
         self.children: dict[str, str] = {}
         self.steps: dict[str, int] = {}
+        self.failed: dict[str, str] = {}
+        self.finals: dict[str, float] = {}
+        self.model_paths: dict[str, str] = {}
+        self.clocks: dict[str, dict[str, float]] = {}
+        self._objective: dict[str, str] = {}
         self._buffer: dict[str, list[tuple[str, float, int]]] = {}
         self._flushed: dict[str, float] = {}
         self._tracker: Tracker | None = None
+        self._queue: queue.Queue | None = None
+        self._thread: threading.Thread | None = None
+        self._lock: threading.Lock | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         d = dict(self.__dict__)
-        d["_tracker"] = None
-        d["_buffer"] = {}
+        d.update(_tracker=None, _buffer={}, _queue=None, _thread=None, _lock=None)
         return d
 
     @property
@@ -257,103 +341,232 @@ class MlflowSweepCallback(Callback):
             self._tracker = Tracker(self.uri)
         return self._tracker
 
+    # -- a background thread does the logging, so that Tune's event loop (and with it every
+    #    trial, which waits in ``tune.report`` for the driver) never waits on the store
+    def _submit(self, fn: Any, *args: Any) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._queue = queue.Queue()
+            self._lock = self._lock or threading.Lock()
+            self._thread = threading.Thread(target=self._work, name="ct-mlflow", daemon=True)
+            self._thread.start()
+            if self.models:  # import mlflow.pytorch (seconds) now, not when a trial ends
+                self._queue.put((importlib.import_module, ("mlflow.pytorch",)))
+        assert self._queue is not None
+        self._queue.put((fn, args))
+
+    def _work(self) -> None:
+        assert self._queue is not None and self._lock is not None
+        while True:
+            fn, args = self._queue.get()
+            try:
+                with self._lock:
+                    fn(*args)
+            except Exception as e:  # never let a logging bug stop the sweep
+                log.warning("MLflow logging failed (%s: %s)", type(e).__name__, e)
+            finally:
+                self._queue.task_done()
+
+    def drain(self) -> None:
+        """Wait until everything submitted so far is logged."""
+        if self._queue is not None and self._thread is not None and self._thread.is_alive():
+            self._queue.join()
+
     # -- state kept in Tune's experiment snapshots (restored by `ct-sweep resume`)
     def get_state(self) -> dict[str, Any]:
-        return {"children": dict(self.children), "steps": dict(self.steps)}
+        lock = self._lock or threading.Lock()
+        with lock:
+            return {
+                "children": dict(self.children),
+                "steps": dict(self.steps),
+                "failed": dict(self.failed),
+                "finals": dict(self.finals),
+                "model_paths": dict(self.model_paths),
+                "clocks": {k: dict(v) for k, v in self.clocks.items()},
+            }
 
     def set_state(self, state: dict[str, Any]) -> None:
-        self.children.update(state.get("children", {}))
-        self.steps.update(state.get("steps", {}))
+        for key in ("children", "steps", "failed", "finals", "model_paths", "clocks"):
+            getattr(self, key).update(state.get(key, {}))
 
-    # -- Tune hooks
+    # -- units
+    def _units(self, trial: Any) -> list[_Unit]:
+        tid = trial.trial_id
+        if self.packs is None or "pack" not in trial.config:
+            return [_Unit(tid, str(trial), trial.config, None)]
+        from ct_sweeps.packing import unit_id
+
+        settings = self.packs[int(trial.config["pack"])]
+        return [
+            _Unit(unit_id(tid, k), unit_id(str(trial), k), cfg, k) for k, cfg in enumerate(settings)
+        ]
+
+    # -- Tune hooks (main thread: read what is needed from the trial, then hand over)
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._child(trial)
+        self._submit(self._start, self._units(trial))
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
-        step = int(result.get("epoch", result.get("training_iteration", 0)))
-        if step <= self.steps.get(trial.trial_id, 0):
-            return
-        buf = self._buffer.setdefault(trial.trial_id, [])
-        buf.extend((k, v, step) for k, v in metrics_of(result).items())
-        if time.monotonic() - self._flushed.get(trial.trial_id, 0.0) > self.flush_s:
-            self._flush(trial)
+        self._submit(self._result, trial.trial_id, self._units(trial), result)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._finish(trial, "FINISHED")
+        units = self._units(trial)
+        paths = {u.id: final_model_path(trial, u.k) for u in units}
+        self._submit(self._finish, trial.trial_id, units, "", paths)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._finish(trial, "FAILED")
+        units = self._units(trial)
+        self._submit(self._finish, trial.trial_id, units, error_reason(trial) or "error", {})
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         for t in trials:
-            if self._buffer.get(t.trial_id):
-                self._flush(t)
+            self._submit(self._flush, t.trial_id, self._units(t))
+        self._submit(self._log_best_models)
+        self.drain()
+
+    # -- the logging thread
+    def _start(self, units: list[_Unit]) -> None:
+        for u in units:
+            self._child(u)
+
+    def _result(self, trial_id: str, units: list[_Unit], result: Mapping[str, Any]) -> None:
+        top = int(result.get("epoch", result.get("training_iteration", 0)))
+        for u in units:
+            for rec in u.records(result):
+                self._add(u, rec, int(rec.get("epoch", top)))
+        if time.monotonic() - self._flushed.get(trial_id, 0.0) > self.flush_s:
+            self._flush(trial_id, units)
+
+    def _add(self, u: _Unit, rec: Mapping[str, Any], step: int) -> None:
+        if step <= self.steps.get(u.id, 0):
+            return
+        if rec.get("failed"):
+            self.failed[u.id] = str(rec["failed"])
+        if self.metric and isinstance(rec.get(self.metric), int | float):
+            v = float(rec[self.metric])
+            if math.isfinite(v):
+                self.finals[u.id] = v
+        buf = self._buffer.setdefault(u.id, [])
+        skip = VANILLA_ZEROS if self._vanilla(u) else ()
+        buf.extend(
+            (k, v, step)
+            for k, v in metrics_of(rec).items()
+            if k not in skip and not (k == "skipped_batches" and v == 0)
+        )
+        clocks = self.clocks.setdefault(u.id, {})
+        for k in ("seconds", "time_search", "time_train", "time_eval", "skipped_batches"):
+            if isinstance(rec.get(k), int | float) and math.isfinite(rec[k]):
+                clocks[k] = clocks.get(k, 0.0) + float(rec[k])
+        clocks["step"] = float(step)
 
     # -- helpers
-    def _child(self, trial: Any) -> str | None:
-        tid = trial.trial_id
-        if tid in self.children:
-            return self.children[tid]
+    def _vanilla(self, u: _Unit) -> bool:
+        if u.id not in self._objective:
+            from ct_sweeps.space import trial_config
+
+            cfg = trial_config(self.spec.base, self.spec.space.resolve(u.config))
+            self._objective[u.id] = cfg.train.objective
+        return self._objective[u.id] == "vanilla"
+
+    def _child(self, u: _Unit) -> str | None:
+        if u.id in self.children:
+            return self.children[u.id]
         tr = self.tracker
-        existing = tr.find_child(self.experiment_id, tid)
+        existing = tr.find_child(self.experiment_id, u.id)
         if existing is not None:
-            self.children[tid] = existing.info.run_id
-            self.steps[tid] = int(float(existing.data.tags.get(STEP_TAG, 0)))
-            return self.children[tid]
-        tags = {PARENT_TAG: self.parent_run_id, TRIAL_TAG: tid, SWEEP_TAG: self.sweep_name}
-        run = tr.call(
-            "create run", "create_run", self.experiment_id, run_name=str(trial), tags=tags
-        )
+            self.children[u.id] = existing.info.run_id
+            self.steps[u.id] = int(float(existing.data.tags.get(STEP_TAG, 0)))
+            return self.children[u.id]
+        tags = {PARENT_TAG: self.parent_run_id, TRIAL_TAG: u.id, SWEEP_TAG: self.sweep_name}
+        run = tr.call("create run", "create_run", self.experiment_id, run_name=u.name, tags=tags)
         if run is None:
             return None
         rid = run.info.run_id
-        self.children[tid] = rid
-        params = child_params(self.spec, trial.config, self.cpus)
-        swept = sorted(self.spec.space.resolve(trial.config))
+        self.children[u.id] = rid
+        params = child_params(self.spec, u.config, self.cpus)
+        self._objective[u.id] = str(params.get("train.objective"))
+        swept = sorted(self.spec.space.resolve(u.config))
         tr.log_batch(rid, params=params, tags={"ct.swept": ",".join(swept)})
         return rid
 
-    def _flush(self, trial: Any) -> None:
-        tid = trial.trial_id
-        rid = self._child(trial)
-        buf = self._buffer.get(tid) or []
-        if rid is None or not buf:
-            return
-        last = max(step for _, _, step in buf)
-        if self.tracker.log_batch(rid, metrics=buf, tags={STEP_TAG: str(last)}):
-            self.steps[tid] = last
-            self._buffer[tid] = []
-        self._flushed[tid] = time.monotonic()
+    def _flush(self, trial_id: str, units: list[_Unit]) -> None:
+        self._flushed[trial_id] = time.monotonic()
+        for u in units:
+            buf = self._buffer.get(u.id) or []
+            if not buf:
+                continue
+            rid = self._child(u)
+            if rid is None:
+                continue
+            last = max(step for _, _, step in buf)
+            if self.tracker.log_batch(rid, metrics=buf, tags={STEP_TAG: str(last)}):
+                self.steps[u.id] = last
+                self._buffer[u.id] = []
 
-    def _finish(self, trial: Any, status: str) -> None:
-        self._flush(trial)
-        rid = self.children.get(trial.trial_id)
-        if rid is None:
-            return
+    def _finish(
+        self, trial_id: str, units: list[_Unit], reason: str, paths: Mapping[str, Path | None]
+    ) -> None:
+        """End the trial's runs: FAILED with ``ct.error`` (the setting's own failure, else the
+        trial's ``reason``), or FINISHED with the model."""
+        for u in units:  # the clocks' totals, once, at the last step
+            c = self.clocks.get(u.id)
+            if c:
+                step = int(c["step"])
+                self._buffer.setdefault(u.id, []).extend(
+                    (CLOCK_NAMES[k], v, step) for k, v in c.items() if k in CLOCK_NAMES
+                )
+        self._flush(trial_id, units)
         tr = self.tracker
-        if status == "FAILED":
-            reason = error_reason(trial)
-            if reason:
-                tr.call("tag error", "set_tag", rid, "ct.error", reason[:5000])
-        elif self.log_models:
-            path = final_model_path(trial)
-            if path is not None:
-                log_model(tr, rid, path)
-        tr.call("end run", "set_terminated", rid, status)
+        for u in units:
+            rid = self.children.get(u.id)
+            if rid is None:
+                continue
+            why = self.failed.get(u.id) or reason
+            if why:
+                tr.call("tag error", "set_tag", rid, "ct.error", why[:5000])
+                tr.call("end run", "set_terminated", rid, "FAILED")
+                continue
+            path = paths.get(u.id)
+            if path is not None and self.models is not None:
+                self.model_paths[u.id] = str(path)
+                if self.models >= self.n_settings:
+                    log_model(tr, rid, path)
+                else:  # the raw file now, the MLflow model at the end for the best ones
+                    log_model_file(tr, rid, path)
+            tr.call("end run", "set_terminated", rid, "FINISHED")
+
+    def _log_best_models(self) -> None:
+        """Log MLflow models for the best ``models`` settings (when not every setting got one)."""
+        if self.models is None or self.models >= self.n_settings or self.models == 0:
+            return
+        ranked = sorted(
+            (u for u in self.model_paths if u in self.finals and u not in self.failed),
+            key=lambda u: self.finals[u],
+            reverse=self.mode == "max",
+        )
+        for u in ranked[: self.models]:
+            rid = self.children.get(u)
+            if rid is not None:
+                log_model(self.tracker, rid, Path(self.model_paths[u]), raw=False)
+                self.tracker.call("tag best", "set_tag", rid, "ct.model", "mlflow")
 
 
-def final_model_path(trial: Any) -> Path | None:
-    """``model.pt`` of a trial's latest checkpoint, if it holds one."""
+def final_model_path(trial: Any, k: int | None = None) -> Path | None:
+    """The final model of a trial's latest checkpoint (``model.pt``, or setting ``k``'s
+    ``model_<k>.pt`` of a pack), if it holds one."""
+    name = MODEL_FILE
+    if k is not None:
+        from ct_sweeps.packing import model_file
+
+        name = model_file(k)
     ckpt = getattr(getattr(trial, "run_metadata", None), "checkpoint_manager", None)
     latest = getattr(ckpt, "latest_checkpoint_result", None) if ckpt else None
     path = getattr(getattr(latest, "checkpoint", None), "path", None)
-    if path and (Path(path) / MODEL_FILE).exists():
-        return Path(path) / MODEL_FILE
+    if path and (Path(path) / name).exists():
+        return Path(path) / name
     local = getattr(trial, "path", None)
     if local:
-        found = sorted(Path(local).glob(f"checkpoint_*/{MODEL_FILE}"))
+        found = sorted(Path(local).glob(f"checkpoint_*/{name}"))
         if found:
             return found[-1]
     return None
@@ -361,11 +574,21 @@ def final_model_path(trial: Any) -> Path | None:
 
 def error_reason(trial: Any) -> str:
     """The last line of a failed trial's traceback (the exception and its message)."""
-    path = getattr(trial, "error_file", None)
-    try:
-        text = Path(path).read_text() if path else ""
-    except OSError:
-        text = ""
+    text = ""
+    # Tune keeps error.txt in the trial's folder; ``trial.error_file`` resolves the driver's
+    # staging path, which needs a running Ray (reports are written after Ray shut down)
+    candidates = (
+        lambda: Path(trial.path) / (trial.run_metadata.error_filename or "error.txt"),
+        lambda: trial.error_file,
+    )
+    for where in candidates:
+        try:
+            path = where()
+            if path and Path(path).is_file():
+                text = Path(path).read_text()
+                break
+        except Exception:  # a property that needs Ray, or a missing path
+            continue
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     for ln in reversed(lines):
         if ":" in ln and not ln.startswith(("File ", "^")):
@@ -454,10 +677,11 @@ def sync(run: Any, records: Iterable[Any], uri: str | None = None) -> dict[str, 
                 counts["metrics"] += len(rows)
         want = {"TERMINATED": "FINISHED", "ERROR": "FAILED"}.get(rec.status)
         if want and status_now != want:
+            n_models = run.sweep.tracking.models_for(len(records))
             if want == "FINISHED" and run.sweep.tracking.log_model and rec.path is not None:
-                found = sorted(rec.path.glob(f"checkpoint_*/{MODEL_FILE}"))
+                found = sorted(rec.path.glob(f"checkpoint_*/{rec.model_name}"))
                 if found:
-                    log_model(tr, rid, found[-1])
+                    log_model(tr, rid, found[-1], full=n_models >= len(records))
             if want == "FAILED" and rec.error:
                 tr.call("tag error", "set_tag", rid, "ct.error", rec.error[:5000])
             tr.call("set status", "set_terminated", rid, want)

@@ -86,6 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tracking-uri", help="MLflow tracking URI (default: local store per sweep)")
     ap.add_argument("--skip-train", action="store_true", help="reuse models already in OUT")
     ap.add_argument(
+        "--filter",
+        choices=["0.5", "tau"],
+        default="0.5",
+        help="valid counterfactuals: p >= 0.5 as the reference's aggregation (default) or p >= tau_eval",
+    )
+    ap.add_argument(
         "--ablation",
         action="store_true",
         help="instead: train full / energy (CD) / adversarial (AR) / vanilla and compare each "
@@ -120,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             ind = args.individuals or INDIVIDUALS.get(ds, 250)
             cmd = [str(BIN / "ct"), "compare", str(models["full"]), str(models["vanilla"]),
                    "--out", str(cmp_dir), "--runs", str(args.runs), "--individuals", str(ind),
-                   "--setting", "plausibility" if not variant else "cost", "--quiet"]  # fmt: skip
+                   "--setting", "plausibility" if not variant else "cost", "--quiet",
+                   "--filter", args.filter]  # fmt: skip
             if variant:
                 cmd += ["--ig-rounds", "100"]
             else:
@@ -186,7 +193,7 @@ def ablation(names: list[str], out: Path, args: argparse.Namespace, log: Path, m
             cmp_dir = out / key / f"compare_{obj}"
             run([str(BIN / "ct"), "compare", str(models[obj]), str(models["vanilla"]),
                  "--out", str(cmp_dir), "--runs", str(args.runs), "--individuals", str(ind),
-                 "--setting", "plausibility", "--quiet", "--ig-rounds", "0",
+                 "--setting", "plausibility", "--quiet", "--ig-rounds", "0", "--filter", args.filter,
                  "--robust-samples", "0", "--no-plots"], log)  # fmt: skip
             table = read_comparison(cmp_dir / "comparison.csv")
             for metric in ("IP", "IP*"):

@@ -1,0 +1,352 @@
+"""Packs: several settings of a grid/random sweep trained in one Tune trial.
+
+A sweep whose settings are known up front (``grid``/``random`` without ASHA) is expanded before
+Ray runs it (:func:`expand_settings`), the settings are grouped by
+:func:`ct_core.pack.pack_key` (same data, model shape and epoch loop), and each group is split into
+packs of at most K settings (:func:`make_packs`). One Tune trial trains one pack with
+:class:`ct_core.pack.PackedTrainer` (bitwise equal to K plain ``Trainer`` runs on the CPU); a
+setting that cannot be packed (``can_pack`` false) is a pack of one trained by ``Trainer``.
+
+The trial reports ``{"epoch": e, "settings": {"<k>": [record, ...], ...}, <metric>: best}`` at most
+every ``report_s`` seconds, and at checkpoint epochs and the end: each setting's records of the
+epochs since the last report (as ``Trainer`` yields them, with ``failed`` holding the reason in
+the epoch a setting fails); every setting still becomes its own row in ``results.csv`` and its own MLflow child run
+(unit id ``<trial_id>-<k>``). The checkpoint holds the K state dicts (``states.pt``) and, at the
+end, one ``model_<k>.pt`` per finished setting. ``RUN_DIR/packs.json`` lists every pack's settings
+(their Tune-style configs), so reports, ``sync-mlflow`` and ``resume`` read them back.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ct_sweeps.space import Space, trial_config
+from ct_sweeps.trainable import CF_METRICS, TrialSpec, trial_params
+
+__all__ = [
+    "PACKS_FILE",
+    "PackSpec",
+    "auto_pack_size",
+    "expand_settings",
+    "load_packs",
+    "make_packs",
+    "model_file",
+    "pack_trainable",
+    "save_packs",
+    "unit_id",
+]
+
+PACKS_FILE = "packs.json"
+STATES_FILE = "states.pt"
+CAP_CPU = 45
+"""Largest automatic pack on CPU trials (bench/README.md: the gain flattens out around 45)."""
+CAP_GPU = 512
+"""Largest automatic pack on GPU trials (one kernel launch serves the whole pack)."""
+
+
+def unit_id(trial_id: str, k: int) -> str:
+    """The id of setting ``k`` of a pack trial: its ``results.csv`` row and MLflow tag."""
+    return f"{trial_id}-{k:02d}"
+
+
+def model_file(k: int) -> str:
+    return f"model_{k:02d}.pt"
+
+
+# ----------------------------------------------------------------------------------------------
+# Planning (no Ray)
+
+
+def _sample(entry: Any, rng: Any) -> Any:
+    """One draw of a distribution entry (the same families as :meth:`Entry.to_ray`)."""
+    lo, hi = (entry.args[0], entry.args[1]) if entry.kind != "choice" else (None, None)
+    match entry.kind:
+        case "choice":
+            return entry.args[int(rng.integers(len(entry.args)))]
+        case "uniform":
+            return float(rng.uniform(lo, hi))
+        case "loguniform":
+            return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+        case "quniform":
+            q = entry.args[2]
+            v = round(float(rng.uniform(lo, hi)) / q) * q
+            return int(round(v)) if entry.integer else float(v)
+        case "randint":
+            return int(rng.integers(int(lo), int(hi) + 1))
+    raise AssertionError(entry.kind)
+
+
+def expand_settings(space: Space, num_samples: int, seed: int | None) -> list[dict[str, Any]]:
+    """Every setting of a grid/random sweep as a Tune-style config (dotted path -> value;
+    :meth:`Space.resolve` turns it into overrides): the grid points, each with its sampled
+    entries drawn from a generator seeded by ``search.seed``, repeated ``num_samples`` times."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out: list[dict[str, Any]] = []
+    for _ in range(num_samples):
+        for point in space.grid_points():
+            cfg = dict(point)
+            for e in space.sampled_entries:
+                cfg[e.key] = _sample(e, rng)
+            out.append(cfg)
+    return out
+
+
+def auto_pack_size(n_group: int, slots: int, gpu: bool) -> int:
+    """Settings per pack for ``pack: auto``: every trial slot gets about two packs (so that
+    the slots stay busy to the end and an interrupted sweep keeps finished packs), capped at
+    :data:`CAP_CPU` (:data:`CAP_GPU` for GPU trials)."""
+    cap = CAP_GPU if gpu else CAP_CPU
+    return max(1, min(cap, math.ceil(n_group / (2 * max(1, slots)))))
+
+
+def make_packs(
+    settings: Sequence[Mapping[str, Any]],
+    base: Mapping[str, Any],
+    space: Space,
+    pack: int | str,
+    slots: int,
+    gpu: bool = False,
+) -> list[list[int]]:
+    """Split settings (indices into ``settings``) into packs.
+
+    Settings are grouped by :func:`~ct_core.pack.pack_key`; one that cannot be packed is a pack
+    of its own. A group of n settings becomes ``ceil(n / K)`` packs of even sizes (at most K),
+    filled greedily by estimated cost (:func:`setting_cost`, most expensive first, each into the cheapest pack),
+    so that packs take similar time whatever the order of the grid axes.
+    """
+    from ct_core.pack import can_pack, pack_key
+
+    groups: dict[Any, list[tuple[int, float]]] = {}
+    alone: list[list[int]] = []
+    for i, s in enumerate(settings):
+        cfg = trial_config(base, space.resolve(s))
+        if can_pack(cfg):
+            groups.setdefault(pack_key(cfg), []).append((i, setting_cost(cfg)))
+        else:
+            alone.append([i])
+    packs: list[list[int]] = []
+    for members in groups.values():
+        k = auto_pack_size(len(members), slots, gpu) if pack == "auto" else int(pack)
+        n = math.ceil(len(members) / max(1, k))
+        # sizes as even as possible (18 in 4 packs: 5, 5, 4, 4), then greedy by cost
+        cap = [len(members) // n + (j < len(members) % n) for j in range(n)]
+        bins: list[list[int]] = [[] for _ in range(n)]
+        load = [0.0] * n
+        for i, c in sorted(members, key=lambda m: -m[1]):
+            j = min((j for j in range(n) if len(bins[j]) < cap[j]), key=lambda j: (load[j], j))
+            bins[j].append(i)
+            load[j] += c
+        packs.extend(sorted(b) for b in bins)
+    return packs + alone
+
+
+def setting_cost(cfg: Any) -> float:
+    """Relative cost of a setting's epoch for balancing packs: training, plus the
+    counterfactual search of CT settings (about T gradient steps over ``nce`` points)."""
+    if cfg.train.objective == "vanilla":
+        return 1.0
+    return 1.0 + cfg.generator.T * cfg.train.nce / (10.0 * 1000.0) * (1.0 - cfg.train.burnin)
+
+
+def save_packs(path: Path, settings: Sequence[Mapping[str, Any]], packs: Sequence[Sequence[int]]):
+    """Write ``packs.json``: each pack's settings (index in the expansion and config)."""
+    doc = {
+        "n_settings": len(settings),
+        "packs": [[{"index": i, "config": dict(settings[i])} for i in p] for p in packs],
+    }
+    path.write_text(json.dumps(doc, indent=1, default=str))
+
+
+def load_packs(path: Path) -> list[list[dict[str, Any]]]:
+    """The settings' configs of each pack, as :func:`save_packs` wrote them."""
+    doc = json.loads(path.read_text())
+    return [[s["config"] for s in p] for p in doc["packs"]]
+
+
+# ----------------------------------------------------------------------------------------------
+# The trainable
+
+
+@dataclass(frozen=True)
+class PackSpec:
+    """What every pack trial shares: the per-setting spec and the packs' settings."""
+
+    trial: TrialSpec
+    packs: tuple[tuple[dict[str, Any], ...], ...]
+    metric: str | None = None
+    mode: str = "max"
+    report_s: float = 2.0
+    """Least seconds between two reports to Tune (each carries the epochs since the last one);
+    checkpoint epochs and the last epoch are always reported."""
+
+
+class _Solo:
+    """A setting that cannot be packed, trained by ``Trainer`` behind the pack interface."""
+
+    def __init__(self, cfg: Any, data: Any, states: Sequence[dict[str, Any]] | None):
+        from ct_sweeps.trainable import load_trainer_class
+
+        self.cfg = cfg
+        state = states[0] if states else None
+        self.failed: list[str | None] = [state.get("failed") if state else None]
+        self.trainer = load_trainer_class("ct_core.training:Trainer")(cfg, data, checkpoint=state)
+
+    def run(self) -> Any:
+        from ct_core.training import NonFiniteLossError
+
+        if self.failed[0] is not None:
+            return
+        try:
+            for rec in self.trainer.run():
+                yield [rec]
+        except NonFiniteLossError as e:
+            self.failed[0] = str(e)
+            yield [{"epoch": float(self.trainer.epoch + 1), "failed": str(e)}]
+
+    def state_dicts(self) -> list[dict[str, Any]]:
+        sd = self.trainer.state_dict()
+        if self.failed[0] is not None:
+            sd["failed"] = self.failed[0]
+        return [sd]
+
+    def models(self) -> list[Any]:
+        return [self.trainer.model]
+
+
+def _clean(rec: Mapping[str, Any]) -> dict[str, Any]:
+    """A record Tune can store: floats, and the failure reason as text."""
+    out: dict[str, Any] = {}
+    for k, v in rec.items():
+        if isinstance(v, str):
+            out[k] = v
+        elif isinstance(v, bool | int | float):
+            out[k] = float(v)
+    return out
+
+
+def _best(values: Sequence[float], mode: str) -> float:
+    vals = [v for v in values if math.isfinite(v)]
+    if not vals:
+        return math.nan
+    return min(vals) if mode == "min" else max(vals)
+
+
+def pack_trainable(config: dict[str, Any], spec: PackSpec) -> None:
+    """Train one pack, reporting its settings' epoch records to Tune (function API)."""
+    import logging
+
+    import torch
+    from ray import tune
+    from ray.tune import Checkpoint
+
+    from ct_core.models import save_model
+    from ct_core.pack import PackedTrainer, can_pack
+    from ct_sweeps.trainable import _dataset, _trial_cpus
+
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
+    settings = spec.packs[int(config["pack"])]
+    cpus = _trial_cpus()
+    cfgs = [trial_config(spec.trial.base, trial_params(spec.trial, s, cpus)) for s in settings]
+    torch.set_num_threads(max(1, int(cpus)))
+    data = _dataset(cfgs[0])
+
+    states = None
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            states = torch.load(Path(d) / STATES_FILE, map_location="cpu", weights_only=True)
+
+    if len(cfgs) == 1 and not can_pack(cfgs[0]):
+        trainer: Any = _Solo(cfgs[0], data, states)
+    else:
+        trainer = PackedTrainer(cfgs, data=data, checkpoints=states)
+    epochs, every = cfgs[0].train.epochs, spec.trial.checkpoint_every
+    # the last value of the search metric per setting (CF metrics come every eval_every epochs)
+    last: dict[int, float] = {}
+    for k, h in enumerate(getattr(trainer, "histories", None) or []):
+        for r in h:
+            if spec.metric in r:
+                last[k] = float(r[spec.metric])
+    pending: dict[str, list[dict[str, Any]]] = {}
+    reported = time.monotonic()
+    for records in trainer.run():
+        epoch = int(max(float(r["epoch"]) for r in records if r is not None))
+        for k, r in enumerate(records):
+            if r is None:
+                continue
+            pending.setdefault(str(k), []).append(_clean(r))
+            if spec.metric in r and "failed" not in r:
+                last[k] = float(r[spec.metric])
+        alive = sum(f is None for f in trainer.failed)
+        final = epoch >= epochs or alive == 0
+        save = final or bool(every and epoch % every == 0)
+        if not save and time.monotonic() - reported < spec.report_s:
+            continue
+        # one report carries every epoch since the last one: a Tune round trip per epoch
+        # costs more than a pack's epoch on a busy machine
+        result: dict[str, Any] = {"epoch": float(epoch), "settings": pending}
+        result["settings_alive"] = float(alive)
+        if spec.metric:
+            live = [v for k, v in last.items() if trainer.failed[k] is None]
+            result[spec.metric] = _best(live, spec.mode)
+        pending, reported = {}, time.monotonic()
+        if not save:
+            tune.report(result)
+            continue
+        with tempfile.TemporaryDirectory(prefix="ct-ckpt-") as d:
+            torch.save(trainer.state_dicts(), os.path.join(d, STATES_FILE))
+            if final:
+                for k, (cfg, model) in enumerate(zip(cfgs, trainer.models())):
+                    if trainer.failed[k] is None:
+                        save_model(
+                            model.cpu(),
+                            cfg,
+                            os.path.join(d, model_file(k)),
+                            n_features=int(data.n_features),
+                            n_classes=int(data.n_classes),
+                        )
+            tune.report(result, checkpoint=Checkpoint.from_directory(d))
+
+
+def setting_history(
+    lines: Sequence[Mapping[str, Any]], k: int, size: int = 1
+) -> list[dict[str, Any]]:
+    """Setting ``k``'s records from a pack trial's results (``result.json`` lines), with the
+    pack's wall clock shared out: ``time_total_s`` is the pack's divided by its ``size``."""
+    out = []
+    for line in lines:
+        recs = (line.get("settings") or {}).get(str(k))
+        if not recs:
+            continue
+        for rec in recs if isinstance(recs, list) else [recs]:
+            r = dict(rec)
+            if "time_total_s" in line:
+                r["time_total_s"] = float(line["time_total_s"]) / max(size, 1)
+            out.append(r)
+    return out
+
+
+def carried_final(history: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """The final metrics of a setting: the last record, with CF metrics carried from the last
+    epoch that computed them."""
+    out: dict[str, float] = {}
+    for r in history:
+        for key, v in r.items():
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                out[key] = float(v)
+    if history:
+        last = history[-1]
+        for key in list(out):
+            if key not in last and key not in CF_METRICS:
+                out.pop(key)
+    return out

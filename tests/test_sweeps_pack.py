@@ -1,0 +1,323 @@
+"""Packed sweeps end to end: several settings per Tune trial, each still its own row and run.
+
+A real local Ray (2 CPUs, loopback) and a real sqlite MLflow store. The grid has 6 tiny moons
+settings (generator x lambda_reg) with ``search.pack: 3``, so 2 pack trials; one setting has
+``lambda_class = 1e39`` and its loss overflows in the first epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ct_sweeps.env import set_defaults
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {
+    "data.n_train": 200,
+    "data.n_val": 100,
+    "data.n_test": 100,
+    "train.epochs": 3,
+    "train.nce": 50,
+    "train.batch_size": 50,
+    "generator.T": 5,
+}
+SPACE = {
+    "generator.type": ["ecco", "generic"],
+    "train.lambda_reg": [0.1, 0.25, 0.5],
+    # exactly one setting overflows: (generic, 0.5)
+    "train.lambda_class": {
+        "grid": [1e39],
+        "when": {"generator.type": "generic", "train.lambda_reg": 0.5},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def ray_runtime():
+    saved = dict(os.environ)
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # a throw-away local Ray on loopback
+    set_defaults()
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def sweep_file(tmp: Path, name: str, pack: int, space: dict = SPACE, **extra) -> Path:
+    doc = {
+        "name": name,
+        "base": str(ROOT / "configs" / "base" / "moons.yaml"),
+        "overrides": {**TINY, **extra.pop("overrides", {})},
+        "search": {
+            "algorithm": "grid",
+            "metric": "val_acc",
+            "mode": "max",
+            "seed": 7,
+            "max_concurrent": 2,
+            "pack": pack,
+            **extra.pop("search", {}),
+        },
+        "space": space,
+        "resources": {"cpu": 1},
+        **extra,
+    }
+    p = tmp / f"{name}.yaml"
+    p.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return p
+
+
+def mlflow_runs(run_dir: Path) -> tuple[object, list, list]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}")
+    exps = [e for e in client.search_experiments() if e.name != "Default"]
+    runs = client.search_runs([exps[0].experiment_id], max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, children
+
+
+def key(row) -> tuple[str, float]:
+    return (row["generator.type"], float(row["train.lambda_reg"]))
+
+
+@pytest.fixture(scope="module")
+def packed(ray_runtime, tmp_path_factory):
+    from ct_sweeps import runner
+
+    tmp = tmp_path_factory.mktemp("packed")
+    return runner.run(runner.plan(sweep_file(tmp, "packed6", 3)), storage=str(tmp / "run"))
+
+
+@pytest.fixture(scope="module")
+def unpacked(ray_runtime, tmp_path_factory):
+    from ct_sweeps import runner
+
+    tmp = tmp_path_factory.mktemp("unpacked")
+    return runner.run(runner.plan(sweep_file(tmp, "plain6", 0)), storage=str(tmp / "run"))
+
+
+def test_six_settings_run_as_two_packs_and_six_rows(packed):
+    info = json.loads((packed.run_dir / "run.json").read_text())
+    assert info["packed"] is True and info["n_packs"] == 2
+    trials = [p for p in (packed.run_dir / "tune").iterdir() if p.name.startswith("trial_")]
+    assert len(trials) == 2
+    df = packed.report.frame
+    assert len(df) == 6 and df["pack"].nunique() == 2
+    assert (packed.run_dir / "results.csv").read_text().count("\n") == 7
+    assert sorted(map(key, df.to_dict("records"))) == sorted(
+        (g, r) for g in ("ecco", "generic") for r in (0.1, 0.25, 0.5)
+    )
+    assert (packed.n_finished, packed.n_errors, packed.interrupted) == (5, 1, False)
+
+
+def test_the_overflowing_setting_fails_alone_with_its_reason(packed):
+    df = packed.report.frame
+    bad = df[df["status"] == "ERROR"]
+    assert len(bad) == 1
+    row = bad.iloc[0]
+    assert key(row) == ("generic", 0.5) and float(row["train.lambda_class"]) == 1e39
+    assert "non-finite" in row["error"]
+    good = df[df["status"] == "TERMINATED"]
+    assert len(good) == 5 and (good["epochs"] == 3).all()
+    assert good["val_acc"].between(0, 1).all()
+
+
+def test_best_config_and_report_are_per_setting(packed):
+    from ct_core.config import load_config
+    from ct_sweeps.cli import main
+
+    df = packed.report.frame
+    top = df.iloc[0]
+    assert top["status"] == "TERMINATED" and top["val_acc"] == df["val_acc"].max()
+    best = load_config(packed.run_dir / "best_config.yaml")
+    assert (best.generator.type, best.train.lambda_reg) == key(top)
+    assert best.train.epochs == 3
+    assert main(["report", str(packed.run_dir)]) == 0
+
+
+def test_each_setting_is_its_own_mlflow_child_run(packed, tmp_path):
+    client, parents, children = mlflow_runs(packed.run_dir)
+    assert len(parents) == 1 and len(children) == 6
+    assert parents[0].info.status == "FINISHED"
+    by_status: dict[str, list] = {}
+    for child in children:
+        by_status.setdefault(child.info.status, []).append(child)
+        p = child.data.params
+        assert p["train.epochs"] == "3" and p["data.n_train"] == "200"
+        assert p["generator.type"] in ("ecco", "generic") and "generator.T" in p
+        assert p["train.threads"] == "1"
+    assert len(by_status["FINISHED"]) == 5 and len(by_status["FAILED"]) == 1
+    failed = by_status["FAILED"][0]
+    assert failed.data.params["train.lambda_class"] == "1e+39"
+    assert "non-finite" in failed.data.tags["ct.error"]
+    for child in by_status["FINISHED"]:
+        rid = child.info.run_id
+        assert [m.step for m in client.get_metric_history(rid, "val_acc")] == [1, 2, 3]
+        assert [m.step for m in client.get_metric_history(rid, "loss")] == [1, 2, 3]
+        assert client.get_metric_history(rid, "train_seconds")[0].value > 0
+        arts = {a.path for a in client.list_artifacts(rid, "checkpoint")}
+        assert "checkpoint/model.pt" in arts
+    import mlflow.pytorch
+    import torch
+
+    local = client.download_artifacts(by_status["FINISHED"][0].info.run_id, "model", str(tmp_path))
+    assert mlflow.pytorch.load_model(local)(torch.zeros(4, 2)).shape == (4, 2)
+
+
+def test_packed_results_equal_the_unpacked_sweep(packed, unpacked):
+    a = {key(r): r for r in packed.report.frame.to_dict("records")}
+    b = {key(r): r for r in unpacked.report.frame.to_dict("records")}
+    assert unpacked.run_dir.joinpath("packs.json").exists() is False
+    assert set(a) == set(b) and len(a) == 6
+    for k in a:
+        assert a[k]["status"] == b[k]["status"], k
+        if a[k]["status"] != "TERMINATED":
+            continue
+        for m in ("val_acc", "train_acc", "loss", "val_loss", "mature"):
+            assert math.isclose(a[k][m], b[k][m], rel_tol=1e-5, abs_tol=1e-6), (k, m)
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning (no Ray)
+
+
+def test_pack_option_is_validated_before_ray_starts():
+    from ct_core.config import ConfigError
+    from ct_sweeps.schema import parse_sweep
+
+    ok = {"name": "x", "base": {}}
+    assert parse_sweep(ok).search.pack == "auto"
+    assert parse_sweep({**ok, "search": {"pack": 12}}).search.packs
+    assert not parse_sweep({**ok, "search": {"pack": 1}}).search.packs
+    assert not parse_sweep({**ok, "search": {"algorithm": "optuna-tpe"}}).search.packs
+    assert not parse_sweep({**ok, "search": {"scheduler": "asha"}}).search.packs
+    for bad in ("big", -1, True, 2.5):
+        with pytest.raises(ConfigError, match="search.pack must be 'auto'"):
+            parse_sweep({**ok, "search": {"pack": bad}})
+    with pytest.raises(ConfigError, match="tracking.log_model must be"):
+        parse_sweep({**ok, "tracking": {"log_model": "some"}})
+
+
+def test_settings_are_expanded_up_front_and_packed_by_compatibility(tmp_path):
+    from ct_sweeps import runner
+    from ct_sweeps.packing import auto_pack_size, expand_settings, make_packs
+
+    path = sweep_file(
+        tmp_path,
+        "plan",
+        0,
+        space={
+            "generator.type": ["ecco", "revise"],
+            "model.hidden": [[8], [16]],
+            "train.lambda_reg": {"loguniform": [0.01, 1.0]},
+        },
+        search={"algorithm": "random", "num_samples": 3},
+    )
+    p = runner.plan(path)
+    settings = expand_settings(p.space, 3, seed=1)
+    assert len(settings) == p.n_trials == 12
+    assert settings == expand_settings(p.space, 3, seed=1)  # seeded
+    assert all(0.01 <= s["train.lambda_reg"] <= 1.0 for s in settings)
+    assert len({s["train.lambda_reg"] for s in settings}) == 12
+    packs = make_packs(settings, p.base, p.space, 2, slots=2)
+    assert sorted(i for pk in packs for i in pk) == list(range(12))
+    for pk in packs:  # same model size and generator family within a pack, at most 2
+        assert 1 <= len(pk) <= 2
+        assert (
+            len({(settings[i]["generator.type"], str(settings[i]["model.hidden"])) for i in pk})
+            == 1
+        )
+    assert auto_pack_size(270, 2, gpu=False) == 45 and auto_pack_size(18, 2, gpu=False) == 5
+    assert auto_pack_size(3, 8, gpu=False) == 1 and auto_pack_size(900, 1, gpu=True) == 450
+
+
+def test_interrupted_packed_sweep_resumes_without_rerunning_finished_packs(ray_runtime, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from ct_sweeps import runner
+    from ct_sweeps.report import RunDir, collect
+
+    path = sweep_file(
+        tmp_path,
+        "interrupt",
+        2,
+        space={"train.lambda_reg": [0.1, 0.2, 0.3, 0.4]},
+        search={"max_concurrent": 1},
+        overrides={
+            "data.n_train": 1000,
+            "train.nce": 300,
+            "generator.T": 20,
+            "train.epochs": 6,
+            "generator.type": "generic",
+            "train.batch_size": 30,
+        },
+        checkpoint_every=2,
+    )
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "CT_SWEEP_VERBOSE": "0"}
+    cmd = [sys.executable, "-m", "ct_sweeps.cli", "run", str(path), "--storage", str(run_dir)]
+    driver = subprocess.Popen(
+        [*cmd, "--address", ray_runtime],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        finished = 0
+        while time.monotonic() < deadline and driver.poll() is None:
+            info = (run_dir / "run.json").read_text() if (run_dir / "run.json").exists() else ""
+            if "parent_run_id" in info:
+                client = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}")
+                exps = [e.experiment_id for e in client.search_experiments()]
+                finished = len(client.search_runs(exps, "attributes.status = 'FINISHED'"))
+                if finished >= 1:
+                    break
+            time.sleep(0.3)
+        if driver.poll() is not None:
+            pytest.fail(f"the driver exited early ({driver.returncode}):\n{driver.stdout.read()}")
+        assert finished >= 1, "no pack finished in time"
+        driver.send_signal(signal.SIGINT)
+        log, _ = driver.communicate(timeout=90)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 130, log
+
+    before = {r.trial_id: r for r in collect(RunDir.load(run_dir))}
+    done = {t: r for t, r in before.items() if r.status == "TERMINATED"}
+    assert len(done) == 2 and len({r.pack_trial for r in done.values()}) == 1
+    lines = {t: (r.path / "result.json").read_text() for t, r in done.items()}
+
+    out = runner.resume(run_dir)
+    assert (out.n_finished, out.n_errors, out.interrupted) == (4, 0, False)
+    after = {r.trial_id: r for r in collect(RunDir.load(run_dir))}
+    assert len(after) == 4
+    for t, text in lines.items():  # the finished pack was not rerun
+        assert (after[t].path / "result.json").read_text() == text
+    for r in after.values():
+        epochs = [h["epoch"] for h in r.history()]
+        assert epochs[-1] == 6 and set(epochs) == {1, 2, 3, 4, 5, 6}
+    _, parents, children = mlflow_runs(run_dir)
+    assert len(parents) == 1 and len(children) == 4
+    assert {c.info.status for c in children} == {"FINISHED"}
