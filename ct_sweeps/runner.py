@@ -258,7 +258,10 @@ def build_tuner(p: Plan, run: RunDir, callbacks: list[Any], packs: Any = None) -
         name=run.info["experiment"],
         storage_path=str(run.path),
         failure_config=tune.FailureConfig(max_failures=p.sweep.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        # keep every checkpoint: after a SIGKILLed driver, Tune restores each trial from the
+        # checkpoint named in its last state snapshot, which can lag behind the disk; pruning
+        # (num_to_keep) may already have deleted it. Trial checkpoints are small state dicts.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         callbacks=callbacks,
         verbose=int(os.environ.get("CT_SWEEP_VERBOSE", "1")),
     )

@@ -83,6 +83,8 @@ def metrics_of(result: Mapping[str, Any]) -> dict[str, float]:
             continue
         if k in CF_METRICS and not fresh:
             continue
+        if k == "skipped_batches" and v == 0:  # logged where non-zero; its total at the end
+            continue
         if math.isfinite(v):
             out[k] = float(v)
     return out
@@ -448,11 +450,7 @@ class MlflowSweepCallback(Callback):
                 self.finals[u.id] = v
         buf = self._buffer.setdefault(u.id, [])
         skip = VANILLA_ZEROS if self._vanilla(u) else ()
-        buf.extend(
-            (k, v, step)
-            for k, v in metrics_of(rec).items()
-            if k not in skip and not (k == "skipped_batches" and v == 0)
-        )
+        buf.extend((k, v, step) for k, v in metrics_of(rec).items() if k not in skip)
         clocks = self.clocks.setdefault(u.id, {})
         for k in ("seconds", "time_search", "time_train", "time_eval", "skipped_batches"):
             if isinstance(rec.get(k), int | float) and math.isfinite(rec[k]):
