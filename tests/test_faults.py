@@ -37,7 +37,7 @@ from tests.faults_util import (
     write_sweep,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # real-cluster faults, ~4-5 min: `-m slow`
 
 
 @pytest.fixture(scope="module")
@@ -231,14 +231,14 @@ def test_driver_killed_mid_sweep_resumes_without_rerunning_finished_trials(clust
         tmp_path / "driver.yaml",
         "faults-driver",
         {"train.lambda_reg": [0.1, 0.2, 0.3, 0.4]},
-        overrides={"train.epochs": 8},
-        checkpoint_every=1,
+        overrides={"train.epochs": 40},  # long enough that the kill lands mid-sweep
+        checkpoint_every=2,
     )
     run_dir = tmp_path / "run"
     drv = ct_sweep(cluster, *run_args(cluster, sweep, run_dir), log=tmp_path / "driver.log")
 
     def finished() -> list[Path]:
-        return [d for d in trial_dirs(run_dir) if epochs(d)[-1:] == [8]]
+        return [d for d in trial_dirs(run_dir) if epochs(d)[-1:] == [40]]
 
     done = wait_for("a finished trial", lambda: not drv.alive() or finished(), 240)
     assert drv.alive(), drv.output()
@@ -262,7 +262,7 @@ def test_driver_killed_mid_sweep_resumes_without_rerunning_finished_trials(clust
         assert (run_dir / "tune" / name / "result.json").read_text() == text, name
     for d in trial_dirs(run_dir):
         ep = epochs(d)
-        assert ep[-1] == 8 and sorted(set(ep)) == list(range(1, 9)), (d.name, ep)
+        assert ep[-1] == 40 and sorted(set(ep)) == list(range(1, 41)), (d.name, ep)
         if partial.get(d.name):  # started before the kill: resumed from a checkpoint, not epoch 1
             assert ep.count(1) == 1, (d.name, ep)
     info = run_info(run_dir)
