@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from ct_sweeps.env import set_defaults
+from tests.sweep_driver import run_then_interrupt
 
 pytestmark = pytest.mark.integration
 
@@ -265,44 +262,8 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_runtime
         checkpoint_every=2,
     )
     run_dir = tmp_path / "run"
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "CT_SWEEP_VERBOSE": "0"}
-    driver = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ct_sweeps.cli",
-            "run",
-            str(path),
-            "--storage",
-            str(run_dir),
-            "--address",
-            ray_runtime,
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        # a trial is finished once its final checkpoint (the one holding the model) exists:
-        # Ray's own files, written before the result is reported (MLflow logs asynchronously)
-        deadline = time.monotonic() + 120
-        finished = 0
-        while time.monotonic() < deadline and driver.poll() is None:
-            finished = len(list((run_dir / "tune").glob("trial_*/checkpoint_*/model*.pt")))
-            if finished >= 1:
-                break
-            time.sleep(0.2)
-        if driver.poll() is not None:
-            pytest.fail(f"the driver exited early ({driver.returncode}):\n{driver.stdout.read()}")
-        assert finished >= 1, "no trial finished in time"
-        driver.send_signal(signal.SIGINT)
-        log, _ = driver.communicate(timeout=90)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-    assert driver.returncode == 130, log
+    rc, log = run_then_interrupt(path, run_dir, ray_runtime)
+    assert rc == 130, log
     assert f"ct-sweep resume {run_dir}" in log
 
     before = {r.trial_id: r for r in collect(RunDir.load(run_dir))}

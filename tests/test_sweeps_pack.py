@@ -10,16 +10,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from ct_sweeps.env import set_defaults
+from tests.sweep_driver import run_then_interrupt
 
 pytestmark = pytest.mark.integration
 
@@ -271,35 +268,8 @@ def test_interrupted_packed_sweep_resumes_without_rerunning_finished_packs(ray_r
         checkpoint_every=2,
     )
     run_dir = tmp_path / "run"
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "CT_SWEEP_VERBOSE": "0"}
-    cmd = [sys.executable, "-m", "ct_sweeps.cli", "run", str(path), "--storage", str(run_dir)]
-    driver = subprocess.Popen(
-        [*cmd, "--address", ray_runtime],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        # a pack is finished once its final checkpoint (the one holding the models) exists:
-        # Ray's own files, written before the result is reported (MLflow logs asynchronously)
-        deadline = time.monotonic() + 120
-        finished = 0
-        while time.monotonic() < deadline and driver.poll() is None:
-            finished = len(list((run_dir / "tune").glob("trial_*/checkpoint_*/model*.pt")))
-            if finished >= 1:
-                break
-            time.sleep(0.2)
-        if driver.poll() is not None:
-            pytest.fail(f"the driver exited early ({driver.returncode}):\n{driver.stdout.read()}")
-        assert finished >= 1, "no pack finished in time"
-        driver.send_signal(signal.SIGINT)
-        log, _ = driver.communicate(timeout=90)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-    assert driver.returncode == 130, log
+    rc, log = run_then_interrupt(path, run_dir, ray_runtime)
+    assert rc == 130, log
 
     before = {r.trial_id: r for r in collect(RunDir.load(run_dir))}
     done = {t: r for t, r in before.items() if r.status == "TERMINATED"}

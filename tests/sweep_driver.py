@@ -1,0 +1,50 @@
+"""Run `ct-sweep run` as its own process and interrupt it mid-sweep (for the resume tests)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_then_interrupt(sweep: Path, run_dir: Path, address: str) -> tuple[int, str]:
+    """Start the sweep on the Ray at ``address``, send SIGINT once its first trial (or pack) has
+    finished, and return the driver's exit code and output.
+
+    A trial counts as finished once its final checkpoint (the one holding the model) exists:
+    Ray's own files, written before the result is reported (MLflow logs asynchronously).
+    """
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "CT_SWEEP_VERBOSE": "0"}
+    cmd = [sys.executable, "-m", "ct_sweeps.cli", "run", str(sweep), "--storage", str(run_dir)]
+    driver = subprocess.Popen(
+        [*cmd, "--address", address],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        finished = 0
+        while time.monotonic() < deadline and driver.poll() is None:
+            finished = len(list((run_dir / "tune").glob("trial_*/checkpoint_*/model*.pt")))
+            if finished >= 1:
+                break
+            time.sleep(0.2)
+        if driver.poll() is not None:
+            pytest.fail(f"the driver exited early ({driver.returncode}):\n{driver.stdout.read()}")
+        assert finished >= 1, "no trial finished in time"
+        driver.send_signal(signal.SIGINT)
+        log, _ = driver.communicate(timeout=90)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    return driver.returncode, log
