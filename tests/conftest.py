@@ -7,6 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,3 +20,22 @@ torch.set_num_threads(1)
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_CACHE, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ray_runtime():
+    """A throw-away local Ray on loopback per test module; yields its GCS address."""
+    from ct_sweeps.env import set_defaults
+
+    saved = dict(os.environ)
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    set_defaults()
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+        os.environ.clear()
+        os.environ.update(saved)

@@ -30,6 +30,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "cluster"))
 import procinfo  # noqa: E402
 
+from tests.faults_util import sourced_env  # noqa: E402
+
 pytestmark = pytest.mark.integration
 
 PY = sys.executable
@@ -71,18 +73,6 @@ class LocalCluster:
         for pid in list(pids):
             pids |= procinfo.descendants(pid)
         return pids | procinfo.pids_mentioning(info["ray_temp_dir"])
-
-
-def sourced_env(env_file: Path, base: dict[str, str]) -> dict[str, str]:
-    """`base` plus what `source env_file` exports (parsed by bash itself)."""
-    out = subprocess.run(
-        ["bash", "-c", f"set -a; source {env_file}; env -0"],
-        env=base,
-        capture_output=True,
-        check=True,
-    ).stdout
-    pairs = (item.split(b"=", 1) for item in out.split(b"\0") if b"=" in item)
-    return {k.decode(): v.decode() for k, v in pairs}
 
 
 def http(

@@ -7,14 +7,12 @@ runs its driver in a subprocess that joins that Ray and is stopped with SIGINT.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 import yaml
 
-from ct_sweeps.env import set_defaults
-from tests.sweep_driver import run_then_interrupt
+from tests.sweep_support import mlflow_runs, run_then_interrupt
 
 pytestmark = pytest.mark.integration
 
@@ -28,22 +26,6 @@ TINY = {
     "train.batch_size": 50,
     "generator.T": 5,
 }
-
-
-@pytest.fixture(scope="module")
-def ray_runtime():
-    saved = dict(os.environ)
-    os.environ["RAY_AUTH_MODE"] = "disabled"  # a throw-away local Ray on loopback
-    set_defaults()
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def sweep_file(tmp_path: Path, name: str, search: dict, space: dict, **extra) -> Path:
@@ -66,19 +48,6 @@ def _read_json(path: Path) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-
-
-def mlflow_runs(run_dir: Path) -> tuple[object, list, list]:
-    """(client, parent runs, child runs) of the sweep's local MLflow store."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}")
-    exps = [e for e in client.search_experiments() if e.name != "Default"]
-    assert len(exps) == 1
-    runs = client.search_runs([exps[0].experiment_id], max_results=1000)
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    return client, parents, children
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
 import yaml
 
-from ct_sweeps.env import set_defaults
-from tests.sweep_driver import run_then_interrupt
+from tests.sweep_support import mlflow_runs, run_then_interrupt
 
 pytestmark = pytest.mark.integration
 
@@ -41,22 +39,6 @@ SPACE = {
 }
 
 
-@pytest.fixture(scope="module")
-def ray_runtime():
-    saved = dict(os.environ)
-    os.environ["RAY_AUTH_MODE"] = "disabled"  # a throw-away local Ray on loopback
-    set_defaults()
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
-        os.environ.clear()
-        os.environ.update(saved)
-
-
 def sweep_file(tmp: Path, name: str, pack: int, space: dict = SPACE, **extra) -> Path:
     doc = {
         "name": name,
@@ -78,17 +60,6 @@ def sweep_file(tmp: Path, name: str, pack: int, space: dict = SPACE, **extra) ->
     p = tmp / f"{name}.yaml"
     p.write_text(yaml.safe_dump(doc, sort_keys=False))
     return p
-
-
-def mlflow_runs(run_dir: Path) -> tuple[object, list, list]:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}")
-    exps = [e for e in client.search_experiments() if e.name != "Default"]
-    runs = client.search_runs([exps[0].experiment_id], max_results=1000)
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    return client, parents, children
 
 
 def key(row) -> tuple[str, float]:

@@ -1,4 +1,5 @@
-"""Run `ct-sweep run` as its own process and interrupt it mid-sweep (for the resume tests)."""
+"""Helpers of the sweep integration tests: read a run's MLflow store, and run `ct-sweep run` as
+its own process to interrupt it mid-sweep (for the resume tests)."""
 
 from __future__ import annotations
 
@@ -48,3 +49,15 @@ def run_then_interrupt(sweep: Path, run_dir: Path, address: str) -> tuple[int, s
         if driver.poll() is None:
             driver.kill()
     return driver.returncode, log
+
+
+def mlflow_runs(run_dir: Path) -> tuple[object, list, list]:
+    """(client, parent runs, child runs) of the sweep's local MLflow store."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}")
+    exps = [e for e in client.search_experiments() if e.name != "Default"]
+    runs = client.search_runs([exps[0].experiment_id], max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, children
