@@ -213,6 +213,10 @@ class _Solo:
             self.failed[0] = str(e)
             yield [{"epoch": float(self.trainer.epoch + 1), "failed": str(e)}]
 
+    @property
+    def histories(self) -> list[list[dict[str, Any]]]:
+        return [self.trainer.history]
+
     def state_dicts(self) -> list[dict[str, Any]]:
         sd = self.trainer.state_dict()
         if self.failed[0] is not None:
@@ -278,6 +282,25 @@ def pack_trainable(config: dict[str, Any], spec: PackSpec) -> None:
             if spec.metric in r:
                 last[k] = float(r[spec.metric])
     pending: dict[str, list[dict[str, Any]]] = {}
+    if states is not None:
+        # The checkpoint's report may never have reached the driver (a node that died between
+        # persisting the checkpoint and the driver taking the result): report its epochs again
+        # (those since the checkpoint before it); results and MLflow keep one record per epoch.
+        done = [h for h in getattr(trainer, "histories", None) or [] if h]
+        top = max((int(float(h[-1]["epoch"])) for h in done), default=0)
+        since = top - every if every else 0
+        for k, h in enumerate(getattr(trainer, "histories", None) or []):
+            again = [_clean(r) for r in h if int(float(r["epoch"])) > since]
+            if again:
+                pending[str(k)] = again
+        if pending:
+            result: dict[str, Any] = {"epoch": float(top), "settings": pending}
+            result["settings_alive"] = float(sum(f is None for f in trainer.failed))
+            if spec.metric:
+                live = [v for k, v in last.items() if trainer.failed[k] is None]
+                result[spec.metric] = _best(live, spec.mode)
+            tune.report(result)
+            pending = {}
     reported = time.monotonic()
     for records in trainer.run():
         epoch = int(max(float(r["epoch"]) for r in records if r is not None))
@@ -294,7 +317,7 @@ def pack_trainable(config: dict[str, Any], spec: PackSpec) -> None:
             continue
         # one report carries every epoch since the last one: a Tune round trip per epoch
         # costs more than a pack's epoch on a busy machine
-        result: dict[str, Any] = {"epoch": float(epoch), "settings": pending}
+        result = {"epoch": float(epoch), "settings": pending}
         result["settings_alive"] = float(alive)
         if spec.metric:
             live = [v for k, v in last.items() if trainer.failed[k] is None]

@@ -121,10 +121,10 @@ class TrialRecord:
         """Every reported result of this setting, in order (``result.json`` lines)."""
         lines = self._lines()
         if self.pack_index is None:
-            return lines
+            return one_per_epoch(lines)
         from ct_sweeps.packing import setting_history
 
-        return setting_history(lines, self.pack_index, self.pack_size)
+        return one_per_epoch(setting_history(lines, self.pack_index, self.pack_size))
 
     def final(self) -> dict[str, float]:
         h = self.history()
@@ -145,6 +145,18 @@ class TrialRecord:
         # data loading, model set-up, checkpoints and reporting)
         out["train_seconds"] = float(sum(r.get("seconds", 0.0) for r in h))
         return out
+
+
+def one_per_epoch(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per epoch, the last reported, in epoch order. A trial restored from a
+    checkpoint reports the checkpoint's epoch again and retrains the epochs after it: the later
+    record is the one its model continued from."""
+    if not records or any("epoch" not in r for r in records):
+        return records
+    by_epoch = {float(r["epoch"]): r for r in records}
+    if len(by_epoch) == len(records):
+        return records
+    return [by_epoch[e] for e in sorted(by_epoch)]
 
 
 def collect(run: RunDir) -> list[TrialRecord]:

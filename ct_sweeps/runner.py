@@ -177,7 +177,7 @@ def _scheduler(p: Plan) -> Any:
     from ray.tune.schedulers import ASHAScheduler
 
     return ASHAScheduler(
-        time_attr="training_iteration",
+        time_attr="epoch",  # not training_iteration: a restored trial reports an epoch again
         max_t=s.asha.max_t,
         grace_period=s.asha.grace_period,
         reduction_factor=s.asha.reduction_factor,
@@ -431,7 +431,12 @@ def _fit(
     tuner_factory: Any,
     address: str | None,
     num_cpus: int | None,
+    reconcile: bool = False,
 ) -> Outcome:
+    """Fit, then write the report and end the parent run. With ``reconcile`` (a resumed
+    sweep) MLflow is first brought in line with Ray's results, as ``ct-sweep sync-mlflow``
+    does: a driver killed mid-sweep can leave runs RUNNING or epochs unlogged that the
+    restored callbacks never see again (a trial that finished just before the kill)."""
     import ray
 
     t0 = time.perf_counter()
@@ -452,6 +457,9 @@ def _fit(
     t3 = time.perf_counter()
     report = write_report(run)
     finished, errors, interrupted = _count(report.frame, p.n_trials)
+    if reconcile and run.info.get("parent_run_id"):
+        _reconcile(run)
+        timings["mlflow_reconcile"] = time.perf_counter() - t3
     status = "KILLED" if interrupted else ("FAILED" if errors and not finished else "FINISHED")
     _log_parent_outputs(run, report, status)
     timings["report"] = time.perf_counter() - t3
@@ -467,6 +475,27 @@ def _fit(
         tracking_ok=bool(run.info.get("parent_run_id")) and not any(t.failures for t in trackers),
         timings=timings,
     )
+
+
+def _reconcile(run: RunDir) -> None:
+    from ct_sweeps.report import collect
+    from ct_sweeps.tracking import sync
+
+    try:
+        counts = sync(run, collect(run), end_parent=False)
+    except Exception as e:  # MLflow down: the sweep's results are safe in the run dir
+        log.warning(
+            "MLflow not brought up to date (%s); run `ct-sweep sync-mlflow %s`", e, run.path
+        )
+        return
+    if counts["created"] or counts["metrics"] or counts["status"]:
+        log.info(
+            "MLflow brought up to date after resume: %d runs created, %d metric values, "
+            "%d statuses set",
+            counts["created"],
+            counts["metrics"],
+            counts["status"],
+        )
 
 
 def _trackers(tuner: Any) -> list[Any]:
@@ -536,4 +565,4 @@ def resume(
             resume_errored=retry_errored,
         )
 
-    return _fit(p, run_dir, factory, address, num_cpus)
+    return _fit(p, run_dir, factory, address, num_cpus, reconcile=True)

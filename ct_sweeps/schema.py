@@ -66,7 +66,7 @@ class _Strict(BaseModel):
 
 
 class AshaConfig(_Strict):
-    """ASHA early stopping on ``search.metric`` per epoch (``training_iteration``)."""
+    """ASHA early stopping on ``search.metric`` per epoch (rungs at ``grace_period`` × ``reduction_factor``^k epochs)."""
 
     grace_period: int = Field(1, ge=1)
     reduction_factor: float = Field(2.0, gt=1)

@@ -154,6 +154,30 @@ class Tracker:
         )
         return runs[0] if runs else None
 
+    def children(self, experiment_id: str, parent_run_id: str) -> dict[str, Any] | None:
+        """The child runs of a sweep's parent run by trial id (one paged search, not one per
+        trial); ``None`` if the store did not answer."""
+        out: dict[str, Any] = {}
+        token = None
+        while True:
+            page = self.call(
+                "search runs",
+                "search_runs",
+                [experiment_id],
+                filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+                max_results=1000,
+                page_token=token,
+            )
+            if page is None:
+                return None
+            for r in page:
+                tid = r.data.tags.get(TRIAL_TAG)
+                if tid and tid not in out:
+                    out[tid] = r
+            token = getattr(page, "token", None)
+            if not token:
+                return out
+
     def log_batch(
         self,
         run_id: str,
@@ -326,6 +350,8 @@ class MlflowSweepCallback(Callback):
         self.clocks: dict[str, dict[str, float]] = {}
         self._objective: dict[str, str] = {}
         self._buffer: dict[str, list[tuple[str, float, int]]] = {}
+        self._added: dict[str, int] = {}
+        self._unverified: set[str] = set()
         self._flushed: dict[str, float] = {}
         self._tracker: Tracker | None = None
         self._queue: queue.Queue | None = None
@@ -334,7 +360,7 @@ class MlflowSweepCallback(Callback):
 
     def __getstate__(self) -> dict[str, Any]:
         d = dict(self.__dict__)
-        d.update(_tracker=None, _buffer={}, _queue=None, _thread=None, _lock=None)
+        d.update(_tracker=None, _buffer={}, _added={}, _queue=None, _thread=None, _lock=None)
         return d
 
     @property
@@ -389,6 +415,8 @@ class MlflowSweepCallback(Callback):
     def set_state(self, state: dict[str, Any]) -> None:
         for key in ("children", "steps", "failed", "finals", "model_paths", "clocks"):
             getattr(self, key).update(state.get(key, {}))
+        # the snapshot can be older than the last flush: read each run's last step back
+        self._unverified = set(self.children)
 
     # -- units
     def _units(self, trial: Any) -> list[_Unit]:
@@ -434,14 +462,18 @@ class MlflowSweepCallback(Callback):
     def _result(self, trial_id: str, units: list[_Unit], result: Mapping[str, Any]) -> None:
         top = int(result.get("epoch", result.get("training_iteration", 0)))
         for u in units:
+            if u.id in self._unverified:
+                self._last_step_logged(u)
             for rec in u.records(result):
                 self._add(u, rec, int(rec.get("epoch", top)))
         if time.monotonic() - self._flushed.get(trial_id, 0.0) > self.flush_s:
             self._flush(trial_id, units)
 
     def _add(self, u: _Unit, rec: Mapping[str, Any], step: int) -> None:
-        if step <= self.steps.get(u.id, 0):
+        # an epoch reported again (a restored trial) is logged once
+        if step <= max(self.steps.get(u.id, 0), self._added.get(u.id, 0)):
             return
+        self._added[u.id] = step
         if rec.get("failed"):
             self.failed[u.id] = str(rec["failed"])
         if self.metric and isinstance(rec.get(self.metric), int | float):
@@ -458,6 +490,13 @@ class MlflowSweepCallback(Callback):
         clocks["step"] = float(step)
 
     # -- helpers
+    def _last_step_logged(self, u: _Unit) -> None:
+        run = self.tracker.call("get run", "get_run", self.children[u.id])
+        if run is not None:
+            self._unverified.discard(u.id)
+            logged = int(float(run.data.tags.get(STEP_TAG, 0)))
+            self.steps[u.id] = max(self.steps.get(u.id, 0), logged)
+
     def _vanilla(self, u: _Unit) -> bool:
         if u.id not in self._objective:
             from ct_sweeps.space import trial_config
@@ -594,9 +633,12 @@ def error_reason(trial: Any) -> str:
     return lines[-1] if lines else ""
 
 
-def sync(run: Any, records: Iterable[Any], uri: str | None = None) -> dict[str, int]:
+def sync(
+    run: Any, records: Iterable[Any], uri: str | None = None, end_parent: bool = True
+) -> dict[str, int]:
     """Backfill MLflow from Ray's results (``ct-sweep sync-mlflow``): create missing child runs,
-    log the epochs after each run's ``ct.last_step``, set statuses. Idempotent."""
+    log the epochs after each run's ``ct.last_step``, set statuses, and (``end_parent``) end
+    the parent run with the report once every trial is terminal. Idempotent."""
     from ct_sweeps.runner import plan_from
 
     info = run.info
@@ -640,8 +682,11 @@ def sync(run: Any, records: Iterable[Any], uri: str | None = None) -> dict[str, 
     spec = p.spec()
     records = list(records)
     cpus = run.sweep.resources.cpu
+    known = tr.children(exp_id, parent.info.run_id)
     for rec in records:
-        child = tr.find_child(exp_id, rec.trial_id)
+        child = (
+            known.get(rec.trial_id) if known is not None else tr.find_child(exp_id, rec.trial_id)
+        )
         last = 0
         if child is None:
             tags = {
@@ -685,7 +730,7 @@ def sync(run: Any, records: Iterable[Any], uri: str | None = None) -> dict[str, 
             tr.call("set status", "set_terminated", rid, want)
             counts["status"] += 1
     terminal = bool(records) and all(r.status in ("TERMINATED", "ERROR") for r in records)
-    if terminal and parent.info.status != "FINISHED":
+    if end_parent and terminal and parent.info.status != "FINISHED":
         from ct_sweeps.report import write_report
         from ct_sweeps.runner import _log_parent_outputs
 

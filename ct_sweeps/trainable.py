@@ -115,26 +115,35 @@ def ct_trainable(config: dict[str, Any], spec: TrialSpec) -> None:
     trainer = load_trainer_class(spec.trainer)(cfg, data=data, checkpoint=state)
     last: dict[str, float] = {}
     eval_epoch = 0.0
-    for h in getattr(trainer, "history", []):  # a resumed trial carries its metrics on
-        last.update({m: float(h[m]) for m in spec.carry if m in h})
-        if any(m in h for m in CF_METRICS):
-            eval_epoch = float(h["epoch"])
-    epochs = cfg.train.epochs
-    k = spec.checkpoint_every
-    for record in trainer.run():
+
+    def metrics_of(record: dict[str, Any]) -> dict[str, float]:
+        """The record as reported: CF metrics carried from the last epoch that computed them."""
+        nonlocal eval_epoch
         metrics = {key: float(v) for key, v in record.items()}
-        epoch = int(metrics["epoch"])
-        loss = metrics.get("loss", 0.0)
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"non-finite training loss at epoch {epoch}: loss={loss}")
         if any(m in record for m in CF_METRICS):
-            eval_epoch = float(epoch)
+            eval_epoch = float(metrics["epoch"])
         for m in spec.carry:
             if m in metrics:
                 last[m] = metrics[m]
             elif m in last:
                 metrics[m] = last[m]
         metrics["eval_epoch"] = eval_epoch
+        return metrics
+
+    restored = [metrics_of(h) for h in getattr(trainer, "history", [])]
+    if state is not None and restored:
+        # The checkpoint's own epoch may never have reached the driver (a node that died
+        # between persisting the checkpoint and the driver taking the result): report it
+        # again; results and MLflow keep one record per epoch.
+        tune.report(restored[-1])
+    epochs = cfg.train.epochs
+    k = spec.checkpoint_every
+    for record in trainer.run():
+        metrics = metrics_of(record)
+        epoch = int(metrics["epoch"])
+        loss = metrics.get("loss", 0.0)
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"non-finite training loss at epoch {epoch}: loss={loss}")
         final = epoch >= epochs
         if final or (k and epoch % k == 0):
             with tempfile.TemporaryDirectory(prefix="ct-ckpt-") as d:

@@ -245,6 +245,21 @@ def test_pareto_front_keeps_only_non_dominated_rows():
     assert pareto_mask([[1.0, 1.0], [1.0, 1.0]], ["min", "min"]) == [True, True]
 
 
+def test_a_trial_history_keeps_one_record_per_epoch_the_last_reported():
+    from ct_sweeps.report import one_per_epoch
+
+    # restored from the checkpoint of epoch 2: it reports epoch 2 again, then retrains 3
+    reported = [{"epoch": 1, "v": 1}, {"epoch": 2, "v": 2}, {"epoch": 3, "v": 3}]
+    reported += [{"epoch": 2, "v": 2}, {"epoch": 3, "v": 30}, {"epoch": 4, "v": 4}]
+    assert one_per_epoch(reported) == [
+        {"epoch": 1, "v": 1},
+        {"epoch": 2, "v": 2},
+        {"epoch": 3, "v": 30},
+        {"epoch": 4, "v": 4},
+    ]
+    assert one_per_epoch(reported[:3]) == reported[:3]
+
+
 def test_cli_rejects_bad_input_with_exit_2_before_importing_ray(tmp_path):
     bad = write_sweep(tmp_path, space={"generator.tau": [0.5, 1.5]})
     code = (
@@ -281,6 +296,7 @@ def test_search_algorithms_and_asha_are_built_from_the_sweep(tmp_path):
     assert isinstance(runner._search_alg(p), BasicVariantGenerator)
     sched = runner._scheduler(p)
     assert isinstance(sched, ASHAScheduler) and sched._max_t == 2  # train.epochs of the base
+    assert sched._time_attr == "epoch"  # rungs in epochs, whatever a trial reports twice
 
     for algorithm, sampler in [("optuna-tpe", "TPESampler"), ("optuna-gp", "GPSampler")]:
         search = {"algorithm": algorithm, "metric": ["val_loss", "val_acc"], "mode": ["min", "max"]}
