@@ -10,9 +10,17 @@ the K settings' own runs (each setting trained alone, in this process, sequentia
 trains them in one process at once. Both are medians of ``--repeats`` runs, measured in the same
 run; the pack's final weights and records are compared with the plain ones (results-equal check).
 
+With ``--eval-every N`` (``train.eval_every``, 0 in the base config) every setting also computes
+the validation-set counterfactual metrics every N epochs and at the last one, and the pack is timed
+twice per repeat: validation batched over the pack (``PackedTrainer.batch_validation``, the
+default; ``pack_s``) and one ``validation_metrics`` call per setting (the path before;
+``pack_val1_s``); ``eval_s`` / ``eval_val1_s`` are the validation parts (``time_eval``) and
+``dw_val`` the largest weight difference between the two (0: training after validation unchanged).
+
     python bench/bench_pack.py                    # K in {1, 4, 16}, 2 epochs
     python bench/bench_pack.py --full             # K in {1, 4, 16, 45}, 5 epochs
     python bench/bench_pack.py --generator revise # the REVISE third of the grid
+    python bench/bench_pack.py --ks 45 --epochs 5 --eval-every 5   # validation as in the sweeps
 """
 
 from __future__ import annotations
@@ -32,7 +40,9 @@ TIME_KEYS = {"time_search", "time_train", "time_eval", "seconds"}
 GENERATORS = {"feature": ["ecco", "generic"], "revise": ["revise"]}
 
 
-def grid(config: str, epochs: int, device: str, nce: int, family: str = "feature") -> list:
+def grid(
+    config: str, epochs: int, device: str, nce: int, family: str = "feature", eval_every: int = 0
+) -> list:
     from ct_core.config import load_config
 
     combos = list(
@@ -57,6 +67,7 @@ def grid(config: str, epochs: int, device: str, nce: int, family: str = "feature
                 f"train.epochs={epochs}",
                 f"train.nce={nce}",
                 f"train.device={device}",
+                f"train.eval_every={eval_every}",
             ],
         )
         for g, T, le, tau, obj in combos
@@ -77,10 +88,17 @@ def main() -> None:
     ap.add_argument(
         "--compact", type=float, default=None, help="PackedTrainer.search_compact (0: mask only)"
     )
-    ap.add_argument("--csv", default=None, help="default bench/results/pack[_revise].csv")
+    ap.add_argument(
+        "--eval-every",
+        type=int,
+        default=0,
+        help="train.eval_every: validation metrics every N epochs, timed batched and per setting",
+    )
+    ap.add_argument("--csv", default=None, help="default bench/results/pack[_revise][_eval].csv")
     args = ap.parse_args()
     if args.csv is None:
         suffix = "" if args.generator == "feature" else f"_{args.generator}"
+        suffix += "_eval" if args.eval_every else ""
         args.csv = str(REPO / f"bench/results/pack{suffix}.csv")
     if args.full:
         args.ks, args.epochs = "1,4,16,45", 5
@@ -96,20 +114,26 @@ def main() -> None:
         PackedTrainer.search_compact = args.compact
 
     ks = [int(k) for k in args.ks.split(",")]
-    cfgs = grid(args.config, args.epochs, args.device, args.nce, args.generator)[: max(ks)]
+    cfgs = grid(args.config, args.epochs, args.device, args.nce, args.generator, args.eval_every)
+    cfgs = cfgs[: max(ks)]
     data = load_dataset(cfgs[0].data)
     cuda = args.device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     print(machine())
     print(
         f"{cfgs[0].data.name}: n_train {data.X_train.shape[0]}, nce {args.nce}, "
-        f"{args.epochs} epochs, K in {ks}, median of {args.repeats}, generator {args.generator}"
+        f"{args.epochs} epochs, K in {ks}, median of {args.repeats}, generator {args.generator}, "
+        f"eval_every {args.eval_every}"
     )
 
     # warm-up (first-call costs are not the method's; for REVISE this fits or loads the VAE)
     ct = next(c for c in cfgs if c.train.objective != "vanilla")
     list(Trainer(ct.model_copy(deep=True), data=data).run())
     list(PackedTrainer([ct, *cfgs[:1]], data=data).run())
+    batch_modes = [True, False] if args.eval_every else [True]
+    for b in batch_modes[1:]:
+        PackedTrainer.batch_validation = b
+        list(PackedTrainer([ct, *cfgs[:1]], data=data).run())
 
     plain_times: list[list[float]] = [[] for _ in cfgs]
     plain_models, plain_hist = [], []
@@ -127,15 +151,24 @@ def main() -> None:
 
     rows = []
     for K in ks:
-        times, pt = [], None
+        times: dict[bool, list[float]] = {b: [] for b in batch_modes}
+        evals: dict[bool, list[float]] = {b: [] for b in batch_modes}
+        packs: dict[bool, PackedTrainer] = {}
         for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            pt = PackedTrainer(cfgs[:K], data=data)
-            for _ in pt.run():
-                pass
-            sync()
-            times.append(time.perf_counter() - t0)
-        pack_s = statistics.median(times)
+            for b in batch_modes:  # alternate, so that both see the same load
+                PackedTrainer.batch_validation = b
+                t0 = time.perf_counter()
+                pt = PackedTrainer(cfgs[:K], data=data)
+                ev = 0.0
+                for recs in pt.run():
+                    ev += sum(r["time_eval"] for r in recs if r is not None)
+                sync()
+                times[b].append(time.perf_counter() - t0)
+                evals[b].append(ev)
+                packs[b] = pt
+        PackedTrainer.batch_validation = True
+        pt = packs[True]
+        pack_s = statistics.median(times[True])
         plain_s = sum(plain_med[:K])
         dw, drec = 0.0, 0.0
         for k, m in enumerate(pt.models()):
@@ -146,6 +179,19 @@ def main() -> None:
                     if key not in TIME_KEYS and not math.isnan(v):
                         drec = max(drec, abs(v - q[key]))
         se = K * args.epochs
+        val: dict[str, float] = {}
+        if args.eval_every:
+            dw_val = max(
+                float((a.detach() - b.detach()).abs().max())
+                for a, b in zip(packs[True].flat, packs[False].flat)
+            )
+            val = {
+                "pack_val1_s": statistics.median(times[False]),
+                "eval_s": statistics.median(evals[True]),
+                "eval_val1_s": statistics.median(evals[False]),
+                "eval_speedup": statistics.median(evals[False]) / statistics.median(evals[True]),
+                "dw_val": dw_val,
+            }
         rows.append(
             {
                 "K": K,
@@ -158,6 +204,7 @@ def main() -> None:
                 "max_dw": dw,
                 "max_drecord": drec,
                 "equal": dw < 1e-4 and drec < 1e-4,
+                **val,
             }
         )
         print(table(rows[-1:]).splitlines()[-1], flush=True)

@@ -9,7 +9,10 @@ default sqlite MLflow store in the run directory). From the run's ``results.csv`
   validation metrics; a pack's clock is shared out over its settings);
 * ``overhead_s`` = ``wall_s`` - ``train_s`` / parallelism (parallelism = ``--num-cpus`` / CPUs
   per trial, at most the number of trials); ``overhead_pct`` = its share of ``wall_s``;
-* ``per_setting_s`` = ``wall_s`` / N.
+* ``per_setting_s`` = ``wall_s`` / N;
+* ``eval_last_s``: the settings' ``time_eval`` summed over the last epoch (one with validation
+  metrics: ``train.eval_every`` divides the epochs, or it is the last), i.e. one validation pass
+  of all N settings.
 
     .venv/bin/python bench/bench_sweep.py                  # N = 20 (tune_moons, 5 epochs)
     .venv/bin/python bench/bench_sweep.py --case 270 --epochs 2
@@ -50,15 +53,15 @@ CASES = {
 MODES = {"packed": "search.pack=auto", "unpacked": "search.pack=0"}
 
 
-def load(path: Path) -> tuple[int, float, float]:
-    """(rows, sum of train_seconds, sum of time_total_s) of a ``results.csv``."""
+def load(path: Path) -> tuple[int, float, float, float]:
+    """(rows, sums of train_seconds, time_total_s and time_eval) of a ``results.csv``."""
     with path.open() as f:
         rows = list(csv.DictReader(f))
 
     def total(col: str) -> float:
         return sum(float(r[col]) for r in rows if r.get(col) not in (None, "", "nan"))
 
-    return len(rows), total("train_seconds"), total("time_total_s")
+    return len(rows), total("train_seconds"), total("time_total_s"), total("time_eval")
 
 
 def run_once(sweep: str, sets: list[str], mode: str, cpus: int, keep: bool) -> dict:
@@ -79,7 +82,7 @@ def run_once(sweep: str, sets: list[str], mode: str, cpus: int, keep: bool) -> d
     if proc.returncode != 0 or not (run_dir / "results.csv").exists():
         print(out[-4000:], file=sys.stderr)
         raise SystemExit(f"ct-sweep failed ({proc.returncode}): {' '.join(cmd)}")
-    n, train, trial_total = load(run_dir / "results.csv")
+    n, train, trial_total, eval_last = load(run_dir / "results.csv")
     m = re.search(r"MLflow in the driver ([\d.]+) s", out)
     packs = re.search(r'"n_packs": (\d+)', (run_dir / "run.json").read_text())
     par = max(1, min(cpus, n if mode == "unpacked" else int(packs.group(1)) if packs else n))
@@ -91,6 +94,7 @@ def run_once(sweep: str, sets: list[str], mode: str, cpus: int, keep: bool) -> d
         "wall_s": wall,
         "train_s": train,
         "trials_s": trial_total,
+        "eval_last_s": eval_last,
         "parallelism": par,
         "overhead_s": overhead,
         "overhead_pct": 100 * overhead / wall,
@@ -125,7 +129,8 @@ def main() -> None:
     for mode in args.modes.split(","):
         runs = [run_once(sweep, sets, mode, args.num_cpus, args.keep) for _ in range(args.repeats)]
         row = dict(runs[0])
-        for k in ("wall_s", "train_s", "trials_s", "overhead_s", "overhead_pct", "per_setting_s"):
+        medians = ("wall_s", "train_s", "trials_s", "eval_last_s", "overhead_s", "overhead_pct")
+        for k in (*medians, "per_setting_s"):
             row[k] = statistics.median(r[k] for r in runs)
         row.update(case=args.case, epochs=args.epochs, repeats=args.repeats)
         rows.append(row)

@@ -5,13 +5,14 @@ and feature sensitivity. All functions are batched over rows; shapes are in the 
   (IP*, Eq. 5), :func:`redundancy` — per counterfactual (§6.1).
 * :func:`accuracy`, :func:`macro_f1`, :func:`fgsm`, :func:`pgd`, :func:`robust_accuracy` (§6.2).
 * :func:`integrated_gradients_sensitivity` — sensitivity to protected features (§6.2, §8.4).
-* :func:`validation_metrics` — a small, fast counterfactual pass used during training.
+* :func:`validation_metrics` — a small, fast counterfactual pass used during training;
+  :func:`packed_validation_metrics` — the same for K stacked models in one packed search.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -32,6 +33,7 @@ __all__ = [
     "integrated_gradients_sensitivity",
     "macro_f1",
     "mmd_unbiased",
+    "packed_validation_metrics",
     "pgd",
     "predict",
     "predict_proba",
@@ -398,11 +400,12 @@ def validation_metrics(
     (IP*, per target class then averaged); NaN where nothing is valid. Randomness comes from
     ``rng`` (e.g. the trainer's generator) if given, else from ``seed`` (default
     ``evaluation.seed``: the same validation points every call).
+    :func:`packed_validation_metrics` computes the same for K stacked models at once.
     """
     from ct_core.generators import ECCo, search
 
     ev = cfg.evaluation
-    X, y = (t.cpu() for t in (data.split("val") if data.X_val.shape[0] > 0 else data.split("test")))
+    X, y = _validation_split(data)
     gen = (
         rng if rng is not None else torch.Generator().manual_seed(ev.seed if seed is None else seed)
     )
@@ -415,10 +418,9 @@ def validation_metrics(
     shift = torch.randint(1, K, (n,), generator=gen)
     target = (pred + shift) % K
     if generator is None:
-        lams = sorted(ev.lambda_energies) or [1.0]
         generator = ECCo(
             lambda_cost=ev.lambda_cost,
-            lambda_energy=lams[len(lams) // 2],
+            lambda_energy=_validation_lambda_energy(cfg),
             T=ev.T,
             energy_reg=cfg.generator.energy_reg,
             decay=cfg.generator.energy_decay,
@@ -438,8 +440,140 @@ def validation_metrics(
         mutability=data.mutability if ev.constrained else None,
     )
     model.train(was)
-    x_cf = res.x_cf.detach().cpu()
-    valid = validity(res.p_target.detach().cpu(), ev.tau)
+    return _validation_summary(
+        x0, res.x_cf.detach().cpu(), target, res.p_target.detach().cpu(), X, y, cfg, gen
+    )
+
+
+def packed_validation_metrics(
+    forward: Callable[[Tensor, Tensor | None], Tensor],
+    data: Dataset,
+    cfgs: Sequence[Config],
+    rngs: Sequence[torch.Generator] | None = None,
+    *,
+    compact: float = 0.75,
+) -> list[dict[str, float]]:
+    """:func:`validation_metrics` of K stacked models (one per config ``cfgs[k]``) at once.
+
+    ``forward(x, ks)`` gives the logits ``(K', N, C)`` of the models ``ks`` ``(K',)`` (all K for
+    ``None``) on ``x`` ``(K', N, D)`` on ``data``'s device (the
+    :data:`~ct_core.packed_search.Forward` of :func:`~ct_core.packed_search.packed_search`).
+    Each model's validation points and targets are drawn from its own ``rngs[k]`` (default: a
+    generator seeded with ``cfgs[k].evaluation.seed``) exactly as :func:`validation_metrics`
+    draws them; the K test-time ECCo searches (per-setting ``evaluation`` T, τ, λ's,
+    ``n_val_individuals``, and ``generator`` step size / energy settings) run as one
+    ``(K, N, D)`` :func:`~ct_core.packed_search.packed_search` (one per value of
+    ``evaluation.constrained`` present), and the metrics are then computed per setting, drawing
+    the IP / IP* samples from ``rngs[k]``. So each result, and each generator's state afterwards,
+    equals what :func:`validation_metrics` gives and leaves for that model alone (up to float
+    rounding of the stacked matmuls). ``compact``: as in :func:`packed_search` (results do not
+    depend on it). Returns K dicts with :func:`validation_metrics`' keys.
+    """
+    from ct_core.packed_search import PackedSearchSpec, packed_search
+
+    K = len(cfgs)
+    X, y = _validation_split(data)
+    dev = data.X_train.device
+    gens = (
+        list(rngs)
+        if rngs is not None
+        else [torch.Generator().manual_seed(c.evaluation.seed) for c in cfgs]
+    )
+    if len(gens) != K:
+        raise ValueError(f"expected {K} random generators, got {len(gens)}")
+    C = data.n_classes
+    ns = [min(c.evaluation.n_val_individuals, X.shape[0]) for c in cfgs]
+    N = max(ns, default=0)
+    idx = torch.zeros(K, N, dtype=torch.long)
+    shift = torch.ones(K, N, dtype=torch.long)
+    valid = torch.zeros(K, N, dtype=torch.bool)
+    for k, (g, n) in enumerate(zip(gens, ns)):  # validation_metrics' draws, in its order
+        idx[k, :n] = torch.randperm(X.shape[0], generator=g)[:n]
+        shift[k, :n] = torch.randint(1, C, (n,), generator=g)
+        valid[k, :n] = True
+    x0 = X[idx]  # (K, N, D)
+    x_cf = x0.clone()
+    p_target = torch.zeros(K, N, dtype=x0.dtype)
+    if N > 0:
+        x0d = x0.to(dev)
+        with torch.no_grad():  # predict(): softmax, then argmax
+            pred = torch.softmax(forward(x0d, None), dim=-1).argmax(-1).cpu()
+        target = (pred + shift) % C
+        f32 = dict(dtype=torch.float32, device=dev)
+        spec = PackedSearchSpec(
+            T=[c.evaluation.T for c in cfgs],
+            tau=torch.tensor([c.evaluation.tau for c in cfgs], **f32),
+            lr=torch.tensor([c.generator.lr for c in cfgs], **f32),
+            lambda_cost=torch.tensor([c.evaluation.lambda_cost for c in cfgs], **f32),
+            lambda_energy=[_validation_lambda_energy(c) for c in cfgs],
+            energy_reg=torch.tensor([c.generator.energy_reg for c in cfgs], **f32),
+            decay=[c.generator.energy_decay for c in cfgs],
+            epsilon=torch.full((K,), 0.3, **f32),  # search()'s default ball (x_ae is unused)
+            strict=torch.zeros(K, dtype=torch.bool, device=dev),
+        )
+        domain = None if data.domain is None else (data.domain[0].to(dev), data.domain[1].to(dev))
+        for constrained in (False, True):  # one search per mutability setting present
+            rows = [k for k, c in enumerate(cfgs) if c.evaluation.constrained == constrained]
+            if not rows:
+                continue
+            r = torch.tensor(rows, dtype=torch.long)
+            rd = r.to(dev) if len(rows) < K else None
+
+            def fwd(x: Tensor, ks: Tensor | None, rd: Tensor | None = rd) -> Tensor:
+                if rd is None:  # the whole pack
+                    return forward(x, ks)
+                return forward(x, rd if ks is None else rd[ks])
+
+            res = packed_search(
+                fwd,
+                x0d[r.to(dev)],
+                target[r].to(dev),
+                valid[r].to(dev),
+                spec if rd is None else spec.select(rows),
+                domain=domain,
+                mutability=data.mutability if constrained else None,
+                compact=compact,
+            )
+            x_cf[r] = res.x_cf.detach().cpu()
+            p_target[r] = res.p_target.detach().cpu()
+    else:
+        target = shift
+    return [
+        _validation_summary(
+            x0[k, :n], x_cf[k, :n], target[k, :n], p_target[k, :n], X, y, cfgs[k], gens[k]
+        )
+        for k, n in enumerate(ns)
+    ]
+
+
+def _validation_split(data: Dataset) -> tuple[Tensor, Tensor]:
+    """The validation rows ``(M, D), (M,)`` on the CPU (the test rows if there are none)."""
+    X, y = data.split("val") if data.X_val.shape[0] > 0 else data.split("test")
+    return X.cpu(), y.cpu()
+
+
+def _validation_lambda_energy(cfg: Config) -> float:
+    """The test-time ECCo's λ_egy: the middle of ``evaluation.lambda_energies`` (1 if empty)."""
+    lams = sorted(cfg.evaluation.lambda_energies) or [1.0]
+    return lams[len(lams) // 2]
+
+
+def _validation_summary(
+    x0: Tensor,
+    x_cf: Tensor,
+    target: Tensor,
+    p_target: Tensor,
+    X: Tensor,
+    y: Tensor,
+    cfg: Config,
+    gen: torch.Generator,
+) -> dict[str, float]:
+    """The validation metrics of one setting from its search: factuals ``x0`` ``(n, D)``,
+    counterfactuals ``x_cf`` ``(n, D)``, targets ``(n,)``, final ``p_target`` ``(n,)`` (all on the
+    CPU) and the validation rows ``X`` ``(M, D)``, ``y`` ``(M,)``; IP / IP* samples from ``gen``."""
+    ev = cfg.evaluation
+    n = x0.shape[0]
+    valid = validity(p_target, ev.tau)
     out = {
         "val_validity": float(valid.float().mean()) if n else math.nan,
         "val_cost": math.nan,

@@ -10,7 +10,10 @@ one ``(K, N, D)`` search (:func:`ct_core.packed_search.packed_search`), and ever
 is one forward/backward over all K plus a per-setting masked optimiser step. Adam is elementwise,
 so one Adam over the stacked parameters is K independent Adams (with per-setting step counts so a
 setting whose loss is non-finite skips its update alone, as :class:`~ct_core.training.Trainer`
-skips a batch).
+skips a batch). The validation metrics due in an epoch (``train.eval_every``) are one packed
+test-time search over all those settings' validation points
+(:func:`ct_core.evaluation.packed_validation_metrics`), for REVISE packs too (the test-time
+generator is ECCo in feature space).
 
 Each setting keeps its own ``torch.Generator`` seeded with its ``cfg.seed`` and draws exactly what
 ``Trainer`` draws, in the same order, so a pack reproduces K plain runs within float tolerance,
@@ -250,6 +253,12 @@ class PackedTrainer:
     ``None``: 0.75 on the CPU, where it saves up to a third of a REVISE pack's time, 0 on a GPU,
     where it was measured not to pay)."""
 
+    batch_validation: bool = True
+    """Compute the validation metrics (``train.eval_every``) of all settings due in an epoch as
+    one packed search (:func:`~ct_core.evaluation.packed_validation_metrics`); false: one
+    :func:`~ct_core.evaluation.validation_metrics` call per setting (the path before; same
+    results and random draws, kept for comparison)."""
+
     def __init__(
         self,
         cfgs: Sequence[Config],
@@ -475,6 +484,7 @@ class PackedTrainer:
         sums_l = dict(zip(("loss", "class_loss", "div", "reg", "adv"), sums.tolist()))
         n_alive = max(sum(alive), 1)
         records: list[dict[str, Any] | None] = []
+        val_ks: list[int] = []  # settings whose validation metrics are due this epoch
         t_eval0 = time.perf_counter()
         for k in range(K):
             if not alive[k]:
@@ -498,8 +508,13 @@ class PackedTrainer:
             else:
                 every = self.cfgs[k].train.eval_every
                 if every and (epoch % every == 0 or epoch == self.cfgs[k].train.epochs):
-                    rec.update(self._validation(k))
+                    val_ks.append(k)
             records.append(rec)
+        if val_ks:
+            for k, metrics in zip(val_ks, self._validations(val_ks)):
+                rec_k = records[k]
+                assert rec_k is not None
+                rec_k.update(metrics)
         t_eval = time.perf_counter() - t_eval0
         total = time.perf_counter() - t0
         for rec in records:
@@ -547,7 +562,34 @@ class PackedTrainer:
                 out["val_loss"] = ce.view(K, -1).mean(1).tolist()
         return out
 
+    def _validations(self, ks: list[int]) -> list[dict[str, float]]:
+        """The validation metrics of settings ``ks``: one packed search over all of them
+        (:func:`~ct_core.evaluation.packed_validation_metrics`, each setting drawing from its own
+        generator as :meth:`_validation` does), or one :meth:`_validation` per setting when
+        :attr:`batch_validation` is false or only one setting is due (nothing to batch)."""
+        if not self.batch_validation or len(ks) == 1:
+            return [self._validation(k) for k in ks]
+        from ct_core.evaluation import packed_validation_metrics
+
+        flat = self.flat.detach()
+        if len(ks) < self.K:
+            flat = flat.index_select(0, torch.tensor(ks, dtype=torch.long, device=self.device))
+        return packed_validation_metrics(
+            lambda x, sel: self.forward(x, flat if sel is None else flat[sel]),
+            self.data,
+            [self.cfgs[k] for k in ks],
+            [self.rngs[k] for k in ks],
+            compact=self._compact(),
+        )
+
+    def _compact(self) -> float:
+        if self.search_compact is not None:
+            return self.search_compact
+        return 0.75 if self._cpu else 0.0
+
     def _validation(self, k: int) -> dict[str, float]:
+        """Setting ``k``'s validation metrics on its own module (:func:`validation_metrics`, as
+        :class:`~ct_core.training.Trainer` computes them)."""
         from ct_core.evaluation import validation_metrics
 
         model = self._module(k)
@@ -602,9 +644,7 @@ class PackedTrainer:
             domain=d.domain,
             mutability=d.mutability,
             vae=self.vae,
-            compact=self.search_compact
-            if self.search_compact is not None
-            else (0.75 if self._cpu else 0.0),
+            compact=self._compact(),
         )
         exhausted_ok = torch.tensor(
             [self.cfgs[k].train.mature == "converged_or_exhausted" for k in A], device=dev

@@ -116,11 +116,22 @@ class PackedSearchSpec:
 
     def energy_weight(self, t: int) -> Tensor:
         """``λ_egy·φ_t`` per setting ``(K,)`` at iteration ``t`` (ECCo, reference §3)."""
-        w = []
-        for lam, T, decay in zip(self.lambda_energy, self.T, self.decay):
-            phi = energy_schedule(t, T) if decay else 1.0
-            w.append(lam * phi if lam and phi else 0.0)
-        return torch.tensor(w, dtype=self.tau.dtype, device=self.tau.device)
+        return self.energy_weights(t)[t]
+
+    def energy_weights(self, t_max: int) -> Tensor:
+        """``λ_egy·φ_t`` for t = 0..``t_max`` and every setting: ``(t_max + 1, K)`` (row 0
+        unused); computed once per distinct (λ_egy, T, decay) of the pack."""
+        cols: dict[tuple[float, int, bool], list[float]] = {}
+        for key in zip(self.lambda_energy, self.T, self.decay):
+            if key not in cols:
+                lam, T, decay = key
+                col = [0.0]
+                for t in range(1, t_max + 1):
+                    phi = energy_schedule(t, T) if decay else 1.0
+                    col.append(lam * phi if lam and phi else 0.0)
+                cols[key] = col
+        w = [cols[key] for key in zip(self.lambda_energy, self.T, self.decay)]
+        return torch.tensor(w, dtype=self.tau.dtype, device=self.tau.device).T.contiguous()
 
 
 @dataclass
@@ -209,6 +220,7 @@ def packed_search(
     w = dict(out)  # working tensors, (K', N', ...)
     T_all = torch.tensor(spec.T, device=dev)
     energy = any(spec.lambda_energy)  # Generic / REVISE: no energy term at all
+    w_energy = spec.energy_weights(max(spec.T) + 1) if energy else None  # (T_max + 2, K)
 
     def per_setting() -> tuple[Tensor, ...]:
         v = [spec.tau, spec.lr, spec.lambda_cost, spec.energy_reg, spec.epsilon, spec.strict, T_all]
@@ -245,8 +257,8 @@ def packed_search(
             # search loss CE(M(x′), y⁺) + λ_cost·‖x′ − x‖₁ + λ_egy·φ_t·(E + r·E²)  (reference §3)
             ce = F.cross_entropy(logits.flatten(0, 1), w["target"].flatten(), reduction="none")
             loss = ce.view(keep.shape) + lam_cost * (x - x0w).abs().sum(-1)
-            if energy:
-                w_e = spec.energy_weight(t)
+            if w_energy is not None:
+                w_e = w_energy[t]
                 w_e = (w_e if ks is None else w_e[ks])[:, None]
                 e = -logits.gather(-1, tgt).squeeze(-1)
                 loss = loss + torch.where(w_e != 0, w_e * (e + e_reg * e.square()), 0.0)

@@ -1,6 +1,7 @@
 """Packed training (ct_core.pack): K settings in one vectorised process reproduce K plain Trainer
 runs, resume from Trainer-format checkpoints, reject incompatible settings and isolate failures."""
 
+import functools
 import math
 
 import pytest
@@ -332,3 +333,132 @@ def test_packed_search_equals_search_per_setting(search_problem, family, compact
     assert res.converged[valid].any() and res.exhausted[valid].any()
     assert torch.equal(res.x_cf[..., 0], x0[..., 0]), "an immutable feature moved"
     assert (res.x_cf[..., 2] >= x0[..., 2]).all(), "an increase-only feature decreased"
+
+
+# ---------------------------------------------------------------------------- validation metrics
+
+
+def _val_mix(family: str, epochs: int = 3) -> list:
+    """Settings with validation metrics due at different epochs (``eval_every`` 1 or 2, and at the
+    last), differing ``evaluation`` sections (points, T, τ, λ's, constraints), a vanilla setting
+    and one that fails in its first epoch."""
+    gen = {"feature": ["ecco", "generic"], "latent": ["revise", "revise"]}[family]
+    g = {"vae_epochs": 20} if family == "latent" else {}
+    kw = dict(epochs=epochs, lr=0.01, g=g)
+    return [
+        _cfg(1, "full", gen[0], T=25, eval_every=1, ev={"tau": 0.6}, **kw),
+        _cfg(2, "vanilla", gen[1], eval_every=2, ev={"tau": 0.7, "n_val_individuals": 30}, **kw),
+        _cfg(
+            3,
+            "energy",
+            gen[1],
+            T=30,
+            tau=0.9,
+            eval_every=1,
+            ev={"T": 20, "tau": 0.65, "lambda_energies": [2.0], "constrained": True},
+            **kw,
+        ),
+        _cfg(4, "full", gen[0], lambda_class=1e39, eval_every=1, **kw),  # fails in epoch 1
+        _cfg(5, "vanilla", gen[0], **kw),  # no validation metrics
+    ]
+
+
+@pytest.mark.parametrize("family", ["feature", "latent"])
+def test_packed_validation_equals_per_setting_validation_metrics(monkeypatch, family):
+    """One packed validation search per epoch gives each setting the metrics (and leaves its
+    generator in the state) that validation_metrics per setting gives, so training after it is
+    unchanged and still equals the plain Trainer; failed and vanilla settings included."""
+    from ct_core import evaluation
+
+    data = gaussian_dataset(n=600, d=2, mutability=torch.tensor([INCREASE, 0], dtype=torch.int8))
+    cfgs = _val_mix(family)
+    calls = {"packed": 0, "single": 0}
+    packed_fn, single_fn = evaluation.packed_validation_metrics, evaluation.validation_metrics
+
+    def count(name, fn):
+        @functools.wraps(fn)  # keeps the signature (PackedTrainer looks for ``rng``)
+        def wrapped(*a, **k):
+            calls[name] += 1
+            return fn(*a, **k)
+
+        return wrapped
+
+    monkeypatch.setattr(evaluation, "packed_validation_metrics", count("packed", packed_fn))
+    monkeypatch.setattr(evaluation, "validation_metrics", count("single", single_fn))
+    batched = PackedTrainer(cfgs, data=data)
+    epochs = list(batched.run())
+    assert calls == {"packed": 3, "single": 0}  # one packed search per epoch with metrics due
+    per_setting = PackedTrainer(cfgs, data=data)
+    per_setting.batch_validation = False
+    list(per_setting.run())
+    assert calls == {"packed": 3, "single": 8}  # settings 0, 1, 2: 3 + 2 + 3 epochs
+
+    assert "non-finite" in epochs[0][3]["failed"] and "val_validity" not in epochs[0][3]
+    assert ["val_validity" in recs[1] for recs in epochs] == [False, True, True]
+    assert not any("val_validity" in recs[4] for recs in epochs)
+    vals = [recs[k]["val_validity"] for recs in epochs for k in (0, 2)]
+    assert max(vals) > 0 and any(not math.isnan(recs[0]["val_mmd"]) for recs in epochs)
+    for k in range(len(cfgs)):
+        # validation draws the same numbers: the rest of training is bitwise the same
+        assert torch.equal(batched.flat[k], per_setting.flat[k]), k
+        assert torch.equal(batched.rngs[k].get_state(), per_setting.rngs[k].get_state()), k
+        for r, q in zip(batched.histories[k], per_setting.histories[k]):
+            assert set(r) == set(q)
+            for key in set(r) - set(TIME_KEYS) - {"failed"}:
+                if math.isnan(q[key]):
+                    assert math.isnan(r[key]), (k, r["epoch"], key)
+                else:
+                    assert r[key] == pytest.approx(q[key], abs=1e-5), (k, r["epoch"], key)
+    for k in (0, 1, 2, 4):  # and the plain Trainer
+        plain = Trainer(cfgs[k], data=data)
+        plain.fit()
+        _assert_same(plain, batched, k, atol=1e-5)
+
+
+def test_packed_validation_metrics_of_stacked_models_equal_validation_metrics():
+    """The ct_core.evaluation function itself, on three confident 3-class MLPs: per-setting
+    evaluation sections (points, T, τ, λ's, step size, constraints), with and without
+    compaction; each generator ends in the state validation_metrics leaves."""
+    from ct_core.evaluation import packed_validation_metrics, validation_metrics
+
+    data = gaussian_dataset(n=600, d=3, seed=5, mutability=torch.tensor([NONE, 0, INCREASE]))
+    for split in ("train", "val", "test"):
+        y = torch.arange(getattr(data, f"y_{split}").shape[0]) % 3
+        setattr(data, f"y_{split}", y)
+        setattr(data, f"X_{split}", getattr(data, f"X_{split}") + 2.0 * y[:, None].float())
+    data.n_classes = 3
+    torch.manual_seed(0)
+    models = [
+        torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+        for _ in range(3)
+    ]
+    with torch.no_grad():
+        for p in (p for m in models for p in m.parameters()):
+            p.mul_(3.0)
+    params = [torch.stack(p).detach() for p in zip(*(m.parameters() for m in models))]
+    act = torch.nn.ReLU()
+    cfgs = [
+        _cfg(1, ev={"tau": 0.7, "n_val_individuals": 50}),
+        _cfg(2, ev={"T": 20, "tau": 0.8, "lambda_cost": 0.01, "constrained": True}),
+        _cfg(3, "vanilla", "generic", g={"lr": 0.3}, ev={"lambda_energies": [], "tau": 0.6}),
+    ]
+    want, want_states = [], []
+    for m, c in zip(models, cfgs):
+        g = torch.Generator().manual_seed(c.seed)
+        want.append(validation_metrics(m, data, c, rng=g))
+        want_states.append(g.get_state())
+    assert all(w["val_validity"] > 0 for w in want)
+    for compact in (0.0, 0.75):
+        rngs = [torch.Generator().manual_seed(c.seed) for c in cfgs]
+        got = packed_validation_metrics(
+            lambda x, ks: stacked_forward([p if ks is None else p[ks] for p in params], x, act),
+            data,
+            cfgs,
+            rngs,
+            compact=compact,
+        )
+        for k, (w, r) in enumerate(zip(want, got)):
+            assert set(w) == set(r)
+            for key in w:
+                assert r[key] == pytest.approx(w[key], abs=1e-5, nan_ok=True), (k, key)
+            assert torch.equal(rngs[k].get_state(), want_states[k]), k
