@@ -255,7 +255,7 @@ def pack_trainable(config: dict[str, Any], spec: PackSpec) -> None:
 
     from ct_core.models import save_model
     from ct_core.pack import PackedTrainer, can_pack
-    from ct_sweeps.trainable import _dataset, _trial_cpus
+    from ct_sweeps.trainable import _dataset, _trial_cpus, restore_state
 
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     settings = spec.packs[int(config["pack"])]
@@ -264,11 +264,8 @@ def pack_trainable(config: dict[str, Any], spec: PackSpec) -> None:
     torch.set_num_threads(max(1, int(cpus)))
     data = _dataset(cfgs[0])
 
-    states = None
     ckpt = tune.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            states = torch.load(Path(d) / STATES_FILE, map_location="cpu", weights_only=True)
+    states = restore_state(ckpt, STATES_FILE) if ckpt is not None else None
 
     if len(cfgs) == 1 and not can_pack(cfgs[0]):
         trainer: Any = _Solo(cfgs[0], data, states)
@@ -281,51 +278,22 @@ def pack_trainable(config: dict[str, Any], spec: PackSpec) -> None:
         for r in h:
             if spec.metric in r:
                 last[k] = float(r[spec.metric])
-    pending: dict[str, list[dict[str, Any]]] = {}
-    if states is not None:
-        # The checkpoint's report may never have reached the driver (a node that died between
-        # persisting the checkpoint and the driver taking the result): report its epochs again
-        # (those since the checkpoint before it); results and MLflow keep one record per epoch.
-        done = [h for h in getattr(trainer, "histories", None) or [] if h]
-        top = max((int(float(h[-1]["epoch"])) for h in done), default=0)
-        since = top - every if every else 0
-        for k, h in enumerate(getattr(trainer, "histories", None) or []):
-            again = [_clean(r) for r in h if int(float(r["epoch"])) > since]
-            if again:
-                pending[str(k)] = again
-        if pending:
-            result: dict[str, Any] = {"epoch": float(top), "settings": pending}
-            result["settings_alive"] = float(sum(f is None for f in trainer.failed))
-            if spec.metric:
-                live = [v for k, v in last.items() if trainer.failed[k] is None]
-                result[spec.metric] = _best(live, spec.mode)
-            tune.report(result)
-            pending = {}
-    reported = time.monotonic()
-    for records in trainer.run():
-        epoch = int(max(float(r["epoch"]) for r in records if r is not None))
-        for k, r in enumerate(records):
-            if r is None:
-                continue
-            pending.setdefault(str(k), []).append(_clean(r))
-            if spec.metric in r and "failed" not in r:
-                last[k] = float(r[spec.metric])
-        alive = sum(f is None for f in trainer.failed)
-        final = epoch >= epochs or alive == 0
-        save = final or bool(every and epoch % every == 0)
-        if not save and time.monotonic() - reported < spec.report_s:
-            continue
+
+    def alive() -> int:
+        return sum(f is None for f in trainer.failed)
+
+    def report(epoch: int, pending: dict[str, list[dict[str, Any]]], save: bool) -> None:
         # one report carries every epoch since the last one: a Tune round trip per epoch
         # costs more than a pack's epoch on a busy machine
-        result = {"epoch": float(epoch), "settings": pending}
-        result["settings_alive"] = float(alive)
+        result: dict[str, Any] = {"epoch": float(epoch), "settings": pending}
+        result["settings_alive"] = float(alive())
         if spec.metric:
             live = [v for k, v in last.items() if trainer.failed[k] is None]
             result[spec.metric] = _best(live, spec.mode)
-        pending, reported = {}, time.monotonic()
         if not save:
             tune.report(result)
-            continue
+            return
+        final = epoch >= epochs or alive() == 0
         with tempfile.TemporaryDirectory(prefix="ct-ckpt-") as d:
             torch.save(trainer.state_dicts(), os.path.join(d, STATES_FILE))
             if final:
@@ -339,6 +307,37 @@ def pack_trainable(config: dict[str, Any], spec: PackSpec) -> None:
                             n_classes=int(data.n_classes),
                         )
             tune.report(result, checkpoint=Checkpoint.from_directory(d))
+
+    histories = getattr(trainer, "histories", None) or []
+    if states is not None and any(histories):
+        # The checkpoint's report may never have reached the driver (a node that died between
+        # persisting the checkpoint and the driver taking the result): report its epochs again
+        # (those since the checkpoint before it); results and MLflow keep one record per epoch.
+        # A pack restored at its last epoch ends here, with its final checkpoint.
+        top = max(int(float(h[-1]["epoch"])) for h in histories if h)
+        since = top - every if every else 0
+        again = {
+            str(k): [_clean(r) for r in h if int(float(r["epoch"])) > since]
+            for k, h in enumerate(histories)
+        }
+        done = top >= epochs or alive() == 0
+        report(top, {k: v for k, v in again.items() if v}, save=done)
+    pending: dict[str, list[dict[str, Any]]] = {}
+    reported = time.monotonic()
+    for records in trainer.run():
+        epoch = int(max(float(r["epoch"]) for r in records if r is not None))
+        for k, r in enumerate(records):
+            if r is None:
+                continue
+            pending.setdefault(str(k), []).append(_clean(r))
+            if spec.metric in r and "failed" not in r:
+                last[k] = float(r[spec.metric])
+        final = epoch >= epochs or alive() == 0
+        save = final or bool(every and epoch % every == 0)
+        if not save and time.monotonic() - reported < spec.report_s:
+            continue
+        report(epoch, pending, save)
+        pending, reported = {}, time.monotonic()
 
 
 def setting_history(

@@ -17,6 +17,7 @@ import yaml
 from ct_core.config import ConfigError
 from ct_sweeps.schema import SweepConfig, parse_sweep
 from ct_sweeps.space import Space, parse_space, trial_config
+from ct_sweeps.trainable import CF_METRICS, STATE_FILE
 
 __all__ = [
     "RunDir",
@@ -94,6 +95,9 @@ class TrialRecord:
     pack_trial: str = ""
     lines: list[dict[str, Any]] | None = field(default=None, repr=False)
     """The trial's parsed ``result.json`` (shared by the settings of a pack, read once)."""
+    recovered: int = 0
+    """Epochs missing from ``result.json`` and recovered from the trial's checkpoint."""
+    _history: list[dict[str, Any]] | None = field(default=None, repr=False)
 
     @property
     def model_name(self) -> str:
@@ -118,13 +122,51 @@ class TrialRecord:
         return out
 
     def history(self) -> list[dict[str, Any]]:
-        """Every reported result of this setting, in order (``result.json`` lines)."""
-        lines = self._lines()
-        if self.pack_index is None:
-            return one_per_epoch(lines)
-        from ct_sweeps.packing import setting_history
+        """This setting's record of every epoch, in order: the ``result.json`` lines, one per
+        epoch, and any epoch missing there taken from the trial's newest checkpoint."""
+        if self._history is None:
+            lines = self._lines()
+            if self.pack_index is not None:
+                from ct_sweeps.packing import setting_history
 
-        return one_per_epoch(setting_history(lines, self.pack_index, self.pack_size))
+                lines = setting_history(lines, self.pack_index, self.pack_size)
+            self._history = self._fill_gaps(one_per_epoch(lines))
+        return self._history
+
+    def _fill_gaps(self, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Ray can drop the results a trial reported just before its node died or it failed;
+        the trainer's state in the checkpoint it resumed from holds every epoch's record."""
+        have = {int(float(r["epoch"])) for r in history if "epoch" in r}
+        if not have or len(have) == max(have) or self.path is None:
+            return history
+        saved = {int(float(r["epoch"])): r for r in self._checkpoint_history()}
+        missing = {e: saved[e] for e in set(range(1, max(have) + 1)) - have if e in saved}
+        if not missing:
+            return history
+        self.recovered = len(missing)
+        for e, r in missing.items():
+            r = {k: v for k, v in r.items() if isinstance(v, int | float | str)}
+            if any(m in r for m in CF_METRICS):
+                r["eval_epoch"] = float(e)
+            history.append(r)
+        return sorted(history, key=lambda r: float(r.get("epoch", 0)))
+
+    def _checkpoint_history(self) -> list[dict[str, Any]]:
+        import torch
+
+        from ct_sweeps.packing import STATES_FILE
+
+        assert self.path is not None
+        name = STATE_FILE if self.pack_index is None else STATES_FILE
+        for f in sorted(self.path.glob(f"checkpoint_*/{name}"), reverse=True):
+            try:
+                state = torch.load(f, map_location="cpu", weights_only=True)
+            except Exception:  # cut short by a crash: try the one before
+                continue
+            if self.pack_index is not None:
+                state = state[self.pack_index] if self.pack_index < len(state) else {}
+            return list(state.get("history", [])) if isinstance(state, dict) else []
+        return []
 
     def final(self) -> dict[str, float]:
         h = self.history()

@@ -24,7 +24,7 @@ import yaml
 
 from ct_core.config import Config, ConfigError
 from ct_sweeps.env import set_defaults
-from ct_sweeps.report import SWEEP_FILE, Report, RunDir, write_report
+from ct_sweeps.report import SWEEP_FILE, Report, RunDir, collect, write_report
 from ct_sweeps.schema import SweepConfig, load_sweep
 from ct_sweeps.space import Space, parse_space, validate
 from ct_sweeps.trainable import CF_METRICS, TrialSpec
@@ -434,9 +434,10 @@ def _fit(
     reconcile: bool = False,
 ) -> Outcome:
     """Fit, then write the report and end the parent run. With ``reconcile`` (a resumed
-    sweep) MLflow is first brought in line with Ray's results, as ``ct-sweep sync-mlflow``
-    does: a driver killed mid-sweep can leave runs RUNNING or epochs unlogged that the
-    restored callbacks never see again (a trial that finished just before the kill)."""
+    sweep), or when epochs missing from Ray's results had to be recovered from checkpoints,
+    MLflow is first brought in line with the results as ``ct-sweep sync-mlflow`` does: a
+    driver killed mid-sweep can leave runs RUNNING or epochs unlogged that the restored
+    callbacks never see again (a trial that finished just before the kill)."""
     import ray
 
     t0 = time.perf_counter()
@@ -455,10 +456,16 @@ def _fit(
     trackers = _trackers(tuner)
     timings["mlflow_in_fit"] = sum(t.seconds for t in trackers)
     t3 = time.perf_counter()
-    report = write_report(run)
+    records = collect(run)
+    report = write_report(run, records=records)
     finished, errors, interrupted = _count(report.frame, p.n_trials)
-    if reconcile and run.info.get("parent_run_id"):
-        _reconcile(run)
+    recovered = sum(r.recovered for r in records)
+    if recovered:
+        log.warning(
+            "%d epoch records missing from Ray's results were taken from checkpoints", recovered
+        )
+    if (reconcile or recovered) and run.info.get("parent_run_id"):
+        _reconcile(run, records)
         timings["mlflow_reconcile"] = time.perf_counter() - t3
     status = "KILLED" if interrupted else ("FAILED" if errors and not finished else "FINISHED")
     _log_parent_outputs(run, report, status)
@@ -477,12 +484,11 @@ def _fit(
     )
 
 
-def _reconcile(run: RunDir) -> None:
-    from ct_sweeps.report import collect
+def _reconcile(run: RunDir, records: list[Any]) -> None:
     from ct_sweeps.tracking import sync
 
     try:
-        counts = sync(run, collect(run), end_parent=False)
+        counts = sync(run, records, end_parent=False)
     except Exception as e:  # MLflow down: the sweep's results are safe in the run dir
         log.warning(
             "MLflow not brought up to date (%s); run `ct-sweep sync-mlflow %s`", e, run.path

@@ -633,6 +633,19 @@ def error_reason(trial: Any) -> str:
     return lines[-1] if lines else ""
 
 
+def _logged_steps(tr: Tracker, run_id: str, history: list[dict[str, Any]]) -> set[int] | None:
+    """The epochs a child run already holds, read off one metric that every epoch logs (not
+    only those up to ``ct.last_step``: a driver killed with metrics still buffered leaves gaps
+    below it). ``None`` if the store did not answer."""
+    keys = [k for k in (set(metrics_of(r)) for r in history) if k]  # not a bare failure record
+    common = set.intersection(*keys) if keys else set()
+    if not common:
+        return set()
+    probe = "loss" if "loss" in common else sorted(common)[0]
+    got = tr.call("read metric history", "get_metric_history", run_id, probe)
+    return None if got is None else {int(m.step) for m in got}
+
+
 def sync(
     run: Any, records: Iterable[Any], uri: str | None = None, end_parent: bool = True
 ) -> dict[str, int]:
@@ -687,7 +700,8 @@ def sync(
         child = (
             known.get(rec.trial_id) if known is not None else tr.find_child(exp_id, rec.trial_id)
         )
-        last = 0
+        history = rec.history()
+        logged: set[int] = set()
         if child is None:
             tags = {
                 PARENT_TAG: parent.info.run_id,
@@ -707,15 +721,17 @@ def sync(
             status_now = "RUNNING"
         else:
             rid = child.info.run_id
-            last = int(float(child.data.tags.get(STEP_TAG, 0)))
             status_now = child.info.status
+            logged = _logged_steps(tr, rid, history)
+            if logged is None:
+                continue
         rows = []
-        for result in rec.history():
+        for result in history:
             step = int(result.get("epoch", result.get("training_iteration", 0)))
-            if step > last:
+            if step not in logged:
                 rows.extend((k, v, step) for k, v in metrics_of(result).items())
         if rows:
-            top = max(s for _, _, s in rows)
+            top = max([s for _, _, s in rows] + list(logged))
             if tr.log_batch(rid, metrics=rows, tags={STEP_TAG: str(top)}):
                 counts["metrics"] += len(rows)
         want = {"TERMINATED": "FINISHED", "ERROR": "FAILED"}.get(rec.status)

@@ -31,6 +31,7 @@ STATE_FILE = "state.pt"
 MODEL_FILE = "model.pt"
 
 _DATA_CACHE: dict[str, Any] = {}
+log = logging.getLogger("ct_sweeps")
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,41 @@ def _trial_cpus() -> float:
         return 1.0
 
 
+def _epoch_of(state: Any) -> int:
+    """The epoch a trainer state (or a pack's list of them) was saved at."""
+    states = state if isinstance(state, list) else [state]
+    return max((int(s.get("epoch", 0)) for s in states if isinstance(s, dict)), default=0)
+
+
+def restore_state(ckpt: Any, filename: str) -> Any:
+    """The newest state this trial saved: Tune's checkpoint ``ckpt``, or a later checkpoint of
+    the same trial that Tune's last experiment snapshot does not list yet (a driver or node
+    killed after the checkpoint was persisted, before the snapshot recorded it). Without the
+    latter a trial that had finished just before a driver kill would retrain its last epochs.
+    Training is deterministic given a state, so resuming from the later one changes nothing
+    but the time."""
+    import torch
+
+    def load(path: Path) -> Any:
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+    with ckpt.as_directory() as d:
+        state = load(Path(d) / filename)
+    here = Path(str(ckpt.path))
+    if not here.is_dir():  # remote storage: Tune's checkpoint is all there is
+        return state
+    newer = [p for p in here.parent.glob("checkpoint_*") if p.name > here.name]
+    for p in sorted(newer, reverse=True):
+        try:
+            later = load(p / filename)
+        except Exception:  # missing, or cut short by the crash
+            continue
+        if _epoch_of(later) > _epoch_of(state):
+            log.info("resuming from %s, newer than Tune's %s", p.name, here.name)
+            return later
+    return state
+
+
 def ct_trainable(config: dict[str, Any], spec: TrialSpec) -> None:
     """Train one setting and report every epoch (Tune function API)."""
     import torch
@@ -106,11 +142,8 @@ def ct_trainable(config: dict[str, Any], spec: TrialSpec) -> None:
     torch.set_num_threads(max(1, int(cpus)))
     data = _dataset(cfg)
 
-    state = None
     ckpt = tune.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
+    state = restore_state(ckpt, STATE_FILE) if ckpt is not None else None
 
     trainer = load_trainer_class(spec.trainer)(cfg, data=data, checkpoint=state)
     last: dict[str, float] = {}
@@ -130,14 +163,33 @@ def ct_trainable(config: dict[str, Any], spec: TrialSpec) -> None:
         metrics["eval_epoch"] = eval_epoch
         return metrics
 
+    epochs = cfg.train.epochs
+    k = spec.checkpoint_every
+
+    def report(metrics: dict[str, float], save: bool, final: bool) -> None:
+        if not save:
+            tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="ct-ckpt-") as d:
+            torch.save(trainer.state_dict(), os.path.join(d, STATE_FILE))
+            if final:
+                save_model(
+                    trainer.model,
+                    cfg,
+                    os.path.join(d, MODEL_FILE),
+                    n_features=int(data.n_features),
+                    n_classes=int(data.n_classes),
+                )
+            tune.report(metrics, checkpoint=Checkpoint.from_directory(d))
+
     restored = [metrics_of(h) for h in getattr(trainer, "history", [])]
     if state is not None and restored:
         # The checkpoint's own epoch may never have reached the driver (a node that died
         # between persisting the checkpoint and the driver taking the result): report it
-        # again; results and MLflow keep one record per epoch.
-        tune.report(restored[-1])
-    epochs = cfg.train.epochs
-    k = spec.checkpoint_every
+        # again; results and MLflow keep one record per epoch. A trial restored at its last
+        # epoch ends here, with its final checkpoint.
+        done = int(restored[-1]["epoch"]) >= epochs
+        report(restored[-1], save=done, final=done)
     for record in trainer.run():
         metrics = metrics_of(record)
         epoch = int(metrics["epoch"])
@@ -145,17 +197,4 @@ def ct_trainable(config: dict[str, Any], spec: TrialSpec) -> None:
         if not math.isfinite(loss):
             raise FloatingPointError(f"non-finite training loss at epoch {epoch}: loss={loss}")
         final = epoch >= epochs
-        if final or (k and epoch % k == 0):
-            with tempfile.TemporaryDirectory(prefix="ct-ckpt-") as d:
-                torch.save(trainer.state_dict(), os.path.join(d, STATE_FILE))
-                if final:
-                    save_model(
-                        trainer.model,
-                        cfg,
-                        os.path.join(d, MODEL_FILE),
-                        n_features=int(data.n_features),
-                        n_classes=int(data.n_classes),
-                    )
-                tune.report(metrics, checkpoint=Checkpoint.from_directory(d))
-        else:
-            tune.report(metrics)
+        report(metrics, save=final or bool(k and epoch % k == 0), final=final)

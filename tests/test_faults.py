@@ -51,6 +51,10 @@ def cluster():
         print(f"\ncluster timings: { {k: round(v, 1) for k, v in c.timings.items()} }")
 
 
+HEAVY = {"data.n_train": 6000, "train.nce": 1000, "generator.T": 30}
+"""Epochs of ≈ 0.2 s on a quiet core (SMALL's take 30 ms), so that a kill lands mid-trial."""
+
+
 def run_args(cluster: Cluster, sweep: Path, run_dir: Path) -> list[str]:
     uri = cluster.info["mlflow"]["uri"]
     return [
@@ -125,14 +129,14 @@ def test_nan_and_raising_trials_are_retried_then_failed_with_their_reason(cluste
         err = (run_dir / "tune" / f"trial_{tid}" / "error.txt").read_text()
         assert err.count("Failure # ") == 2, err[:2000]
     # the NaN trial resumed from its epoch-1 checkpoint on retry: epoch 1 ran once. Ray can drop
-    # the result a trial reported just before it failed (then result.json lacks epoch 1), but the
-    # epoch's record survives in the checkpoint that the retry resumed from
+    # the result a trial reported just before it failed, so a retry reports its checkpoint's
+    # epoch again: result.json holds epoch 1 (more than once), the report one record of it
     nan_dir = run_dir / "tune" / f"trial_{nan['trial_id']}"
     states = sorted(nan_dir.glob("checkpoint_*/state.pt"))
     assert states, "the NaN trial left no checkpoint"
     state = torch.load(states[-1], map_location="cpu", weights_only=True)
     assert [int(r["epoch"]) for r in state["history"]] == [1]
-    assert epochs(nan_dir) in ([1], [])
+    assert sorted(set(epochs(nan_dir))) == [1]
 
     info = run_info(run_dir)
     children = {
@@ -223,7 +227,7 @@ def test_driver_killed_mid_sweep_resumes_without_rerunning_finished_trials(clust
         tmp_path / "driver.yaml",
         "faults-driver",
         {"train.lambda_reg": [0.1, 0.2, 0.3, 0.4]},
-        overrides={"train.epochs": 40},  # long enough that the kill lands mid-sweep
+        overrides={"train.epochs": 40, **HEAVY},
         checkpoint_every=2,
     )
     run_dir = tmp_path / "run"
@@ -250,8 +254,10 @@ def test_driver_killed_mid_sweep_resumes_without_rerunning_finished_trials(clust
     assert rc == 0, res.output()
     rows = results_table(run_dir)
     assert len(rows) == 4 and {r["status"] for r in rows} == {"TERMINATED"}, rows
-    for name, text in before.items():  # finished trials were not rerun
-        assert (run_dir / "tune" / name / "result.json").read_text() == text, name
+    for name, text in before.items():  # finished trials were not rerun: at most their last
+        after = (run_dir / "tune" / name / "result.json").read_text()  # epoch reported again
+        assert after.startswith(text), name  # (one that Tune's last snapshot had not seen end)
+        assert epochs(run_dir / "tune" / name)[text.count("\n") :] in ([], [40]), name
     for d in trial_dirs(run_dir):
         ep = epochs(d)
         assert ep[-1] == 40 and sorted(set(ep)) == list(range(1, 41)), (d.name, ep)
@@ -268,12 +274,12 @@ def test_driver_killed_mid_sweep_resumes_without_rerunning_finished_trials(clust
 
 def test_zz_worker_node_killed_mid_sweep_trials_restart_from_checkpoints(cluster, tmp_path):
     """Runs last (file order): it leaves the cluster with one worker node."""
-    n = 30  # long enough that the kill lands mid-trial on a loaded machine
+    n = 100
     sweep = write_sweep(
         tmp_path / "node.yaml",
         "faults-node",
         {"train.lambda_reg": [0.1, 0.2]},
-        overrides={"train.epochs": n},
+        overrides={"train.epochs": n, **HEAVY},
         checkpoint_every=1,
         max_failures=3,
     )
@@ -289,11 +295,12 @@ def test_zz_worker_node_killed_mid_sweep_trials_restart_from_checkpoints(cluster
             return Path("/")  # stop waiting; asserted below
         for d in trial_dirs(run_dir):
             h = history(d)
-            if len(h) >= 3 and h[-1].get("pid") in procinfo.descendants(victim_node["pid"]):
+            on_victim = h[-1].get("pid") in procinfo.descendants(victim_node["pid"]) if h else False
+            if on_victim and 3 <= h[-1]["epoch"] <= n // 2:
                 return d
         return None
 
-    vdir = wait_for("3 epochs of a trial on worker-1", victim, 240)
+    vdir = wait_for("a trial on worker-1 between epochs 3 and n/2", victim, 240)
     assert drv.alive(), drv.output()
     before = epochs(vdir)
     pid_before = history(vdir)[-1]["pid"]

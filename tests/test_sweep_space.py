@@ -245,21 +245,6 @@ def test_pareto_front_keeps_only_non_dominated_rows():
     assert pareto_mask([[1.0, 1.0], [1.0, 1.0]], ["min", "min"]) == [True, True]
 
 
-def test_a_trial_history_keeps_one_record_per_epoch_the_last_reported():
-    from ct_sweeps.report import one_per_epoch
-
-    # restored from the checkpoint of epoch 2: it reports epoch 2 again, then retrains 3
-    reported = [{"epoch": 1, "v": 1}, {"epoch": 2, "v": 2}, {"epoch": 3, "v": 3}]
-    reported += [{"epoch": 2, "v": 2}, {"epoch": 3, "v": 30}, {"epoch": 4, "v": 4}]
-    assert one_per_epoch(reported) == [
-        {"epoch": 1, "v": 1},
-        {"epoch": 2, "v": 2},
-        {"epoch": 3, "v": 30},
-        {"epoch": 4, "v": 4},
-    ]
-    assert one_per_epoch(reported[:3]) == reported[:3]
-
-
 def test_cli_rejects_bad_input_with_exit_2_before_importing_ray(tmp_path):
     bad = write_sweep(tmp_path, space={"generator.tau": [0.5, 1.5]})
     code = (
