@@ -255,7 +255,7 @@ def pack_trainable(config: dict[str, Any], spec: PackSpec) -> None:
 
     from ct_core.models import save_model
     from ct_core.pack import PackedTrainer, can_pack
-    from ct_sweeps.trainable import _dataset, _trial_cpus, restore_state
+    from ct_sweeps.trainable import _dataset, _trial_cpus, _trial_storage_dir, restore_state
 
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     settings = spec.packs[int(config["pack"])]
@@ -264,8 +264,7 @@ def pack_trainable(config: dict[str, Any], spec: PackSpec) -> None:
     torch.set_num_threads(max(1, int(cpus)))
     data = _dataset(cfgs[0])
 
-    ckpt = tune.get_checkpoint()
-    states = restore_state(ckpt, STATES_FILE) if ckpt is not None else None
+    states = restore_state(tune.get_checkpoint(), STATES_FILE, _trial_storage_dir())
 
     if len(cfgs) == 1 and not can_pack(cfgs[0]):
         trainer: Any = _Solo(cfgs[0], data, states)

@@ -98,33 +98,53 @@ def _epoch_of(state: Any) -> int:
     return max((int(s.get("epoch", 0)) for s in states if isinstance(s, dict)), default=0)
 
 
-def restore_state(ckpt: Any, filename: str) -> Any:
-    """The newest state this trial saved: Tune's checkpoint ``ckpt``, or a later checkpoint of
-    the same trial that Tune's last experiment snapshot does not list yet (a driver or node
-    killed after the checkpoint was persisted, before the snapshot recorded it). Without the
-    latter a trial that had finished just before a driver kill would retrain its last epochs.
-    Training is deterministic given a state, so resuming from the later one changes nothing
-    but the time."""
+def _trial_storage_dir() -> Path | None:
+    """The trial's folder in the sweep's storage, where a local path (the checkpoints live
+    there); ``None`` elsewhere (cloud storage) or outside a Tune session."""
+    try:
+        from ray.train._internal.session import get_session
+
+        path = Path(get_session().storage.trial_fs_path)
+    except Exception:
+        return None
+    return path if path.is_dir() else None
+
+
+def restore_state(ckpt: Any, filename: str, trial_dir: Path | None = None) -> Any:
+    """The newest state this trial saved, or ``None`` to start afresh.
+
+    That is Tune's checkpoint ``ckpt``, or a later checkpoint in the trial's folder that Tune's
+    last experiment snapshot does not list yet: a driver or node killed after the checkpoint was
+    persisted, before the snapshot recorded it (then ``ckpt`` can be ``None`` too, for a trial
+    that had not started by the last snapshot). Without this a trial that had finished just
+    before a driver kill would retrain. Training is deterministic given a state, so resuming
+    from the later one changes nothing but the time."""
     import torch
 
     def load(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
 
-    with ckpt.as_directory() as d:
-        state = load(Path(d) / filename)
-    here = Path(str(ckpt.path))
-    if not here.is_dir():  # remote storage: Tune's checkpoint is all there is
+    state, here = None, None
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            state = load(Path(d) / filename)
+        here = Path(str(ckpt.path))
+        trial_dir = here.parent if here.is_dir() else None
+    if trial_dir is None:  # remote storage: Tune's checkpoint is all there is
         return state
-    newer = [p for p in here.parent.glob("checkpoint_*") if p.name > here.name]
-    for p in sorted(newer, reverse=True):
+    found = [p for p in trial_dir.glob("checkpoint_*") if here is None or p.name != here.name]
+    best = None
+    for p in found:
         try:
             later = load(p / filename)
         except Exception:  # missing, or cut short by the crash
             continue
-        if _epoch_of(later) > _epoch_of(state):
-            log.info("resuming from %s, newer than Tune's %s", p.name, here.name)
-            return later
-    return state
+        if _epoch_of(later) > _epoch_of(best if best is not None else state):
+            best = later
+            log.info(
+                "resuming from %s, newer than Tune's %s", p.name, here.name if here else "none"
+            )
+    return best if best is not None else state
 
 
 def ct_trainable(config: dict[str, Any], spec: TrialSpec) -> None:
@@ -142,8 +162,7 @@ def ct_trainable(config: dict[str, Any], spec: TrialSpec) -> None:
     torch.set_num_threads(max(1, int(cpus)))
     data = _dataset(cfg)
 
-    ckpt = tune.get_checkpoint()
-    state = restore_state(ckpt, STATE_FILE) if ckpt is not None else None
+    state = restore_state(tune.get_checkpoint(), STATE_FILE, _trial_storage_dir())
 
     trainer = load_trainer_class(spec.trainer)(cfg, data=data, checkpoint=state)
     last: dict[str, float] = {}

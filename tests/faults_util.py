@@ -136,6 +136,25 @@ class Cluster:
         ctcluster.save_state(self.state, info)
         wait_for("MLflow /health", lambda: ctcluster.mlflow_healthy(rec["uri"]), 120, poll=0.5)
 
+    def add_worker(self, index: int, cpus: float = 1.0, store_mb: int = 256) -> dict:
+        """Start one more worker node (``worker-<index>``) and wait until Ray lists it alive."""
+        import ctcluster
+
+        info = ctcluster.load_state(self.state)
+        token = (self.state / "auth_token").read_text().strip()
+        dash = info["ray"]["dashboard_url"]
+        want = len(ctcluster.alive_nodes(dash, token) or []) + 1
+        node = ctcluster.start_worker(self.state, info["host"], self.gcs, index, cpus, store_mb)
+        info["ray"]["nodes"].append(node)
+        ctcluster.save_state(self.state, info)
+        wait_for(
+            f"worker-{index} alive in Ray",
+            lambda: len(ctcluster.alive_nodes(dash, token) or []) >= want,
+            180,
+            poll=1.0,
+        )
+        return node
+
     def kill_node(self, name: str) -> set[int]:
         """SIGKILL a node's ``ray start`` process and its whole tree (raylet, agents, workers)."""
         pid = self.node(name)["pid"]
@@ -160,14 +179,16 @@ def write_sweep(
     name: str,
     space: dict,
     overrides: dict | None = None,
+    pack: int | None = None,
     **extra: Any,
 ) -> Path:
+    """A grid sweep on small moons; one setting per trial unless ``pack`` settings per trial."""
     doc = {
         "name": name,
         "base": str(ROOT / "configs" / "base" / "moons.yaml"),
         "overrides": {**SMALL, **(overrides or {})},
         "search": {"algorithm": "grid", "metric": "val_acc", "mode": "max", "max_concurrent": 2}
-        | _one_setting_per_trial(),
+        | (_one_setting_per_trial() if pack is None else {"pack": pack}),
         "space": space,
         "resources": {"cpu": 1},
         **extra,
@@ -258,3 +279,27 @@ def mlflow_children(uri: str, experiment_id: str) -> list[Any]:
     client = MlflowClient(tracking_uri=uri)
     runs = client.search_runs([experiment_id], max_results=1000)
     return [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+
+
+def assert_nothing_lost(run_dir: Path, n_settings: int, n_epochs: int) -> None:
+    """Every setting finished all its epochs, in results.csv and as a FINISHED MLflow child run
+    that holds each epoch's metrics exactly once."""
+    from mlflow.tracking import MlflowClient
+
+    rows = results_table(run_dir)
+    assert len(rows) == n_settings, rows
+    for r in rows:
+        assert r["status"] == "TERMINATED", r
+        assert float(r["epoch"]) == n_epochs and float(r["epochs"]) == n_epochs, r
+    info = run_info(run_dir)
+    children = [
+        c
+        for c in mlflow_children(info["tracking_uri"], info["experiment_id"])
+        if c.data.tags["mlflow.parentRunId"] == info["parent_run_id"]
+    ]
+    assert len(children) == n_settings, [c.info.run_name for c in children]
+    assert {c.info.status for c in children} == {"FINISHED"}
+    client = MlflowClient(tracking_uri=info["tracking_uri"])
+    for c in children:
+        steps = [m.step for m in client.get_metric_history(c.info.run_id, "val_acc")]
+        assert sorted(steps) == list(range(1, n_epochs + 1)), (c.info.run_name, steps)
