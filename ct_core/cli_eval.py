@@ -146,8 +146,11 @@ def _evaluate(
     out: Path,
     name: str,
     model_dir: Path,
+    objective: str | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Run the protocol and the performance metrics for one model; write its files into ``out``."""
+    """Run the protocol and the performance metrics for one model; write its files into ``out``.
+    ``cfg`` is the evaluation config (``ct compare`` uses the CT model's for both models);
+    ``objective`` the model's own training objective (default: ``cfg``'s)."""
     from ct_core.evaluation import (
         accuracy,
         integrated_gradients_sensitivity,
@@ -170,7 +173,7 @@ def _evaluate(
         "data": cfg.data.name,
         "n_classes": data.n_classes,
         "n_features": data.n_features,
-        "objective": cfg.train.objective,
+        "objective": objective or cfg.train.objective,
         "evaluation": cfg.evaluation.model_dump(mode="json"),
         "draws": draws.to_dict(),
         "test_accuracy": accuracy(yt, pred),
@@ -338,9 +341,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
         data = load_dataset(cfg.data)
         draws = draw_classes(data.n_classes, cfg.evaluation.n_individuals, cfg.evaluation.seed)
         models = {"CT": ct_model, "BL": bl_model}
-        for name, model, d in (("CT", ct_model, ct_dir), ("BL", bl_model, bl_dir)):
+        for name, model, d, own in (
+            ("CT", ct_model, ct_dir, ct_cfg),
+            ("BL", bl_model, bl_dir, bl_cfg),
+        ):
             frames[name], summaries[name] = _evaluate(
-                model, cfg, data, draws, args, out / name.lower(), f"{name} runs", d
+                model,
+                cfg,
+                data,
+                draws,
+                args,
+                out / name.lower(),
+                f"{name} runs",
+                d,
+                objective=own.train.objective,
             )
     table = compare(
         frames["CT"], frames["BL"], valid="valid_05" if args.filter == "0.5" else "valid"

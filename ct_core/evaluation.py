@@ -398,8 +398,9 @@ def validation_metrics(
     T and τ from ``evaluation``) searches once. Returns ``val_validity`` (share reaching τ) and,
     over valid counterfactuals only, ``val_cost``, ``val_implausibility`` (IP) and ``val_mmd``
     (IP*, per target class then averaged); NaN where nothing is valid. Randomness comes from
-    ``rng`` (e.g. the trainer's generator) if given, else from ``seed`` (default
-    ``evaluation.seed``: the same validation points every call).
+    ``rng`` if given, else from ``seed`` (default ``evaluation.seed``: the same validation points
+    and target draws every call, which is what training uses, so that the metric compares
+    settings and epochs on the same points).
     :func:`packed_validation_metrics` computes the same for K stacked models at once.
     """
     from ct_core.generators import ECCo, search

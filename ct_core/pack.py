@@ -29,7 +29,6 @@ Usage (one record list per epoch, one record per setting, ``None`` once a settin
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -564,8 +563,8 @@ class PackedTrainer:
 
     def _validations(self, ks: list[int]) -> list[dict[str, float]]:
         """The validation metrics of settings ``ks``: one packed search over all of them
-        (:func:`~ct_core.evaluation.packed_validation_metrics`, each setting drawing from its own
-        generator as :meth:`_validation` does), or one :meth:`_validation` per setting when
+        (:func:`~ct_core.evaluation.packed_validation_metrics`, each setting drawing its points
+        from a generator seeded with its ``evaluation.seed``, as :meth:`_validation` does), or one :meth:`_validation` per setting when
         :attr:`batch_validation` is false or only one setting is due (nothing to batch)."""
         if not self.batch_validation or len(ks) == 1:
             return [self._validation(k) for k in ks]
@@ -578,7 +577,7 @@ class PackedTrainer:
             lambda x, sel: self.forward(x, flat if sel is None else flat[sel]),
             self.data,
             [self.cfgs[k] for k in ks],
-            [self.rngs[k] for k in ks],
+            [torch.Generator().manual_seed(self.cfgs[k].evaluation.seed) for k in ks],
             compact=self._compact(),
         )
 
@@ -592,11 +591,7 @@ class PackedTrainer:
         :class:`~ct_core.training.Trainer` computes them)."""
         from ct_core.evaluation import validation_metrics
 
-        model = self._module(k)
-        kw: dict[str, Any] = {}
-        if "rng" in inspect.signature(validation_metrics).parameters:
-            kw["rng"] = self.rngs[k]  # what Trainer passes
-        return validation_metrics(model, self.data, self.cfgs[k], **kw)
+        return validation_metrics(self._module(k), self.data, self.cfgs[k])  # as Trainer does
 
     # ------------------------------------------------------------------ counterfactuals
 

@@ -247,7 +247,10 @@ class Trainer:
             from ct_core.evaluation import validation_metrics
 
             self.model.eval()
-            rec.update(validation_metrics(self.model, d, cfg, rng=self.rng))
+            # the same validation points and targets at every epoch and for every setting (its
+            # own generator, seeded with evaluation.seed): a selection metric comparable across
+            # a sweep, and a model that does not depend on eval_every
+            rec.update(validation_metrics(self.model, d, cfg))
         rec["time_search"] = t_search
         rec["time_train"] = t_train
         rec["time_eval"] = time.perf_counter() - t_eval0

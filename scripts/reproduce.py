@@ -34,6 +34,8 @@ PAPER = {"lin_sep": "LS", "circles": "Circ", "moons": "Moon", "over": "OL", "adu
          "california": "CH", "credit": "Cred", "gmsc": "GMSC", "mnist": "MNIST"}  # fmt: skip
 INDIVIDUALS = {"adult": 100, "california": 100, "credit": 100, "gmsc": 100, "mnist": 25}
 BIN = Path(sys.executable).parent
+# the `ct` console script, or the module where the project is on the path but not installed
+CT = [str(BIN / "ct")] if (BIN / "ct").exists() else [sys.executable, "-m", "ct_core.cli"]
 
 
 def run(cmd: list[str], log: Path) -> None:
@@ -86,6 +88,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tracking-uri", help="MLflow tracking URI (default: local store per sweep)")
     ap.add_argument("--skip-train", action="store_true", help="reuse models already in OUT")
     ap.add_argument(
+        "--trainer",
+        choices=["sweep", "local"],
+        default="sweep",
+        help="sweep: train through ct-sweep, tracked in MLflow (default); local: `ct train` "
+        "each setting in turn (no Ray or MLflow needed)",
+    )
+    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], help="train.device for training")
+    ap.add_argument("--jobs", type=int, default=1, help="--trainer local: settings trained at once")
+    ap.add_argument(
         "--filter",
         choices=["0.5", "tau"],
         default="0.5",
@@ -124,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                 sys.exit(f"{key}: could not find both trained models under {sweep_dir}")
             cmp_dir = out / key / "compare"
             ind = args.individuals or INDIVIDUALS.get(ds, 250)
-            cmd = [str(BIN / "ct"), "compare", str(models["full"]), str(models["vanilla"]),
+            cmd = [*CT, "compare", str(models["full"]), str(models["vanilla"]),
                    "--out", str(cmp_dir), "--runs", str(args.runs), "--individuals", str(ind),
                    "--setting", "plausibility" if not variant else "cost", "--quiet",
                    "--filter", args.filter]  # fmt: skip
@@ -168,14 +179,54 @@ def main(argv: list[str] | None = None) -> int:
 def train_sweep(sweep: Path, dest: Path, args: argparse.Namespace, log: Path) -> None:
     if dest.exists():
         shutil.rmtree(dest)
+    if args.trainer == "local":
+        return train_local(sweep, dest, args, log)
     cmd = [str(BIN / "ct-sweep"), "run", str(sweep), "--storage", str(dest)]
     if args.epochs:
         cmd += ["--set", f"train.epochs={args.epochs}"]
+    if args.device:
+        cmd += ["--set", f"train.device={args.device}"]
     if args.address:
         cmd += ["--address", args.address]
     if args.tracking_uri:
         cmd += ["--tracking-uri", args.tracking_uri]
     run(cmd, log)
+
+
+def train_local(sweep: Path, dest: Path, args: argparse.Namespace, log: Path) -> None:
+    """``--trainer local``: train the sweep's settings one by one with ``ct train`` (no Ray,
+    no MLflow), e.g. on a GPU machine without the sweep stack. Only grid axes are expanded."""
+    import itertools
+
+    import yaml
+
+    from ct_core.config import dump_config, load_config
+
+    doc = yaml.safe_load(sweep.read_text())
+    axes = {k: v for k, v in (doc.get("space") or {}).items() if isinstance(v, list)}
+    extra = {"train.epochs": args.epochs} if args.epochs else {}
+    if args.device:
+        extra["train.device"] = args.device
+    cmds = []
+    for i, values in enumerate(itertools.product(*axes.values())):
+        setting = dict(zip(axes, values))
+        overrides = {**(doc.get("overrides") or {}), **setting, **extra}
+        cfg = load_config(sweep.parent / doc["base"], overrides)
+        out = dest / f"setting_{i:03d}"
+        out.mkdir(parents=True)
+        dump_config(cfg, out / "train.yaml")
+        cmds.append([*CT, "train", str(out / "train.yaml"), "--out", str(out), "--quiet"])
+    for start in range(0, len(cmds), args.jobs):  # --jobs at a time (e.g. on one GPU)
+        batch = cmds[start : start + args.jobs]
+        with log.open("a") as f:
+            f.write("".join("$ " + " ".join(c) + "\n" for c in batch))
+            f.flush()
+            procs = [
+                subprocess.Popen(c, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT) for c in batch
+            ]
+            codes = [p.wait() for p in procs]
+        if any(codes):
+            sys.exit(f"ct train failed ({codes}); see {log}")
 
 
 def ablation(names: list[str], out: Path, args: argparse.Namespace, log: Path, meta: dict) -> int:
@@ -191,7 +242,7 @@ def ablation(names: list[str], out: Path, args: argparse.Namespace, log: Path, m
         row = {"data": PAPER[ds]}
         for obj, label in (("full", "CT"), ("energy", "CD"), ("adversarial", "AR")):
             cmp_dir = out / key / f"compare_{obj}"
-            run([str(BIN / "ct"), "compare", str(models[obj]), str(models["vanilla"]),
+            run([*CT, "compare", str(models[obj]), str(models["vanilla"]),
                  "--out", str(cmp_dir), "--runs", str(args.runs), "--individuals", str(ind),
                  "--setting", "plausibility", "--quiet", "--ig-rounds", "0", "--filter", args.filter,
                  "--robust-samples", "0", "--no-plots"], log)  # fmt: skip

@@ -256,6 +256,11 @@ def test_ct_compare_prints_and_writes_table_one(twin_dirs, capsys):
     assert {"IP", "IP*", "Cost", "Validity"} <= set(table["metric"])
     assert (out / "comparison.md").read_text() in printed
     assert (out / "figure1.png").is_file() and (out / "figure1_protected.png").is_file()
+    # each model's summary names its own objective (both are evaluated with CT's config)
+    objectives = [
+        json.loads((out / m / "summary.json").read_text())["objective"] for m in ("ct", "bl")
+    ]
+    assert objectives == ["full", "vanilla"]
     # reusing the two `ct evaluate`-style outputs gives the same table
     again = twin_dirs / "cmp2"
     assert main(["compare", str(out / "ct"), str(out / "bl"), "--out", str(again), "--quiet"]) == 0

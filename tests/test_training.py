@@ -101,6 +101,23 @@ def test_resume_from_a_checkpoint_equals_uninterrupted_training():
     assert strip(second.history) == strip(full.history)
 
 
+def test_validation_metrics_leave_training_alone_and_reuse_the_same_points():
+    data = gaussian_dataset()
+    plain = Trainer(_cfg(epochs=3, shuffle=True), data=data)
+    plain.fit()
+    evaluated = Trainer(_cfg(epochs=3, shuffle=True, eval_every=1), data=data)
+    evaluated.fit()
+    for k, v in plain.model.state_dict().items():  # eval_every changes nothing in the model
+        assert torch.equal(v, evaluated.model.state_dict()[k]), k
+    assert all("val_validity" in r for r in evaluated.history)
+    # the same points each epoch: a model that did not change scores the same
+    from ct_core.evaluation import validation_metrics
+
+    a, b = (validation_metrics(evaluated.model, data, evaluated.cfg) for _ in range(2))
+    assert a.keys() == b.keys()
+    assert all(a[k] == b[k] or (math.isnan(a[k]) and math.isnan(b[k])) for k in a), (a, b)
+
+
 def test_a_non_finite_batch_is_skipped_and_counted():
     data = gaussian_dataset()
     data.X_train = data.X_train.clone()
