@@ -158,15 +158,18 @@ class TrialRecord:
 
         assert self.path is not None
         name = STATE_FILE if self.pack_index is None else STATES_FILE
-        for f in sorted(self.path.glob(f"checkpoint_*/{name}"), reverse=True):
+        best: list[dict[str, Any]] = []
+        for f in self.path.glob(f"checkpoint_*/{name}"):  # the one with the most epochs
             try:
                 state = torch.load(f, map_location="cpu", weights_only=True)
-            except Exception:  # cut short by a crash: try the one before
+            except Exception:  # cut short by a crash
                 continue
             if self.pack_index is not None:
                 state = state[self.pack_index] if self.pack_index < len(state) else {}
-            return list(state.get("history", [])) if isinstance(state, dict) else []
-        return []
+            history = list(state.get("history", [])) if isinstance(state, dict) else []
+            if len(history) > len(best):
+                best = history
+        return best
 
     def final(self) -> dict[str, float]:
         h = self.history()

@@ -496,7 +496,7 @@ def _reconcile(run: RunDir, records: list[Any]) -> None:
         return
     if counts["created"] or counts["metrics"] or counts["status"]:
         log.info(
-            "MLflow brought up to date after resume: %d runs created, %d metric values, "
+            "MLflow brought up to date with the results: %d runs created, %d metric values, "
             "%d statuses set",
             counts["created"],
             counts["metrics"],
