@@ -326,6 +326,7 @@ def _tracking(p: Plan, run: RunDir, tracking_uri: str | None, packs: Any = None)
             n_settings=p.n_trials,
             metric=p.sweep.search.metrics[0],
             mode=p.sweep.search.modes[0],
+            log_every=t.log_every,
         )
     ]
 

@@ -158,6 +158,10 @@ class TrackingConfig(_Strict):
     finished setting; an integer N: for the best N settings by ``search.metric`` at the end of the
     sweep; ``auto``: all for sweeps of up to 20 settings, else the best 10; ``false``: none.
     Unless ``false``, every finished setting also gets its raw ``checkpoint/model.pt``."""
+    log_every: int = Field(1, ge=1)
+    """Per-epoch metrics go to MLflow every N epochs and at each setting's last one (large grids:
+    fewer rows for the store to insert); ``results.csv`` and Tune's ``result.json`` keep every
+    epoch either way."""
 
     @model_validator(mode="after")
     def _check(self) -> TrackingConfig:

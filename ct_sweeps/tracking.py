@@ -329,6 +329,7 @@ class MlflowSweepCallback(Callback):
         n_settings: int = 0,
         metric: str | None = None,
         mode: str = "max",
+        log_every: int = 1,
     ):
         self.uri = uri
         self.experiment_id = experiment_id
@@ -342,6 +343,9 @@ class MlflowSweepCallback(Callback):
         self.models = models if models is not None else (n_settings if log_models else None)
         self.n_settings = n_settings
         self.metric, self.mode = metric, mode
+        self.log_every = log_every
+        self._held: dict[str, tuple[Mapping[str, Any], int]] = {}
+        """A unit's latest epoch not on the ``log_every`` grid, logged if it turns out last."""
         self.children: dict[str, str] = {}
         self.steps: dict[str, int] = {}
         self.failed: dict[str, str] = {}
@@ -360,7 +364,8 @@ class MlflowSweepCallback(Callback):
 
     def __getstate__(self) -> dict[str, Any]:
         d = dict(self.__dict__)
-        d.update(_tracker=None, _buffer={}, _added={}, _queue=None, _thread=None, _lock=None)
+        d.update(_tracker=None, _buffer={}, _added={}, _held={}, _queue=None, _thread=None)
+        d.update(_lock=None)
         return d
 
     @property
@@ -480,14 +485,21 @@ class MlflowSweepCallback(Callback):
             v = float(rec[self.metric])
             if math.isfinite(v):
                 self.finals[u.id] = v
-        buf = self._buffer.setdefault(u.id, [])
-        skip = VANILLA_ZEROS if self._vanilla(u) else ()
-        buf.extend((k, v, step) for k, v in metrics_of(rec).items() if k not in skip)
         clocks = self.clocks.setdefault(u.id, {})
         for k in ("seconds", "time_search", "time_train", "time_eval", "skipped_batches"):
             if isinstance(rec.get(k), int | float) and math.isfinite(rec[k]):
                 clocks[k] = clocks.get(k, 0.0) + float(rec[k])
         clocks["step"] = float(step)
+        if step % self.log_every:
+            self._held[u.id] = (rec, step)
+            return
+        self._held.pop(u.id, None)
+        self._log(u, rec, step)
+
+    def _log(self, u: _Unit, rec: Mapping[str, Any], step: int) -> None:
+        buf = self._buffer.setdefault(u.id, [])
+        skip = VANILLA_ZEROS if self._vanilla(u) else ()
+        buf.extend((k, v, step) for k, v in metrics_of(rec).items() if k not in skip)
 
     # -- helpers
     def _last_step_logged(self, u: _Unit) -> None:
@@ -545,6 +557,9 @@ class MlflowSweepCallback(Callback):
     ) -> None:
         """End the trial's runs: FAILED with ``ct.error`` (the setting's own failure, else the
         trial's ``reason``), or FINISHED with the model."""
+        for u in units:  # the last epoch, also off the log_every grid
+            if u.id in self._held:
+                self._log(u, *self._held.pop(u.id))
         for u in units:  # the clocks' totals, once, at the last step
             c = self.clocks.get(u.id)
             if c:
@@ -631,6 +646,17 @@ def error_reason(trial: Any) -> str:
         if ":" in ln and not ln.startswith(("File ", "^")):
             return ln
     return lines[-1] if lines else ""
+
+
+def _on_log_grid(history: list[dict[str, Any]], every: int) -> list[dict[str, Any]]:
+    """The records MLflow gets with ``tracking.log_every``: every N-th epoch and the last."""
+    if every <= 1:
+        return history
+    return [
+        r
+        for i, r in enumerate(history)
+        if i == len(history) - 1 or int(r.get("epoch", r.get("training_iteration", 0))) % every == 0
+    ]
 
 
 def _logged_steps(tr: Tracker, run_id: str, history: list[dict[str, Any]]) -> set[int] | None:
@@ -726,7 +752,8 @@ def sync(
             if logged is None:
                 continue
         rows = []
-        for result in history:
+        every = run.sweep.tracking.log_every
+        for result in _on_log_grid(history, every):
             step = int(result.get("epoch", result.get("training_iteration", 0)))
             if step not in logged:
                 rows.extend((k, v, step) for k, v in metrics_of(result).items())

@@ -79,7 +79,9 @@ def unpacked(ray_runtime, tmp_path_factory):
     from ct_sweeps import runner
 
     tmp = tmp_path_factory.mktemp("unpacked")
-    return runner.run(runner.plan(sweep_file(tmp, "plain6", 0)), storage=str(tmp / "run"))
+    # also thins MLflow to every 2nd epoch (and the last)
+    plan = runner.plan(sweep_file(tmp, "plain6", 0, tracking={"log_every": 2}))
+    return runner.run(plan, storage=str(tmp / "run"))
 
 
 def test_six_settings_run_as_two_packs_and_six_rows(packed):
@@ -148,6 +150,16 @@ def test_each_setting_is_its_own_mlflow_child_run(packed, tmp_path):
 
     local = client.download_artifacts(by_status["FINISHED"][0].info.run_id, "model", str(tmp_path))
     assert mlflow.pytorch.load_model(local)(torch.zeros(4, 2)).shape == (4, 2)
+
+
+def test_log_every_thins_mlflow_but_not_the_results(unpacked):
+    client, _, children = mlflow_runs(unpacked.run_dir)
+    finished = [c for c in children if c.info.status == "FINISHED"]
+    assert len(finished) == 5
+    for child in finished:  # epochs 2 (on the grid) and 3 (the last) of 3
+        assert [m.step for m in client.get_metric_history(child.info.run_id, "loss")] == [2, 3]
+    done = unpacked.report.frame[unpacked.report.frame["status"] == "TERMINATED"]
+    assert list(done["epochs"]) == [3.0] * 5  # results.csv: every epoch
 
 
 def test_packed_results_equal_the_unpacked_sweep(packed, unpacked):
