@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -243,6 +244,19 @@ def test_pareto_front_keeps_only_non_dominated_rows():
     rows = [[0.1, 0.9], [0.2, 0.95], [0.3, 0.8], [0.05, 0.85], [float("nan"), 1.0]]
     assert pareto_mask(rows, ["min", "max"]) == [True, True, False, True, False]
     assert pareto_mask([[1.0, 1.0], [1.0, 1.0]], ["min", "min"]) == [True, True]
+
+
+def test_a_nan_search_metric_reaches_optuna_as_the_worst_value():
+    from ct_sweeps.searchers import worst_for_nan
+
+    nan = float("nan")
+    r = worst_for_nan({"val_implausibility": nan, "val_acc": 0.9}, "val_implausibility", "min")
+    assert r == {"val_implausibility": math.inf, "val_acc": 0.9}
+    r2 = worst_for_nan({"a": nan, "b": nan, "c": 1.0}, ["a", "b", "c"], ["min", "max", "min"])
+    assert r2 == {"a": math.inf, "b": -math.inf, "c": 1.0}
+    study = optuna.create_study(direction="minimize")  # Optuna takes it as a finished trial
+    study.tell(study.ask(), r["val_implausibility"])
+    assert study.trials[0].state == optuna.trial.TrialState.COMPLETE
 
 
 def test_cli_rejects_bad_input_with_exit_2_before_importing_ray(tmp_path):
