@@ -563,9 +563,10 @@ class PackedTrainer:
 
     def _validations(self, ks: list[int]) -> list[dict[str, float]]:
         """The validation metrics of settings ``ks``: one packed search over all of them
-        (:func:`~ct_core.evaluation.packed_validation_metrics`, each setting drawing its points
-        from a generator seeded with its ``evaluation.seed``, as :meth:`_validation` does), or one :meth:`_validation` per setting when
-        :attr:`batch_validation` is false or only one setting is due (nothing to batch)."""
+        (:func:`~ct_core.evaluation.packed_validation_metrics`; each setting draws its points
+        from a generator seeded with its ``evaluation.seed``, as :meth:`_validation` does), or
+        one :meth:`_validation` per setting when :attr:`batch_validation` is false or only one
+        setting is due (nothing to batch)."""
         if not self.batch_validation or len(ks) == 1:
             return [self._validation(k) for k in ks]
         from ct_core.evaluation import packed_validation_metrics
