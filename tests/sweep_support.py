@@ -14,6 +14,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+INTERRUPTIBLE = {
+    "data.n_train": 1000,
+    "train.nce": 300,
+    "generator.T": 20,
+    "train.epochs": 20,
+    "generator.type": "generic",
+    "train.batch_size": 30,
+}
+"""Moons overrides whose 20 epochs take long enough for ``run_then_interrupt`` to stop a
+sweep of 4 settings mid-way (the resume tests, packed and not)."""
+
 
 def run_then_interrupt(sweep: Path, run_dir: Path, address: str) -> tuple[int, str]:
     """Start the sweep on the Ray at ``address``, send SIGINT once its first trial (or pack) has

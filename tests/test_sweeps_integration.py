@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.sweep_support import mlflow_runs, run_then_interrupt
+from tests.sweep_support import INTERRUPTIBLE, mlflow_runs, run_then_interrupt
 
 pytestmark = pytest.mark.integration
 
@@ -220,14 +220,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_runtime
         "interrupt",
         {"algorithm": "grid", "metric": "val_acc", "mode": "max", "max_concurrent": 1},
         {"train.lambda_reg": [0.1, 0.2, 0.3, 0.4]},
-        overrides={
-            "data.n_train": 1000,
-            "train.nce": 300,
-            "generator.T": 20,
-            "train.epochs": 20,
-            "generator.type": "generic",
-            "train.batch_size": 30,
-        },
+        overrides=INTERRUPTIBLE,
         checkpoint_every=2,
     )
     run_dir = tmp_path / "run"
