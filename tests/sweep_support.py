@@ -15,23 +15,24 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 INTERRUPTIBLE = {
-    "data.n_train": 1000,
-    "train.nce": 300,
+    "data.n_train": 3000,
+    "train.nce": 1000,
     "generator.T": 20,
     "train.epochs": 20,
     "generator.type": "generic",
     "train.batch_size": 30,
 }
-"""Moons overrides whose 20 epochs take long enough for ``run_then_interrupt`` to stop a
-sweep of 4 settings mid-way (the resume tests, packed and not)."""
+"""Moons overrides whose 20 epochs take long enough (seconds per setting on a quiet core) for
+``run_then_interrupt`` to stop a sweep of 4 settings mid-way (the resume tests, packed and not)."""
 
 
 def run_then_interrupt(sweep: Path, run_dir: Path, address: str) -> tuple[int, str]:
     """Start the sweep on the Ray at ``address``, send SIGINT once its first trial (or pack) has
     finished, and return the driver's exit code and output.
 
-    A trial counts as finished once its final checkpoint (the one holding the model) exists:
-    Ray's own files, written before the result is reported (MLflow logs asynchronously).
+    A trial counts as finished once the driver has marked its MLflow run FINISHED: that happens
+    after Tune recorded the trial as TERMINATED (the final checkpoint file alone appears before
+    the driver has taken the trial's last result, and a SIGINT then leaves it unfinished).
     """
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "CT_SWEEP_VERBOSE": "0"}
     cmd = [sys.executable, "-m", "ct_sweeps.cli", "run", str(sweep), "--storage", str(run_dir)]
@@ -47,9 +48,10 @@ def run_then_interrupt(sweep: Path, run_dir: Path, address: str) -> tuple[int, s
         deadline = time.monotonic() + 120
         finished = 0
         while time.monotonic() < deadline and driver.poll() is None:
-            finished = len(list((run_dir / "tune").glob("trial_*/checkpoint_*/model*.pt")))
-            if finished >= 1:
-                break
+            if any((run_dir / "tune").glob("trial_*/checkpoint_*/model*.pt")):
+                finished = _finished_runs(run_dir)
+                if finished >= 1:
+                    break
             time.sleep(0.2)
         if driver.poll() is not None:
             pytest.fail(f"the driver exited early ({driver.returncode}):\n{driver.stdout.read()}")
@@ -60,6 +62,24 @@ def run_then_interrupt(sweep: Path, run_dir: Path, address: str) -> tuple[int, s
         if driver.poll() is None:
             driver.kill()
     return driver.returncode, log
+
+
+def _finished_runs(run_dir: Path) -> int:
+    """Child runs the sweep's driver has ended FINISHED in its local MLflow store (0 while the
+    store is not there yet)."""
+    if not (run_dir / "mlflow.db").exists():  # never create it beside the driver
+        return 0
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}")
+    try:
+        runs = client.search_runs(
+            [e.experiment_id for e in client.search_experiments()],
+            filter_string="attributes.status = 'FINISHED' and tags.`mlflow.parentRunId` != ''",
+        )
+    except Exception:
+        return 0
+    return len(runs)
 
 
 def mlflow_runs(run_dir: Path) -> tuple[object, list, list]:
