@@ -14,6 +14,17 @@ default sqlite MLflow store in the run directory). From the run's ``results.csv`
   metrics: ``train.eval_every`` divides the epochs, or it is the last), i.e. one validation pass
   of all N settings.
 
+Where the overhead goes (packed runs: each pack trial reports its start and report wall clocks),
+per trial slot (a worker process, as actors are reused) and averaged over the slots, so that the
+four add up to ``overhead_s``:
+
+* ``before_s``: from the command's start to its first trial's start (Python, Ray, Tune, the
+  worker process; MLflow's set-up runs alongside);
+* ``in_trials_s``: inside the trials but not in epochs (imports and data in a fresh worker,
+  trainer set-up, reports, checkpoints);
+* ``between_s``: between one trial's last report and the next trial's start (Tune);
+* ``after_s``: from the last report to the command's exit (Tune's end, Ray stop, report, MLflow).
+
     .venv/bin/python bench/bench_sweep.py                  # N = 20 (tune_moons, 5 epochs)
     .venv/bin/python bench/bench_sweep.py --case 270 --epochs 2
     .venv/bin/python bench/bench_sweep.py --case 270 --epochs 100 --modes packed   # the target
@@ -26,6 +37,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
+import math
 import os
 import re
 import shutil
@@ -64,6 +77,38 @@ def load(path: Path) -> tuple[int, float, float, float]:
     return len(rows), total("train_seconds"), total("time_total_s"), total("time_eval")
 
 
+def timeline(run_dir: Path, t0: float, wall: float) -> dict[str, float]:
+    """The overhead split per trial slot (see the module docstring); NaN without packs."""
+    slots: dict[object, list[tuple[float, float, float]]] = {}
+    for f in (run_dir / "tune").glob("trial_*/result.json"):
+        lines = [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
+        if not lines or "started" not in lines[0]:
+            return dict.fromkeys(("before_s", "in_trials_s", "between_s", "after_s"), math.nan)
+        # a pack's epoch clock is shared out over its settings' records: their sum
+        epochs = sum(
+            float(r.get("seconds", 0.0))
+            for line in lines
+            for recs in (line.get("settings") or {}).values()
+            for r in recs
+        )
+        start, end = float(lines[0]["started"]), float(lines[-1]["reported"])
+        slots.setdefault(lines[0].get("pid"), []).append((start, end, epochs))
+    before = inside = between = after = 0.0
+    for trials in slots.values():
+        trials.sort()
+        before += trials[0][0] - t0
+        after += t0 + wall - trials[-1][1]
+        inside += sum(end - start - ep for start, end, ep in trials)
+        between += sum(b[0] - a[1] for a, b in zip(trials, trials[1:]))
+    n = max(1, len(slots))
+    return {
+        "before_s": before / n,
+        "in_trials_s": inside / n,
+        "between_s": between / n,
+        "after_s": after / n,
+    }
+
+
 def run_once(sweep: str, sets: list[str], mode: str, cpus: int, keep: bool) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="ct-bench-sweep-"))
     run_dir = tmp / "run"
@@ -73,7 +118,7 @@ def run_once(sweep: str, sets: list[str], mode: str, cpus: int, keep: bool) -> d
         cmd += ["--set", s]
     env = {**os.environ, "CT_SWEEP_VERBOSE": "0", "RAY_AUTH_MODE": "disabled"}
     env.setdefault("CT_DATA_DIR", str((REPO / ".." / "shared" / "data").resolve()))
-    t0 = time.perf_counter()
+    t0, clock = time.perf_counter(), time.time()
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     out = proc.stdout + proc.stderr
@@ -100,6 +145,7 @@ def run_once(sweep: str, sets: list[str], mode: str, cpus: int, keep: bool) -> d
         "overhead_pct": 100 * overhead / wall,
         "per_setting_s": wall / n,
         "mlflow_driver_s": float(m.group(1)) if m else float("nan"),
+        **timeline(run_dir, clock, wall),
     }
     if keep:
         row["run_dir"] = str(run_dir)
@@ -130,6 +176,7 @@ def main() -> None:
         runs = [run_once(sweep, sets, mode, args.num_cpus, args.keep) for _ in range(args.repeats)]
         row = dict(runs[0])
         medians = ("wall_s", "train_s", "trials_s", "eval_last_s", "overhead_s", "overhead_pct")
+        medians += ("before_s", "in_trials_s", "between_s", "after_s", "mlflow_driver_s")
         for k in (*medians, "per_setting_s"):
             row[k] = statistics.median(r[k] for r in runs)
         row.update(case=args.case, epochs=args.epochs, repeats=args.repeats)

@@ -38,85 +38,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ct_core.config import Config, flatten
+from ct_core.config import Config
 from ct_core.constraints import protect_immutable
 from ct_core.data.base import Dataset
 from ct_core.models import _ACTIVATIONS, build_model
 from ct_core.objective import Weights
+from ct_core.packability import can_pack, check_packable, generator_family, pack_key
 from ct_core.packed_search import PackedSearchSpec, packed_search, stacked_forward
-from ct_core.training import CHECKPOINT_VERSION, _optimizer, resolve_device
+from ct_core.training import CHECKPOINT_VERSION, resolve_device
 
 __all__ = ["PackedTrainer", "can_pack", "check_packable", "generator_family", "pack_key"]
-
-# Fields every setting of a pack must share (dotted paths; a trailing "." means a whole section).
-SHARED_FIELDS = (
-    "data.",
-    "model.",
-    "train.epochs",
-    "train.batch_size",
-    "train.lr",
-    "train.optimizer",
-    "train.shuffle",
-    "train.device",
-    "train.epsilon_norm",
-)
-
-
-# REVISE settings also share the VAE, which the data section and these fields determine
-# (ct_core.generators.make_generator -> cached_vae).
-VAE_FIELDS = ("generator.vae_latent", "generator.vae_hidden", "generator.vae_epochs")
-
-
-def can_pack(cfg: Config) -> bool:
-    """Whether ``cfg`` can join a pack: an MLP or linear model and unshuffled batches (any
-    generator: Generic/ECCo search in feature space, REVISE in the latent space of a VAE)."""
-    return cfg.model.type in ("linear", "mlp") and not cfg.train.shuffle
-
-
-def generator_family(cfg: Config) -> str:
-    """``"latent"`` for REVISE (search through the VAE), ``"feature"`` for Generic/ECCo."""
-    return "latent" if cfg.generator.type == "revise" else "feature"
-
-
-def pack_key(cfg: Config) -> tuple[tuple[str, Any], ...]:
-    """The values settings of one pack must share; group configs by it to form packs."""
-    flat = flatten(cfg.to_dict())
-    family = generator_family(cfg)
-    shared = SHARED_FIELDS + (VAE_FIELDS if family == "latent" else ())
-    items: list[tuple[str, Any]] = [("generator.family", family)]
-    for key in sorted(flat):
-        if any(key.startswith(f) if f.endswith(".") else key == f for f in shared):
-            v = flat[key]
-            items.append((key, tuple(v) if isinstance(v, list) else v))
-    return tuple(items)
-
-
-def check_packable(cfgs: Sequence[Config]) -> None:
-    """Raise ``ValueError`` naming the field when ``cfgs`` cannot be trained as one pack."""
-    if not cfgs:
-        raise ValueError("a pack needs at least one configuration")
-    for i, c in enumerate(cfgs):
-        if not can_pack(c):
-            why = (
-                f"model.type {c.model.type!r} (packs need 'linear' or 'mlp')"
-                if c.model.type not in ("linear", "mlp")
-                else "train.shuffle true (packs need shuffle: false)"
-            )
-            raise ValueError(f"setting {i} cannot be packed: {why}")
-    ref = dict(pack_key(cfgs[0]))
-    for i, c in enumerate(cfgs[1:], start=1):
-        for key, v in pack_key(c):
-            if ref.get(key) != v:
-                if key == "generator.family":
-                    raise ValueError(
-                        f"settings 0 and {i} cannot share a pack: generator.type "
-                        f"{cfgs[0].generator.type!r} vs {c.generator.type!r} (REVISE searches "
-                        "in a latent space and packs only with REVISE)"
-                    )
-                raise ValueError(
-                    f"settings 0 and {i} cannot share a pack: {key} differs "
-                    f"({ref.get(key)!r} vs {v!r})"
-                )
 
 
 class _StackedOptimizer:
@@ -202,10 +133,12 @@ class _StackedOptimizer:
     def _columns(self, t: Tensor, k: int) -> list[Tensor]:
         return [c.detach().cpu().clone() for c in t[k].split(self.sizes)]
 
-    def export(self, k: int, template: dict[str, Any], shapes: Sequence[torch.Size]) -> dict:
-        """Row ``k``'s state in ``torch.optim`` ``state_dict`` form (``template``: an empty
-        optimiser's state dict, for the param groups)."""
-        out: dict[str, Any] = {"state": {}, "param_groups": template["param_groups"]}
+    def export(self, k: int, shapes: Sequence[torch.Size]) -> dict:
+        """Row ``k``'s state in ``torch.optim`` ``state_dict`` form without ``param_groups``
+        (they follow from the setting's config; :meth:`Trainer.load_state_dict` takes them from
+        its own optimiser). Building a ``torch.optim`` optimiser for them would import
+        ``torch._dynamo`` in every worker, about 1.5 s, at a pack's first checkpoint."""
+        out: dict[str, Any] = {"state": {}}
         steps = float(self.step_count[k])
         if self.exp_avg is None or self.exp_avg_sq is None or steps == 0:
             return out
@@ -345,17 +278,15 @@ class PackedTrainer:
         return {n: c.view(s).clone() for n, c, s in zip(self._names, cols, self._shapes)}
 
     def state_dicts(self) -> list[dict[str, Any]]:
-        """K checkpoints in :meth:`Trainer.state_dict` format (a failed one carries ``failed``)."""
+        """K checkpoints in :meth:`Trainer.state_dict` format (a failed one carries ``failed``;
+        the optimiser state has no ``param_groups``, see :meth:`_StackedOptimizer.export`)."""
         out = []
-        d = self.data
         for k, c in enumerate(self.cfgs):
-            m = build_model(c.model, d.n_features, d.n_classes, generator=torch.Generator())
-            template = _optimizer(c, m).state_dict()
             sd: dict[str, Any] = {
                 "version": CHECKPOINT_VERSION,
                 "epoch": self.epoch,
                 "model": self._model_state(k),
-                "optimizer": self.optimizer.export(k, template, self._shapes),
+                "optimizer": self.optimizer.export(k, self._shapes),
                 "rng": self.rngs[k].get_state(),
                 "history": [dict(r) for r in self.histories[k]],
                 "config": c.to_dict(),

@@ -158,7 +158,10 @@ class Trainer:
         if state.get("version") != CHECKPOINT_VERSION:
             raise ValueError(f"unsupported checkpoint version {state.get('version')!r}")
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        opt = dict(state["optimizer"])
+        # a pack's checkpoint (ct_core.pack) leaves out the param groups: they follow from cfg
+        opt.setdefault("param_groups", self.optimizer.state_dict()["param_groups"])
+        self.optimizer.load_state_dict(opt)
         self.rng.set_state(state["rng"])
         self.epoch = int(state["epoch"])
         self.history = [dict(r) for r in state["history"]]

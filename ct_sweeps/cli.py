@@ -383,5 +383,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+def entry() -> None:
+    """The ``ct-sweep`` console script: :func:`main`, then a quick exit.
+
+    When a command returns, its output is written, Ray is stopped and the MLflow logging thread
+    has finished; what is left is the interpreter tearing down torch, MLflow, Ray and pandas,
+    1.5 to 2.5 s on a 2-core machine (bench/README.md). ``os._exit`` skips it, after flushing
+    the output streams and the logging handlers. :func:`main` itself returns normally."""
+    code = main()
+    try:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -18,6 +18,9 @@ DEFAULTS: dict[str, str] = {
     # validation-set counterfactual metrics arrive every k-th epoch only (train.eval_every);
     # the trainable carries the last value forward, Tune must not reject the epochs before it.
     "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
+    # results go to result.json (runner adds Tune's JSON logger) and MLflow; Tune's default CSV
+    # and TensorBoard loggers cost the driver CPU on every result (a pack's report is large)
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
     # an unreachable tracking server should cost seconds, not minutes of retries (the driver
     # skips MLflow for a while after a failure; `ct-sweep sync-mlflow` backfills later)
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",

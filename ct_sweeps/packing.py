@@ -124,7 +124,7 @@ def make_packs(
     filled greedily by estimated cost (:func:`setting_cost`, most expensive first, each into the cheapest pack),
     so that packs take similar time whatever the order of the grid axes.
     """
-    from ct_core.pack import can_pack, pack_key
+    from ct_core.packability import can_pack, pack_key
 
     groups: dict[Any, list[tuple[int, float]]] = {}
     alone: list[list[int]] = []
@@ -254,9 +254,11 @@ def pack_trainable(config: dict[str, Any], spec: PackSpec) -> None:
     from ray.tune import Checkpoint
 
     from ct_core.models import save_model
-    from ct_core.pack import PackedTrainer, can_pack
+    from ct_core.pack import PackedTrainer
+    from ct_core.packability import can_pack
     from ct_sweeps.trainable import _dataset, _trial_cpus, _trial_storage_dir, restore_state
 
+    started = time.time()
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     settings = spec.packs[int(config["pack"])]
     cpus = _trial_cpus()
@@ -286,6 +288,8 @@ def pack_trainable(config: dict[str, Any], spec: PackSpec) -> None:
         # costs more than a pack's epoch on a busy machine
         result: dict[str, Any] = {"epoch": float(epoch), "settings": pending}
         result["settings_alive"] = float(alive())
+        # wall clock of the trial's start and of this report (bench/bench_sweep.py's timeline)
+        result.update(started=started, reported=time.time())
         if spec.metric:
             live = [v for k, v in last.items() if trainer.failed[k] is None]
             result[spec.metric] = _best(live, spec.mode)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,7 @@ __all__ = [
 ]
 
 RUN_FILE = "run.json"
+_INFO_LOCK = threading.Lock()
 SWEEP_FILE = "sweep.yaml"
 RESULTS_FILE = "results.csv"
 BEST_FILE = "best_config.yaml"
@@ -75,8 +78,13 @@ class RunDir:
         space = parse_space(sweep.space, sweep.search.algorithm)
         return cls(p, info, sweep, dict(sweep.base), space)
 
-    def save_info(self) -> None:
-        (self.path / RUN_FILE).write_text(json.dumps(self.info, indent=2))
+    def save_info(self, **updates: Any) -> None:
+        """Update ``run.json`` (atomically; the driver's MLflow set-up thread writes it too)."""
+        with _INFO_LOCK:
+            self.info.update(updates)
+            tmp = self.path / f".{RUN_FILE}.tmp"
+            tmp.write_text(json.dumps(self.info, indent=2))
+            os.replace(tmp, self.path / RUN_FILE)
 
 
 @dataclass

@@ -11,11 +11,14 @@ interrupted sweep with ``Tuner.restore`` (finished trials are not rerun).
 from __future__ import annotations
 
 import datetime as _dt
+import importlib
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,7 +145,15 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     elif os.environ.get("RAY_ADDRESS"):
         ray.init(**kw)
     else:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kw)
+        # Tune's trial actors carry a runtime env (its env vars), so they never land on the
+        # idle workers Ray prestarts for the driver: those would only cost start-up CPU
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            _system_config={"prestart_worker_first_driver": False},
+            **kw,
+        )
     return True
 
 
@@ -229,8 +240,7 @@ def _plan_packs(p: Plan, run: RunDir) -> list[list[dict[str, Any]]]:
             settings, p.base, p.space, s.pack, _slots(p), gpu=p.sweep.resources.gpu > 0
         )
         save_packs(path, settings, packs)
-        run.info.update(packed=True, n_packs=len(packs))
-        run.save_info()
+        run.save_info(packed=True, n_packs=len(packs))
         log.info("%d settings in %d packs", len(settings), len(packs))
     return load_packs(path)
 
@@ -281,43 +291,85 @@ def build_tuner(p: Plan, run: RunDir, callbacks: list[Any], packs: Any = None) -
 # Tracking set-up
 
 
-def _tracking(p: Plan, run: RunDir, tracking_uri: str | None, packs: Any = None) -> list[Any]:
-    """Create the experiment and the parent run; return the Tune callbacks."""
-    from ct_sweeps.tracking import MlflowSweepCallback, Tracker, resolve_tracking_uri
+@dataclass
+class TrackingSetup:
+    """The sweep's MLflow experiment and parent run, made on a background thread while Ray
+    starts (importing MLflow and creating a sqlite store take seconds); the callback's logging
+    thread waits for it, Tune and the trials do not."""
+
+    uri: str
+    future: Future | None = None
+    """Resolves to ``(experiment_id, parent_run_id)``, or ``None`` if MLflow was not reachable."""
+    seconds: float = 0.0
+    """Time the set-up spent in MLflow calls."""
+
+
+def _start_tracking(p: Plan, run: RunDir, tracking_uri: str | None) -> TrackingSetup | None:
+    """Start creating the experiment and parent run (``None``: tracking is off)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ct_sweeps.tracking import resolve_tracking_uri
 
     t = p.sweep.tracking
     if not t.enabled:
-        return []
+        return None
+    uri = run.info.get("tracking_uri") or resolve_tracking_uri(tracking_uri, t.uri, run.path)
+    run.save_info(tracking_uri=uri)
+    setup = TrackingSetup(uri)
+    pool = ThreadPoolExecutor(1, thread_name_prefix="ct-mlflow-setup")
+    setup.future = pool.submit(_make_parent, p, run, setup)
+    pool.shutdown(wait=False)
+    return setup
+
+
+def _make_parent(p: Plan, run: RunDir, setup: TrackingSetup) -> tuple[str, str] | None:
+    from ct_sweeps.tracking import Tracker
+
     info = run.info
-    uri = info.get("tracking_uri") or resolve_tracking_uri(tracking_uri, t.uri, run.path)
-    info["tracking_uri"] = uri
-    tracker = Tracker(uri)
-    if not info.get("experiment_id"):
-        name = t.experiment or p.sweep.name
-        local = uri.startswith("sqlite:") or "://" not in uri
-        art = (run.path / "mlartifacts").as_uri() if local else None
-        info["experiment_name"] = name
-        info["experiment_id"] = tracker.experiment(name, art)
-    if info.get("experiment_id") and not info.get("parent_run_id"):
-        parent = tracker.call(
-            "create parent run",
-            "create_run",
-            info["experiment_id"],
-            run_name=run.path.name,
-            tags={"ct.sweep": p.sweep.name, "ct.run_dir": str(run.path)},
-        )
-        if parent is not None:
-            info["parent_run_id"] = parent.info.run_id
-            _log_parent_inputs(tracker, parent.info.run_id, p, run)
-    run.save_info()
+    tracker = Tracker(setup.uri)
+    uri = setup.uri
+    try:
+        if not info.get("experiment_id"):
+            name = p.sweep.tracking.experiment or p.sweep.name
+            local = uri.startswith("sqlite:") or "://" not in uri
+            art = (run.path / "mlartifacts").as_uri() if local else None
+            run.save_info(experiment_name=name, experiment_id=tracker.experiment(name, art))
+        if info.get("experiment_id") and not info.get("parent_run_id"):
+            parent = tracker.call(
+                "create parent run",
+                "create_run",
+                info["experiment_id"],
+                run_name=run.path.name,
+                tags={"ct.sweep": p.sweep.name, "ct.run_dir": str(run.path)},
+            )
+            if parent is not None:
+                run.save_info(parent_run_id=parent.info.run_id)
+                _log_parent_inputs(tracker, parent.info.run_id, p, run)
+    finally:
+        setup.seconds = tracker.seconds
     if not info.get("parent_run_id"):
         log.warning("MLflow is not reachable; run `ct-sweep sync-mlflow %s` later", run.path)
-        return []
-    return [
+        return None
+    return info["experiment_id"], info["parent_run_id"]
+
+
+def _tracking(p: Plan, run: RunDir, setup: TrackingSetup | None, packs: Any = None) -> list[Any]:
+    """The Tune callbacks: ``result.json`` per trial, and MLflow when tracking is on."""
+    from ray.tune.logger import JsonLoggerCallback
+
+    from ct_sweeps.tracking import MlflowSweepCallback
+
+    # only result.json (reports and resume read it): Tune's default CSV and TensorBoard
+    # loggers (switched off in ct_sweeps.env) cost the driver CPU on every result
+    callbacks: list[Any] = [JsonLoggerCallback()]
+    if setup is None:
+        return callbacks
+    t = p.sweep.tracking
+    callbacks.append(
         MlflowSweepCallback(
-            uri,
-            info["experiment_id"],
-            info["parent_run_id"],
+            setup.uri,
+            None,
+            None,
             p.spec(),
             p.sweep.name,
             cpus=p.sweep.resources.cpu,
@@ -327,8 +379,11 @@ def _tracking(p: Plan, run: RunDir, tracking_uri: str | None, packs: Any = None)
             metric=p.sweep.search.metrics[0],
             mode=p.sweep.search.modes[0],
             log_every=t.log_every,
+            ready=setup.future,
+            run_path=run.path,
         )
-    ]
+    )
+    return callbacks
 
 
 def _log_parent_inputs(tracker: Any, run_id: str, p: Plan, run: RunDir) -> None:
@@ -433,32 +488,59 @@ def _fit(
     address: str | None,
     num_cpus: int | None,
     reconcile: bool = False,
+    setup: Any = None,
 ) -> Outcome:
     """Fit, then write the report and end the parent run. With ``reconcile`` (a resumed
     sweep), or when epochs missing from Ray's results had to be recovered from checkpoints,
     MLflow is first brought in line with the results as ``ct-sweep sync-mlflow`` does: a
     driver killed mid-sweep can leave runs RUNNING or epochs unlogged that the restored
-    callbacks never see again (a trial that finished just before the kill)."""
+    callbacks never see again (a trial that finished just before the kill).
+
+    ``setup`` (called first) starts what can run while Ray starts and the trials set up (the
+    MLflow experiment and parent run); ``tuner_factory(started)`` gets what it returned. The
+    MLflow logging thread finishes its work while Ray stops and the report is written.
+    ``timings`` holds the durations of these steps in seconds."""
     import ray
 
     t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def lap(name: str, since: float) -> float:
+        now = time.perf_counter()
+        timings[name] = round(now - since, 3)
+        return now
+
+    started_setup = setup() if setup is not None else None
+    # import Tune (about a second) while Ray starts, which is mostly waiting on its processes
+    threading.Thread(target=importlib.import_module, args=("ray.tune",), daemon=True).start()
     started = ensure_ray(address, num_cpus)
-    timings = {"ray_start": time.perf_counter() - t0}
+    t1 = lap("ray_start", t0)
+    tuner = None
     try:
-        t1 = time.perf_counter()
-        tuner = tuner_factory()
+        tuner = tuner_factory(started_setup)
+        t2 = lap("tuner_setup", t1)
         tuner.fit()
-        timings["fit"] = time.perf_counter() - t1
-    finally:
-        t2 = time.perf_counter()
+        t3 = lap("fit", t2)
+    except BaseException:
         if started:
             ray.shutdown()
-        timings["ray_stop"] = time.perf_counter() - t2
-    trackers = _trackers(tuner)
-    timings["mlflow_in_fit"] = sum(t.seconds for t in trackers)
-    t3 = time.perf_counter()
+        raise
+    # Ray stops (a second or so, mostly waiting for its processes to exit) while the report is
+    # written and the MLflow logging thread finishes
+    ray_stopped = _in_background(ray.shutdown, "ct-ray-stop") if started else None
+    mlflow_s = 0.0
+    if isinstance(started_setup, TrackingSetup) and started_setup.future is not None:
+        started_setup.future.result()  # the parent run exists (or MLflow is down)
+        mlflow_s = started_setup.seconds
     records = collect(run)
     report = write_report(run, records=records)
+    t4 = lap("report", t3)
+    trackers = _trackers(tuner)
+    t5 = lap("mlflow_drain", t4)
+    if ray_stopped is not None:
+        timings["ray_stop"] = round(ray_stopped(), 3)
+        t5 = lap("ray_stop_wait", t5)
+    timings["mlflow_in_fit"] = round(mlflow_s + sum(t.seconds for t in trackers), 3)
     finished, errors, interrupted = _count(report.frame, p.n_trials)
     recovered = sum(r.recovered for r in records)
     if recovered:
@@ -467,10 +549,12 @@ def _fit(
         )
     if (reconcile or recovered) and run.info.get("parent_run_id"):
         _reconcile(run, records)
-        timings["mlflow_reconcile"] = time.perf_counter() - t3
+        t5 = lap("mlflow_reconcile", t5)
     status = "KILLED" if interrupted else ("FAILED" if errors and not finished else "FINISHED")
     _log_parent_outputs(run, report, status)
-    timings["report"] = time.perf_counter() - t3
+    lap("mlflow_parent", t5)
+    seconds = time.perf_counter() - t0
+    run.save_info(timings={**timings, "total": round(seconds, 3)})
     return Outcome(
         run.path,
         report,
@@ -479,10 +563,31 @@ def _fit(
         finished,
         errors,
         run.info.get("tracking_uri"),
-        time.perf_counter() - t0,
+        seconds,
         tracking_ok=bool(run.info.get("parent_run_id")) and not any(t.failures for t in trackers),
         timings=timings,
     )
+
+
+def _in_background(fn: Any, name: str) -> Any:
+    """Start ``fn()`` on a thread; the returned function waits for it and gives its seconds."""
+    took: list[float] = []
+
+    def target() -> None:
+        t = time.perf_counter()
+        try:
+            fn()
+        finally:
+            took.append(time.perf_counter() - t)
+
+    thread = threading.Thread(target=target, name=name)
+    thread.start()
+
+    def wait() -> float:
+        thread.join()
+        return took[0] if took else 0.0
+
+    return wait
 
 
 def _reconcile(run: RunDir, records: list[Any]) -> None:
@@ -532,13 +637,16 @@ def run(
     set_defaults(address)
     run_dir = _new_run_dir(p, storage)
 
-    def factory() -> Any:
+    def factory(setup: TrackingSetup | None) -> Any:
         # packs train with ct_core.pack; a stand-in trainer (CT_SWEEPS_TRAINER) runs unpacked
         packed = p.sweep.search.packs and TRAINER == "ct_core.training:Trainer"
         packs = _plan_packs(p, run_dir) if packed else None
-        return build_tuner(p, run_dir, _tracking(p, run_dir, tracking_uri, packs), packs)
+        return build_tuner(p, run_dir, _tracking(p, run_dir, setup, packs), packs)
 
-    return _fit(p, run_dir, factory, address, num_cpus)
+    def setup() -> TrackingSetup | None:
+        return _start_tracking(p, run_dir, tracking_uri)
+
+    return _fit(p, run_dir, factory, address, num_cpus, setup=setup)
 
 
 def resume(
@@ -554,7 +662,7 @@ def resume(
     run_dir = RunDir.load(run_path)
     p = plan_from(run_dir.sweep, run_dir.base)
 
-    def factory() -> Any:
+    def factory(_: Any) -> Any:
         from ray import tune
 
         exp = str(run_dir.experiment_path)

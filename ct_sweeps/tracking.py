@@ -10,12 +10,14 @@ that backfilling is idempotent.
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import math
 import queue
 import threading
 import time
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +209,18 @@ class Tracker:
         return ok
 
 
+def _run_info(run_path: str | None) -> dict[str, Any]:
+    """A run directory's ``run.json`` (empty if there is none)."""
+    from ct_sweeps.report import RUN_FILE
+
+    if not run_path:
+        return {}
+    try:
+        return json.loads((Path(run_path) / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def _param_str(v: Any) -> str:
     s = str(v)
     return s if len(s) <= 6000 else s[:5997] + "..."
@@ -276,6 +290,23 @@ def log_model(
     tracker.seconds += time.perf_counter() - t0
 
 
+def warm_model_logging() -> None:
+    """Save a throwaway MLflow PyTorch model, so that the first real one is fast."""
+    import tempfile
+
+    import mlflow.pytorch
+    import numpy as np
+    import torch
+
+    with tempfile.TemporaryDirectory(prefix="ct-mlflow-warm-") as d:
+        mlflow.pytorch.save_model(
+            torch.nn.Linear(2, 2),
+            str(Path(d) / "model"),
+            input_example=np.zeros((2, 2), dtype=np.float32),
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+        )
+
+
 CLOCK_NAMES = {
     "seconds": "train_seconds",
     "time_search": "time_search_total",
@@ -317,8 +348,8 @@ class MlflowSweepCallback(Callback):
     def __init__(
         self,
         uri: str,
-        experiment_id: str,
-        parent_run_id: str,
+        experiment_id: str | None,
+        parent_run_id: str | None,
         spec: TrialSpec,
         sweep_name: str,
         cpus: float = 1.0,
@@ -330,6 +361,8 @@ class MlflowSweepCallback(Callback):
         metric: str | None = None,
         mode: str = "max",
         log_every: int = 1,
+        ready: Future | None = None,
+        run_path: str | Path | None = None,
     ):
         self.uri = uri
         self.experiment_id = experiment_id
@@ -361,12 +394,41 @@ class MlflowSweepCallback(Callback):
         self._queue: queue.Queue | None = None
         self._thread: threading.Thread | None = None
         self._lock: threading.Lock | None = None
+        self._ready = ready
+        """The parent run being made (``runner._start_tracking``); resolves to the ids."""
+        self.run_path = str(run_path) if run_path is not None else None
+        self._off = False
+        """MLflow was not reachable when the sweep started: nothing is logged."""
+        self._warm = False
+        self._known: dict[str, Any] | None = None
+        """The experiment's child runs of this parent when the first child was needed."""
 
     def __getstate__(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d.update(_tracker=None, _buffer={}, _added={}, _held={}, _queue=None, _thread=None)
-        d.update(_lock=None)
+        if self.parent_run_id is None and self._ready is not None and self._ready.done():
+            ids = self._ready.result()
+            if ids:
+                d.update(experiment_id=ids[0], parent_run_id=ids[1])
+        d.update(_lock=None, _ready=None, _known=None)
         return d
+
+    def _ids(self) -> bool:
+        """Whether the experiment and parent run are known: waits for the set-up thread, or
+        (a callback restored from an experiment snapshot taken before it was done) reads them
+        from ``run.json``."""
+        if self.parent_run_id is None and not self._off:
+            if self._ready is not None:
+                ids = self._ready.result()
+                self._ready = None
+            else:
+                info = _run_info(self.run_path)
+                ids = (info.get("experiment_id"), info.get("parent_run_id"))
+                ids = ids if all(ids) else None
+            if ids:
+                self.experiment_id, self.parent_run_id = ids
+            self._off = not ids
+        return not self._off
 
     @property
     def tracker(self) -> Tracker:
@@ -392,8 +454,11 @@ class MlflowSweepCallback(Callback):
         while True:
             fn, args = self._queue.get()
             try:
-                with self._lock:
-                    fn(*args)
+                # outside the lock: waiting for the set-up thread must not block get_state,
+                # which Tune's event loop calls for its experiment snapshots
+                if self._ids():
+                    with self._lock:
+                        fn(*args)
             except Exception as e:  # never let a logging bug stop the sweep
                 log.warning("MLflow logging failed (%s: %s)", type(e).__name__, e)
             finally:
@@ -448,6 +513,11 @@ class MlflowSweepCallback(Callback):
         units = self._units(trial)
         paths = {u.id: final_model_path(trial, u.k) for u in units}
         self._submit(self._finish, trial.trial_id, units, "", paths)
+        if self.models and self.models < self.n_settings and not self._warm:
+            # the best settings' MLflow models are logged after the last trial: the first
+            # save_model in a process takes ~2 s (torch.export's lazy imports); pay it now
+            self._warm = True
+            self._submit(warm_model_logging)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         units = self._units(trial)
@@ -456,8 +526,8 @@ class MlflowSweepCallback(Callback):
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         for t in trials:
             self._submit(self._flush, t.trial_id, self._units(t))
+        # not drained here: Ray stops and the report is written meanwhile (runner._fit)
         self._submit(self._log_best_models)
-        self.drain()
 
     # -- the logging thread
     def _start(self, units: list[_Unit]) -> None:
@@ -521,7 +591,9 @@ class MlflowSweepCallback(Callback):
         if u.id in self.children:
             return self.children[u.id]
         tr = self.tracker
-        existing = tr.find_child(self.experiment_id, u.id)
+        if self._known is None:  # once: the runs a restored sweep's earlier driver made
+            self._known = tr.children(self.experiment_id, self.parent_run_id)
+        existing = (self._known or {}).get(u.id)
         if existing is not None:
             self.children[u.id] = existing.info.run_id
             self.steps[u.id] = int(float(existing.data.tags.get(STEP_TAG, 0)))

@@ -87,6 +87,22 @@ def test_grid_of_4_finishes_with_results_and_best_config(grid_run):
     assert (out.run_dir / "sweep.yaml").exists()
 
 
+def test_trials_keep_result_json_only_and_the_run_records_where_the_time_went(grid_run):
+    # Tune's CSV and TensorBoard loggers are off (driver CPU on every result); result.json,
+    # which reports and resume read, is kept
+    trial_dirs = sorted((grid_run.run_dir / "tune").glob("trial_*"))
+    assert len(trial_dirs) == 4
+    for d in trial_dirs:
+        assert (d / "result.json").stat().st_size > 0
+        assert not (d / "progress.csv").exists()
+        assert not list(d.glob("events.out.tfevents*"))
+    timings = _read_json(grid_run.run_dir / "run.json")["timings"]
+    # (no ray_stop: the sweep joined the tests' Ray runtime, so it does not stop it)
+    for step in ("ray_start", "tuner_setup", "fit", "report", "total"):
+        assert timings[step] >= 0, step
+    assert timings["fit"] < timings["total"]
+
+
 def test_grid_is_tracked_as_one_parent_and_4_children(grid_run, tmp_path):
     client, parents, children = mlflow_runs(grid_run.run_dir)
     assert len(parents) == 1 and len(children) == 4
@@ -136,6 +152,44 @@ def test_sync_mlflow_backfills_a_deleted_child_run_idempotently(grid_run):
     client, _, again = mlflow_runs(grid_run.run_dir)
     assert len(again) == 4
     assert len(client.get_metric_history(back.info.run_id, "val_acc")) == 3
+
+
+def test_a_tracking_server_down_from_the_start_loses_nothing(ray_runtime, tmp_path):
+    """The MLflow set-up runs beside Ray's start; when the server cannot be reached the sweep
+    still trains every setting, says so, and `sync-mlflow` later puts everything in a store."""
+    import socket
+
+    from ct_sweeps import runner
+    from ct_sweeps.cli import main
+
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = sweep_file(
+        tmp_path,
+        "down",
+        {"algorithm": "grid", "metric": "val_acc", "mode": "max"},
+        {"train.objective": ["full", "vanilla"]},
+        tracking={"uri": f"http://127.0.0.1:{port}"},
+    )
+    out = runner.run(runner.plan(path), storage=str(tmp_path / "run"))
+    assert (out.n_finished, out.n_errors) == (2, 0)
+    assert not out.tracking_ok
+    assert "parent_run_id" not in _read_json(out.run_dir / "run.json")
+
+    store = f"sqlite:///{tmp_path / 'later.db'}"
+    assert main(["sync-mlflow", str(out.run_dir), "--tracking-uri", store]) == 0
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=store)
+    exp = client.get_experiment_by_name("down")
+    runs = client.search_runs([exp.experiment_id])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(runs) == 3 and len(children) == 2
+    for child in children:
+        assert child.info.status == "FINISHED"
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")]
+        assert sorted(steps) == [1, 2, 3]
 
 
 def test_optuna_tpe_sweep_of_6_trials(ray_runtime, tmp_path):

@@ -105,7 +105,11 @@ def _read_adult(path: str) -> pd.DataFrame:
 
 def _present(levels: dict[str, list[str]], df: pd.DataFrame) -> dict[str, list[str]]:
     """Keep only levels that occur (MLJ's pool after coercing the label-encoded columns)."""
-    return {c: [v for v in lv if v in set(df[c])] for c, lv in levels.items()}
+    out = {}
+    for c, lv in levels.items():
+        seen = set(df[c].unique())  # once per column, not once per level
+        out[c] = [v for v in lv if v in seen]
+    return out
 
 
 TABULAR: dict[str, TabularSpec] = {
