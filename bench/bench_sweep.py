@@ -25,6 +25,10 @@ four add up to ``overhead_s``:
 * ``between_s``: between one trial's last report and the next trial's start (Tune);
 * ``after_s``: from the last report to the command's exit (Tune's end, Ray stop, report, MLflow).
 
+``driver_cpu_s`` is the CPU time of the ``ct-sweep`` process itself (all its threads: Tune's
+event loop, MLflow logging, the report). On a 2-core machine it competes with the trials, so most
+of it is not in ``overhead_s`` but in slower epochs (``train_s``).
+
     .venv/bin/python bench/bench_sweep.py                  # N = 20 (tune_moons, 5 epochs)
     .venv/bin/python bench/bench_sweep.py --case 270 --epochs 2
     .venv/bin/python bench/bench_sweep.py --case 270 --epochs 100 --modes packed   # the target
@@ -146,6 +150,9 @@ def run_once(sweep: str, sets: list[str], mode: str, cpus: int, keep: bool) -> d
         "per_setting_s": wall / n,
         "mlflow_driver_s": float(m.group(1)) if m else float("nan"),
         **timeline(run_dir, clock, wall),
+        "driver_cpu_s": json.loads((run_dir / "run.json").read_text())
+        .get("timings", {})
+        .get("driver_cpu", math.nan),
     }
     if keep:
         row["run_dir"] = str(run_dir)
@@ -177,6 +184,7 @@ def main() -> None:
         row = dict(runs[0])
         medians = ("wall_s", "train_s", "trials_s", "eval_last_s", "overhead_s", "overhead_pct")
         medians += ("before_s", "in_trials_s", "between_s", "after_s", "mlflow_driver_s")
+        medians += ("driver_cpu_s",)
         for k in (*medians, "per_setting_s"):
             row[k] = statistics.median(r[k] for r in runs)
         row.update(case=args.case, epochs=args.epochs, repeats=args.repeats)
