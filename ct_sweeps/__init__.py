@@ -11,6 +11,7 @@ from the driver.
 ``packing.py``     packs: K settings of a grid/random sweep per trial (``ct_core.pack``), planned
                    up front (``search.pack``), each setting still its own row and MLflow run
 ``tracking.py``    MLflow: parent run per sweep, child run per trial, ``sync-mlflow`` backfill
+``callbacks.py``   the driver's other Tune callback (prepares the report's plotting)
 ``runner.py``      plan (no Ray), run (Tuner: search alg, ASHA, resources, failures), resume
 ``report.py``      results table, ``best_config.yaml``, Pareto front, plots
 ``cli.py``         ``ct-sweep run | resume | report | sync-mlflow``
@@ -18,7 +19,8 @@ from the driver.
 =================  ==============================================================================
 
 A run directory (``./ct_runs/<name>-<timestamp>`` or ``--storage``) holds ``sweep.yaml`` (the
-sweep with its base inlined), ``run.json`` (tracking URI, experiment and parent-run ids),
+sweep with its base inlined), ``run.json`` (tracking URI, experiment and parent-run ids,
+``timings``: where the driver's time went),
 ``tune/`` (Ray's experiment: one ``trial_<id>/`` with ``result.json`` and checkpoints per
 trial), ``packs.json`` (packed sweeps: the settings of each pack trial), ``results.csv`` (one row
 per setting: id, status, error, swept parameters, final metrics; ``pack`` names the pack trial

@@ -321,10 +321,16 @@ def pareto_mask(values: Sequence[Sequence[float]], modes: Sequence[str]) -> list
     return mask
 
 
-def _plots(df: Any, run: RunDir, metrics: Sequence[str], modes: Sequence[str]) -> list[Path]:
+def prepare_plots() -> None:
+    """Import matplotlib (Agg) for the plots; the sweep calls it while trials still run."""
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+
+
+def _plots(df: Any, run: RunDir, metrics: Sequence[str], modes: Sequence[str]) -> list[Path]:
+    prepare_plots()
     import matplotlib.pyplot as plt
 
     out_dir = run.path / "plots"

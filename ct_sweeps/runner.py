@@ -323,8 +323,9 @@ def _start_tracking(p: Plan, run: RunDir, tracking_uri: str | None) -> TrackingS
 
 
 def _make_parent(p: Plan, run: RunDir, setup: TrackingSetup) -> tuple[str, str] | None:
-    from ct_sweeps.tracking import Tracker
+    from ct_sweeps.tracking import Tracker, new_sqlite_store
 
+    new_sqlite_store(setup.uri)
     info = run.info
     tracker = Tracker(setup.uri)
     uri = setup.uri
@@ -357,11 +358,12 @@ def _tracking(p: Plan, run: RunDir, setup: TrackingSetup | None, packs: Any = No
     """The Tune callbacks: ``result.json`` per trial, and MLflow when tracking is on."""
     from ray.tune.logger import JsonLoggerCallback
 
+    from ct_sweeps.callbacks import PrepareReport
     from ct_sweeps.tracking import MlflowSweepCallback
 
     # only result.json (reports and resume read it): Tune's default CSV and TensorBoard
     # loggers (switched off in ct_sweeps.env) cost the driver CPU on every result
-    callbacks: list[Any] = [JsonLoggerCallback()]
+    callbacks: list[Any] = [JsonLoggerCallback(), PrepareReport()]
     if setup is None:
         return callbacks
     t = p.sweep.tracking
