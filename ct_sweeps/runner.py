@@ -323,6 +323,19 @@ def _start_tracking(p: Plan, run: RunDir, tracking_uri: str | None) -> TrackingS
 
 
 def _make_parent(p: Plan, run: RunDir, setup: TrackingSetup) -> tuple[str, str] | None:
+    try:
+        return _parent_run(p, run, setup)
+    except Exception as e:  # never the sweep's end: its results do not depend on MLflow
+        log.warning(
+            "MLflow set-up failed (%s: %s); run `ct-sweep sync-mlflow %s` later",
+            type(e).__name__,
+            e,
+            run.path,
+        )
+        return None
+
+
+def _parent_run(p: Plan, run: RunDir, setup: TrackingSetup) -> tuple[str, str] | None:
     from ct_sweeps.tracking import Tracker, new_sqlite_store
 
     new_sqlite_store(setup.uri)

@@ -485,7 +485,8 @@ class MlflowSweepCallback(Callback):
             ids = self._ready.result()
             if ids:
                 d.update(experiment_id=ids[0], parent_run_id=ids[1])
-        d.update(_lock=None, _ready=None, _known=None)
+        # a restored callback checks MLflow (and warms model logging) again in its new process
+        d.update(_lock=None, _ready=None, _known=None, _off=False, _warm=False)
         return d
 
     def _ids(self) -> bool:

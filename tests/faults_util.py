@@ -143,13 +143,16 @@ class Cluster:
         info = ctcluster.load_state(self.state)
         token = (self.state / "auth_token").read_text().strip()
         dash = info["ray"]["dashboard_url"]
-        want = len(ctcluster.alive_nodes(dash, token) or []) + 1
+        # the nodes whose processes run, not Ray's list: a node killed seconds ago is still
+        # ALIVE there until its health checks time out, and counting it would wait for a node
+        # too many
+        want = sum(ctcluster.procinfo.alive(n["pid"]) for n in info["ray"]["nodes"]) + 1
         node = ctcluster.start_worker(self.state, info["host"], self.gcs, index, cpus, store_mb)
         info["ray"]["nodes"].append(node)
         ctcluster.save_state(self.state, info)
         wait_for(
-            f"worker-{index} alive in Ray",
-            lambda: len(ctcluster.alive_nodes(dash, token) or []) >= want,
+            f"worker-{index} alive in Ray ({want} nodes)",
+            lambda: len(ctcluster.alive_nodes(dash, token) or []) == want,
             180,
             poll=1.0,
         )
