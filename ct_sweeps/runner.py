@@ -539,6 +539,8 @@ def _fit(
     except BaseException:
         if started:
             ray.shutdown()
+        if isinstance(started_setup, TrackingSetup) and started_setup.future is not None:
+            started_setup.future.result()  # do not leave the store half-written on exit
         raise
     # Ray stops (a second or so, mostly waiting for its processes to exit) while the report is
     # written and the MLflow logging thread finishes

@@ -279,7 +279,9 @@ def new_sqlite_store(uri: str) -> bool:
             finally:
                 engine.dispose()
             os.replace(tmp, template)
-        shutil.copyfile(template, target)
+        part = target.with_name(f".{target.name}.part")
+        shutil.copyfile(template, part)
+        os.replace(part, target)  # never a half-copied store under the real name
         return True
     except Exception as e:  # the store is then made by MLflow itself, as without a template
         log.debug("no sqlite template for %s: %s", uri, e)
