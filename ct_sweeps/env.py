@@ -2,12 +2,14 @@
 
 Each default is a pitfall measured in docs/ecosystem-notes.md (§7): no usage stats or telemetry,
 Ray bound to loopback, token auth decided explicitly, no checkpoint-sync warning spam. A value the
-user already exported always wins.
+user already exported always wins. Also here: where a run's MLflow store is, resolved without
+importing Ray or MLflow (the driver starts the MLflow set-up before Ray).
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 DEFAULTS: dict[str, str] = {
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -43,3 +45,13 @@ def set_defaults(address: str | None = None) -> None:
         os.environ.setdefault("RAY_AUTH_MODE", "token")
     elif not os.environ.get("RAY_ADDRESS"):
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+def default_tracking_uri(run_dir: str | Path) -> str:
+    """The local store of a run: ``sqlite:///RUN_DIR/mlflow.db``."""
+    return f"sqlite:///{Path(run_dir).resolve() / 'mlflow.db'}"
+
+
+def resolve_tracking_uri(cli: str | None, sweep: str | None, run_dir: str | Path) -> str:
+    """``--tracking-uri`` > the sweep's ``tracking.uri`` > ``$MLFLOW_TRACKING_URI`` > local."""
+    return cli or sweep or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(run_dir)

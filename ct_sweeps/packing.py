@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -251,12 +250,17 @@ def pack_trainable(config: dict[str, Any], spec: PackSpec) -> None:
 
     import torch
     from ray import tune
-    from ray.tune import Checkpoint
 
     from ct_core.models import save_model
     from ct_core.pack import PackedTrainer
     from ct_core.packability import can_pack
-    from ct_sweeps.trainable import _dataset, _trial_cpus, _trial_storage_dir, restore_state
+    from ct_sweeps.trainable import (
+        _dataset,
+        _trial_cpus,
+        _trial_storage_dir,
+        report_with_checkpoint,
+        restore_state,
+    )
 
     started = time.time()
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
@@ -297,7 +301,8 @@ def pack_trainable(config: dict[str, Any], spec: PackSpec) -> None:
             tune.report(result)
             return
         final = epoch >= epochs or alive() == 0
-        with tempfile.TemporaryDirectory(prefix="ct-ckpt-") as d:
+
+        def write(d: str) -> None:
             torch.save(trainer.state_dicts(), os.path.join(d, STATES_FILE))
             if final:
                 for k, (cfg, model) in enumerate(zip(cfgs, trainer.models())):
@@ -309,7 +314,8 @@ def pack_trainable(config: dict[str, Any], spec: PackSpec) -> None:
                             n_features=int(data.n_features),
                             n_classes=int(data.n_classes),
                         )
-            tune.report(result, checkpoint=Checkpoint.from_directory(d))
+
+        report_with_checkpoint(result, write)
 
     histories = getattr(trainer, "histories", None) or []
     if states is not None and any(histories):

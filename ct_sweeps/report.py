@@ -19,7 +19,7 @@ import yaml
 from ct_core.config import ConfigError
 from ct_sweeps.schema import SweepConfig, parse_sweep
 from ct_sweeps.space import Space, parse_space, trial_config
-from ct_sweeps.trainable import CF_METRICS, STATE_FILE
+from ct_sweeps.trainable import CF_METRICS, STATE_FILE, newest_state
 
 __all__ = [
     "RunDir",
@@ -160,24 +160,16 @@ class TrialRecord:
         return sorted(history, key=lambda r: float(r.get("epoch", 0)))
 
     def _checkpoint_history(self) -> list[dict[str, Any]]:
-        import torch
-
+        """The history in the trial's newest checkpoint (the one with the most epochs)."""
         from ct_sweeps.packing import STATES_FILE
 
         assert self.path is not None
         name = STATE_FILE if self.pack_index is None else STATES_FILE
-        best: list[dict[str, Any]] = []
-        for f in self.path.glob(f"checkpoint_*/{name}"):  # the one with the most epochs
-            try:
-                state = torch.load(f, map_location="cpu", weights_only=True)
-            except Exception:  # cut short by a crash
-                continue
-            if self.pack_index is not None:
-                state = state[self.pack_index] if self.pack_index < len(state) else {}
-            history = list(state.get("history", [])) if isinstance(state, dict) else []
-            if len(history) > len(best):
-                best = history
-        return best
+        state = newest_state(self.path, name)
+        if self.pack_index is not None:
+            states = state if isinstance(state, list) else []
+            state = states[self.pack_index] if self.pack_index < len(states) else {}
+        return list(state.get("history", [])) if isinstance(state, dict) else []
 
     def final(self) -> dict[str, float]:
         h = self.history()

@@ -291,6 +291,26 @@ def build_tuner(p: Plan, run: RunDir, callbacks: list[Any], packs: Any = None) -
 # Tracking set-up
 
 
+_TUNE_IMPORT: list[threading.Thread] = []
+_TUNE_IMPORT_LOCK = threading.Lock()
+
+
+def _import_tune() -> threading.Thread:
+    """Import Ray Tune (about a second) on one background thread, so that it overlaps Ray's
+    start, which mostly waits on its processes; every caller gets the same thread. Ray's
+    packages are not safe to import from two threads at once (a circular import fails half-way:
+    measured), so code that needs Tune off the main thread joins this one instead."""
+    with _TUNE_IMPORT_LOCK:
+        if not _TUNE_IMPORT:
+            t = threading.Thread(
+                target=importlib.import_module, args=("ray.tune",), name="ct-import-tune"
+            )
+            t.daemon = True
+            t.start()
+            _TUNE_IMPORT.append(t)
+        return _TUNE_IMPORT[0]
+
+
 @dataclass
 class TrackingSetup:
     """The sweep's MLflow experiment and parent run, made on a background thread while Ray
@@ -303,16 +323,23 @@ class TrackingSetup:
     seconds: float = 0.0
     """Time the set-up spent in MLflow calls."""
 
+    def wait(self) -> float:
+        """Wait until the set-up is done (it never raises); its seconds in MLflow calls."""
+        if self.future is not None:
+            self.future.result()
+        return self.seconds
+
 
 def _start_tracking(p: Plan, run: RunDir, tracking_uri: str | None) -> TrackingSetup | None:
     """Start creating the experiment and parent run (``None``: tracking is off)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from ct_sweeps.tracking import resolve_tracking_uri
+    from ct_sweeps.env import resolve_tracking_uri  # not ct_sweeps.tracking: it imports Ray Tune
 
     t = p.sweep.tracking
     if not t.enabled:
         return None
+    _import_tune()  # ct_sweeps.tracking needs it: start it before the set-up thread waits for it
     uri = run.info.get("tracking_uri") or resolve_tracking_uri(tracking_uri, t.uri, run.path)
     run.save_info(tracking_uri=uri)
     setup = TrackingSetup(uri)
@@ -336,6 +363,7 @@ def _make_parent(p: Plan, run: RunDir, setup: TrackingSetup) -> tuple[str, str] 
 
 
 def _parent_run(p: Plan, run: RunDir, setup: TrackingSetup) -> tuple[str, str] | None:
+    _import_tune().join()  # ct_sweeps.tracking imports Ray Tune
     from ct_sweeps.tracking import Tracker, new_sqlite_store
 
     new_sqlite_store(setup.uri)
@@ -503,7 +531,7 @@ def _fit(
     address: str | None,
     num_cpus: int | None,
     reconcile: bool = False,
-    setup: Any = None,
+    tracking: TrackingSetup | None = None,
 ) -> Outcome:
     """Fit, then write the report and end the parent run. With ``reconcile`` (a resumed
     sweep), or when epochs missing from Ray's results had to be recovered from checkpoints,
@@ -511,8 +539,8 @@ def _fit(
     driver killed mid-sweep can leave runs RUNNING or epochs unlogged that the restored
     callbacks never see again (a trial that finished just before the kill).
 
-    ``setup`` (called first) starts what can run while Ray starts and the trials set up (the
-    MLflow experiment and parent run); ``tuner_factory(started)`` gets what it returned. The
+    ``tracking`` is the MLflow set-up already under way (:func:`_start_tracking`), which runs
+    while Ray starts and the trials set up; ``tuner_factory(tracking)`` builds the tuner. The
     MLflow logging thread finishes its work while Ray stops and the report is written.
     ``timings`` holds the durations of these steps in seconds."""
     import ray
@@ -525,30 +553,27 @@ def _fit(
         timings[name] = round(now - since, 3)
         return now
 
-    started_setup = setup() if setup is not None else None
-    # import Tune (about a second) while Ray starts, which is mostly waiting on its processes
-    threading.Thread(target=importlib.import_module, args=("ray.tune",), daemon=True).start()
+    tune_import = _import_tune()
     started = ensure_ray(address, num_cpus)
+    tune_import.join()
     t1 = lap("ray_start", t0)
     tuner = None
     try:
-        tuner = tuner_factory(started_setup)
+        tuner = tuner_factory(tracking)
         t2 = lap("tuner_setup", t1)
         tuner.fit()
         t3 = lap("fit", t2)
     except BaseException:
         if started:
             ray.shutdown()
-        if isinstance(started_setup, TrackingSetup) and started_setup.future is not None:
-            started_setup.future.result()  # do not leave the store half-written on exit
+        if tracking is not None:
+            tracking.wait()  # do not leave the store half-written on exit
         raise
     # Ray stops (a second or so, mostly waiting for its processes to exit) while the report is
     # written and the MLflow logging thread finishes
     ray_stopped = _in_background(ray.shutdown, "ct-ray-stop") if started else None
-    mlflow_s = 0.0
-    if isinstance(started_setup, TrackingSetup) and started_setup.future is not None:
-        started_setup.future.result()  # the parent run exists (or MLflow is down)
-        mlflow_s = started_setup.seconds
+    # the parent run exists (or MLflow is down)
+    mlflow_s = tracking.wait() if tracking is not None else 0.0
     records = collect(run)
     report = write_report(run, records=records)
     t4 = lap("report", t3)
@@ -657,16 +682,15 @@ def run(
     set_defaults(address)
     run_dir = _new_run_dir(p, storage)
 
-    def factory(setup: TrackingSetup | None) -> Any:
+    def factory(tracking: TrackingSetup | None) -> Any:
         # packs train with ct_core.pack; a stand-in trainer (CT_SWEEPS_TRAINER) runs unpacked
         packed = p.sweep.search.packs and TRAINER == "ct_core.training:Trainer"
         packs = _plan_packs(p, run_dir) if packed else None
-        return build_tuner(p, run_dir, _tracking(p, run_dir, setup, packs), packs)
+        return build_tuner(p, run_dir, _tracking(p, run_dir, tracking, packs), packs)
 
-    def setup() -> TrackingSetup | None:
-        return _start_tracking(p, run_dir, tracking_uri)
-
-    return _fit(p, run_dir, factory, address, num_cpus, setup=setup)
+    # the MLflow set-up starts first: it runs beside Ray's start (runner._fit)
+    tracking = _start_tracking(p, run_dir, tracking_uri)
+    return _fit(p, run_dir, factory, address, num_cpus, tracking=tracking)
 
 
 def resume(

@@ -24,6 +24,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from ct_sweeps.env import default_tracking_uri, resolve_tracking_uri
 from ct_sweeps.trainable import CF_METRICS, MODEL_FILE, TrialSpec, trial_params
 
 __all__ = [
@@ -63,18 +64,6 @@ TIME_KEYS = (
 )
 """Per-epoch clocks: not logged every epoch (a third of the metric rows); a finished setting's
 run gets their totals once (``train_seconds``, ``time_search_total``, ...)."""
-
-
-def default_tracking_uri(run_dir: str | Path) -> str:
-    """The local store of a run: ``sqlite:///RUN_DIR/mlflow.db``."""
-    return f"sqlite:///{Path(run_dir).resolve() / 'mlflow.db'}"
-
-
-def resolve_tracking_uri(cli: str | None, sweep: str | None, run_dir: str | Path) -> str:
-    """``--tracking-uri`` > the sweep's ``tracking.uri`` > ``$MLFLOW_TRACKING_URI`` > local."""
-    import os
-
-    return cli or sweep or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(run_dir)
 
 
 def metrics_of(result: Mapping[str, Any]) -> dict[str, float]:

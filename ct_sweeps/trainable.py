@@ -110,6 +110,29 @@ def _trial_storage_dir() -> Path | None:
     return path if path.is_dir() else None
 
 
+def _load_state(path: Path) -> Any:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def newest_state(trial_dir: Path, filename: str, skip: str | None = None) -> Any:
+    """The state with the highest epoch among the trial folder's ``checkpoint_*/filename``
+    (``skip``: a checkpoint folder name to leave out), or ``None``; a file cut short by a
+    crash is passed over."""
+    best = None
+    for p in trial_dir.glob("checkpoint_*"):
+        if p.name == skip:
+            continue
+        try:
+            state = _load_state(p / filename)
+        except Exception:  # missing, or cut short by the crash
+            continue
+        if best is None or _epoch_of(state) > _epoch_of(best):
+            best = state
+    return best
+
+
 def restore_state(ckpt: Any, filename: str, trial_dir: Path | None = None) -> Any:
     """The newest state this trial saved, or ``None`` to start afresh.
 
@@ -119,39 +142,36 @@ def restore_state(ckpt: Any, filename: str, trial_dir: Path | None = None) -> An
     that had not started by the last snapshot). Without this a trial that had finished just
     before a driver kill would retrain. Training is deterministic given a state, so resuming
     from the later one changes nothing but the time."""
-    import torch
-
-    def load(path: Path) -> Any:
-        return torch.load(path, map_location="cpu", weights_only=True)
-
     state, here = None, None
     if ckpt is not None:
         with ckpt.as_directory() as d:
-            state = load(Path(d) / filename)
+            state = _load_state(Path(d) / filename)
         here = Path(str(ckpt.path))
         trial_dir = here.parent if here.is_dir() else None
     if trial_dir is None:  # remote storage: Tune's checkpoint is all there is
         return state
-    found = [p for p in trial_dir.glob("checkpoint_*") if here is None or p.name != here.name]
-    best = None
-    for p in found:
-        try:
-            later = load(p / filename)
-        except Exception:  # missing, or cut short by the crash
-            continue
-        if _epoch_of(later) > _epoch_of(best if best is not None else state):
-            best = later
-            log.info(
-                "resuming from %s, newer than Tune's %s", p.name, here.name if here else "none"
-            )
-    return best if best is not None else state
+    later = newest_state(trial_dir, filename, skip=here.name if here else None)
+    if later is None or _epoch_of(later) <= _epoch_of(state):
+        return state
+    log.info("resuming from epoch %d, newer than Tune's checkpoint", _epoch_of(later))
+    return later
+
+
+def report_with_checkpoint(result: dict[str, Any], write: Any) -> None:
+    """``tune.report(result)`` with a checkpoint: a temporary folder that ``write(folder)``
+    fills, which Tune persists to the trial's storage."""
+    from ray import tune
+    from ray.tune import Checkpoint
+
+    with tempfile.TemporaryDirectory(prefix="ct-ckpt-") as d:
+        write(d)
+        tune.report(result, checkpoint=Checkpoint.from_directory(d))
 
 
 def ct_trainable(config: dict[str, Any], spec: TrialSpec) -> None:
     """Train one setting and report every epoch (Tune function API)."""
     import torch
     from ray import tune
-    from ray.tune import Checkpoint
 
     from ct_core.models import save_model
 
@@ -189,7 +209,8 @@ def ct_trainable(config: dict[str, Any], spec: TrialSpec) -> None:
         if not save:
             tune.report(metrics)
             return
-        with tempfile.TemporaryDirectory(prefix="ct-ckpt-") as d:
+
+        def write(d: str) -> None:
             torch.save(trainer.state_dict(), os.path.join(d, STATE_FILE))
             if final:
                 save_model(
@@ -199,7 +220,8 @@ def ct_trainable(config: dict[str, Any], spec: TrialSpec) -> None:
                     n_features=int(data.n_features),
                     n_classes=int(data.n_classes),
                 )
-            tune.report(metrics, checkpoint=Checkpoint.from_directory(d))
+
+        report_with_checkpoint(metrics, write)
 
     restored = [metrics_of(h) for h in getattr(trainer, "history", [])]
     if state is not None and restored:
