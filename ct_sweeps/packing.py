@@ -18,6 +18,7 @@ end, one ``model_<k>.pt`` per finished setting. ``RUN_DIR/packs.json`` lists eve
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 import os
@@ -101,9 +102,9 @@ def expand_settings(space: Space, num_samples: int, seed: int | None) -> list[di
 
 
 def auto_pack_size(n_group: int, slots: int, gpu: bool) -> int:
-    """Settings per pack for ``pack: auto``: every trial slot gets about two packs (so that
-    the slots stay busy to the end and an interrupted sweep keeps finished packs), capped at
-    :data:`CAP_CPU` (:data:`CAP_GPU` for GPU trials)."""
+    """Settings per pack for a group packed on its own: every trial slot gets about two packs
+    (so that the slots stay busy to the end and an interrupted sweep keeps finished packs),
+    capped at :data:`CAP_CPU` (:data:`CAP_GPU` for GPU trials)."""
     cap = CAP_GPU if gpu else CAP_CPU
     return max(1, min(cap, math.ceil(n_group / (2 * max(1, slots)))))
 
@@ -116,37 +117,115 @@ def make_packs(
     slots: int,
     gpu: bool = False,
 ) -> list[list[int]]:
-    """Split settings (indices into ``settings``) into packs.
+    """Split settings (indices into ``settings``) into packs, in the order Tune should start
+    them: the most expensive first (:func:`setting_cost`), as each pack goes to the next free
+    trial slot (longest-processing-time-first list scheduling).
 
-    Settings are grouped by :func:`~ct_core.pack.pack_key`; one that cannot be packed is a pack
-    of its own. A group of n settings becomes ``ceil(n / K)`` packs of even sizes (at most K),
-    filled greedily by estimated cost (:func:`setting_cost`, most expensive first, each into the cheapest pack),
-    so that packs take similar time whatever the order of the grid axes.
+    Only settings with the same :func:`~ct_core.pack.pack_key` share a pack; one that cannot be
+    packed is a pack of its own. With a fixed ``pack`` K, a group of n settings becomes
+    ``ceil(n / K)`` packs of even sizes. With ``auto``, these plans are simulated on ``slots``
+    slots and the one that ends soonest is kept (the fewest packs on a near tie):
+
+    * per group, packs of :func:`auto_pack_size` settings (about two per slot), or of the
+      most settings allowed if that still makes two packs per slot;
+    * settings first dealt out to the slots by cost (each to the least loaded), then each
+      slot's share cut into two or three packs (at most :data:`CAP_CPU`/:data:`CAP_GPU`).
+
+    The second balances grids whose settings cost very different amounts: on the paper's
+    Adult grid (9 CT settings, 9 vanilla ones, 2 slots) even-sized packs leave one slot idle
+    for the last ~27 s, about one CT setting; bench/README.md has the figures.
     """
     from ct_core.packability import can_pack, pack_key
 
-    groups: dict[Any, list[tuple[int, float]]] = {}
-    alone: list[list[int]] = []
-    for i, s in enumerate(settings):
+    cost: list[float] = []
+    keys: list[Any] = []  # None: cannot be packed, a pack of its own
+    for s in settings:
         cfg = trial_config(base, space.resolve(s))
-        if can_pack(cfg):
-            groups.setdefault(pack_key(cfg), []).append((i, setting_cost(cfg)))
-        else:
+        cost.append(setting_cost(cfg))
+        keys.append(pack_key(cfg) if can_pack(cfg) else None)
+    slots = max(1, slots)
+    if pack == "auto":
+        cap = CAP_GPU if gpu else CAP_CPU
+        plans = [_group_packs(keys, cost, lambda n: auto_pack_size(n, slots, gpu))]
+        plans += [_slot_packs(keys, cost, slots, cap, per_slot) for per_slot in (2, 3)]
+        widest = _group_packs(keys, cost, lambda n: cap)
+        if len(widest) >= 2 * slots:  # as wide as allowed, if that still fills the slots twice
+            plans.append(widest)
+        ends = [_makespan(pl, cost, slots) for pl in plans]
+        # within 2 % of the soonest end, the fewest packs (fewer trial starts, wider packs)
+        near = [(len(pl), end, k) for k, (pl, end) in enumerate(zip(plans, ends))]
+        packs = plans[min(x for x in near if x[1] <= 1.02 * min(ends))[2]]
+    else:
+        packs = _group_packs(keys, cost, lambda n: int(pack))
+    return sorted(packs, key=lambda pk: (-sum(cost[i] for i in pk), pk))
+
+
+def _split(members: Sequence[int], n: int, cost: Sequence[float]) -> list[list[int]]:
+    """``members`` in ``n`` packs of even sizes (18 in 4: 5, 5, 4, 4), filled greedily by cost:
+    the most expensive first, each into the cheapest pack that has room."""
+    n = max(1, min(n, len(members)))
+    cap = [len(members) // n + (j < len(members) % n) for j in range(n)]
+    bins: list[list[int]] = [[] for _ in range(n)]
+    load = [0.0] * n
+    for i in sorted(members, key=lambda i: (-cost[i], i)):
+        j = min((j for j in range(n) if len(bins[j]) < cap[j]), key=lambda j: (load[j], j))
+        bins[j].append(i)
+        load[j] += cost[i]
+    return [sorted(b) for b in bins]
+
+
+def _by_group(
+    members: Sequence[int], keys: Sequence[Any]
+) -> tuple[list[list[int]], list[list[int]]]:
+    """The packable members grouped by pack key, and the others one by one."""
+    groups: dict[Any, list[int]] = {}
+    alone: list[list[int]] = []
+    for i in members:
+        if keys[i] is None:
             alone.append([i])
-    packs: list[list[int]] = []
-    for members in groups.values():
-        k = auto_pack_size(len(members), slots, gpu) if pack == "auto" else int(pack)
-        n = math.ceil(len(members) / max(1, k))
-        # sizes as even as possible (18 in 4 packs: 5, 5, 4, 4), then greedy by cost
-        cap = [len(members) // n + (j < len(members) % n) for j in range(n)]
-        bins: list[list[int]] = [[] for _ in range(n)]
-        load = [0.0] * n
-        for i, c in sorted(members, key=lambda m: -m[1]):
-            j = min((j for j in range(n) if len(bins[j]) < cap[j]), key=lambda j: (load[j], j))
-            bins[j].append(i)
-            load[j] += c
-        packs.extend(sorted(b) for b in bins)
+        else:
+            groups.setdefault(keys[i], []).append(i)
+    return list(groups.values()), alone
+
+
+def _group_packs(keys: Sequence[Any], cost: Sequence[float], size: Any) -> list[list[int]]:
+    """Each group in ``ceil(n / size(n))`` even packs."""
+    groups, alone = _by_group(range(len(keys)), keys)
+    packs = [pk for g in groups for pk in _split(g, math.ceil(len(g) / size(len(g))), cost)]
     return packs + alone
+
+
+def _slot_packs(
+    keys: Sequence[Any], cost: Sequence[float], slots: int, cap: int, per_slot: int
+) -> list[list[int]]:
+    """Settings dealt to the slots by cost (the most expensive first, each to the least loaded
+    slot), then each slot's share in at least ``per_slot`` packs of at most ``cap``."""
+    share: list[list[int]] = [[] for _ in range(slots)]
+    load = [0.0] * slots
+    for i in sorted(range(len(keys)), key=lambda i: (-cost[i], i)):
+        j = min(range(slots), key=lambda j: (load[j], j))
+        share[j].append(i)
+        load[j] += cost[i]
+    packs: list[list[int]] = []
+    for members in share:
+        groups, mine = _by_group(members, keys)
+        for g in groups:
+            mine += _split(g, math.ceil(len(g) / cap), cost)
+        while len(mine) < per_slot and any(len(pk) > 1 for pk in mine):
+            big = max((pk for pk in mine if len(pk) > 1), key=lambda pk: sum(cost[i] for i in pk))
+            mine.remove(big)
+            mine += _split(big, 2, cost)
+        packs += mine
+    return packs
+
+
+def _makespan(packs: Sequence[Sequence[int]], cost: Sequence[float], slots: int) -> float:
+    """When the last slot finishes if the packs, the most expensive first, each start on the
+    next free slot (what Tune does with them)."""
+    free = [0.0] * slots
+    for c in sorted((sum(cost[i] for i in pk) for pk in packs), reverse=True):
+        heapq.heapreplace(free, free[0] + c)
+    return max(free)
 
 
 def setting_cost(cfg: Any) -> float:
@@ -246,23 +325,26 @@ def _best(values: Sequence[float], mode: str) -> float:
 
 def pack_trainable(config: dict[str, Any], spec: PackSpec) -> None:
     """Train one pack, reporting its settings' epoch records to Tune (function API)."""
+    started = time.time()
     import logging
 
+    from ct_sweeps.trainable import (
+        _dataset,
+        _trial_cpus,
+        _trial_storage_dir,
+        imports_ahead_done,
+        report_with_checkpoint,
+        restore_state,
+    )
+
+    imports_ahead_done()
     import torch
     from ray import tune
 
     from ct_core.models import save_model
     from ct_core.pack import PackedTrainer
     from ct_core.packability import can_pack
-    from ct_sweeps.trainable import (
-        _dataset,
-        _trial_cpus,
-        _trial_storage_dir,
-        report_with_checkpoint,
-        restore_state,
-    )
 
-    started = time.time()
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     settings = spec.packs[int(config["pack"])]
     cpus = _trial_cpus()

@@ -68,6 +68,30 @@ def test_synthetic_sets_have_the_papers_sizes_dims_and_balanced_classes(name):
     assert_disjoint_rows(ds.X_val, ds.X_test)
 
 
+@pytest.mark.parametrize("name", list(SYNTHETIC))
+@pytest.mark.parametrize("n, seed", [(1001, 0), (4000, 42)])
+def test_synthetic_generators_draw_exactly_what_scikit_learn_draws(name, n, seed):
+    from sklearn.datasets import make_blobs, make_circles, make_moons
+
+    from ct_core.data.synthetic import MOONS_YSHIFT, generate
+
+    x, y = generate(name, n, seed)
+    if name == "moons":
+        xs, ys = make_moons(n_samples=n, noise=0.1, random_state=seed)
+        xs[ys == 1, 1] += MOONS_YSHIFT - 0.5
+    elif name == "circles":
+        xs, ys = make_circles(n_samples=n, noise=0.15, factor=0.01, random_state=seed)
+        ys = 1 - ys
+    else:
+        std = {"lin_sep": 0.5, "over": 2.0, "gaussm": 0.5}[name]
+        xs, ys = make_blobs(
+            n_samples=n, n_features=SYNTHETIC[name], centers=2, cluster_std=std, random_state=seed
+        )
+    assert x.dtype == np.float64 and y.dtype == np.int64
+    np.testing.assert_array_equal(x, xs)
+    np.testing.assert_array_equal(y, ys)
+
+
 def test_synthetic_data_is_not_standardised_unless_asked():
     raw = load("lin_sep")
     assert raw.X_train.abs().mean() > 1.5  # blob centres lie in (-10, 10)

@@ -229,6 +229,41 @@ def test_settings_are_expanded_up_front_and_packed_by_compatibility(tmp_path):
     assert auto_pack_size(3, 8, gpu=False) == 1 and auto_pack_size(900, 1, gpu=True) == 450
 
 
+def test_auto_packs_keep_both_slots_busy_when_settings_cost_very_different_amounts():
+    """The paper's Adult grid: 9 CT settings (T = 30 steps over nce 5000 each epoch) and 9
+    vanilla ones. Even-sized packs put 3 CT settings in one pack and leave a slot idle for about
+    one CT setting at the end; the packs come out the most expensive first, as Tune starts them."""
+    import heapq
+
+    from ct_sweeps import runner
+    from ct_sweeps.packing import expand_settings, make_packs, setting_cost
+    from ct_sweeps.space import trial_config
+
+    p = runner.plan(
+        str(Path(__file__).parents[1] / "configs/paper/tune_adult.yaml"), ["train.nce=5000"]
+    )
+    settings = expand_settings(p.space, 1, seed=0)
+    cost = [setting_cost(trial_config(p.base, p.space.resolve(s))) for s in settings]
+    ct = max(cost)
+    assert ct > 10 * min(cost)  # CT settings cost an order of magnitude more than vanilla
+    packs = make_packs(settings, p.base, p.space, "auto", slots=2)
+    assert sorted(i for pk in packs for i in pk) == list(range(18))
+    assert len(packs) == 4  # still two packs per slot
+    pack_cost = [sum(cost[i] for i in pk) for pk in packs]
+    assert pack_cost == sorted(pack_cost, reverse=True)
+    free = [0.0, 0.0]  # Tune: each pack on the next free slot
+    for c in pack_cost:
+        heapq.heapreplace(free, free[0] + c)
+    assert max(free) - min(free) < ct / 2
+    # with a fixed K the packs are even-sized, as asked
+    assert sorted(len(pk) for pk in make_packs(settings, p.base, p.space, 5, slots=2)) == [
+        4,
+        4,
+        5,
+        5,
+    ]
+
+
 def test_interrupted_packed_sweep_resumes_without_rerunning_finished_packs(ray_runtime, tmp_path):
 
     from ct_sweeps import runner

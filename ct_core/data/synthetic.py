@@ -39,26 +39,53 @@ def n_features(name: str) -> int:
     return _BLOBS[name][0] if name in _BLOBS else 2
 
 
-def generate(name: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` points of ``name``: ``X`` ``(n, D)`` float64 and ``y`` ``(n,)`` int64 in {0, 1}."""
-    from sklearn.datasets import make_blobs, make_circles, make_moons
+def _two_curves(out_x, out_y, in_x, in_y, rng, noise: float) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's ``make_moons``/``make_circles`` tail: stack the outer (label 0) and inner
+    (label 1) curves, shuffle, add N(0, noise²) noise. ``X`` ``(n, 2)``, ``y`` ``(n,)``."""
+    x = np.vstack([np.append(out_x, in_x), np.append(out_y, in_y)]).T
+    y = np.hstack([np.zeros(len(out_x), dtype=np.intp), np.ones(len(in_x), dtype=np.intp)])
+    x, y = _shuffle(x, y, rng)
+    x += rng.normal(scale=noise, size=x.shape)
+    return x, y
 
+
+def _shuffle(x: np.ndarray, y: np.ndarray, rng: np.random.RandomState) -> tuple[np.ndarray, ...]:
+    """``sklearn.utils.shuffle``: one in-place shuffle of the row indices."""
+    idx = np.arange(len(y))
+    rng.shuffle(idx)
+    return x[idx], y[idx]
+
+
+def generate(name: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` points of ``name``: ``X`` ``(n, D)`` float64 and ``y`` ``(n,)`` int64 in {0, 1}.
+
+    The recipes of scikit-learn's ``make_blobs``/``make_moons``/``make_circles`` written out in
+    numpy, draw for draw (``tests/test_data.py`` checks they give the same arrays): importing
+    scikit-learn costs each trial worker about a second, longer than generating the data."""
+    rng = np.random.RandomState(seed)
     if name in _BLOBS:
         p, std = _BLOBS[name]
-        x, y = make_blobs(
-            n_samples=n,
-            n_features=p,
-            centers=2,
-            cluster_std=std,
-            center_box=(-10.0, 10.0),
-            shuffle=True,
-            random_state=seed,
+        centers = rng.uniform(-10.0, 10.0, size=(2, p))  # center_box (-10, 10)
+        sizes = [n // 2 + n % 2, n // 2]
+        x = np.concatenate(
+            [rng.normal(loc=c, scale=std, size=(m, p)) for c, m in zip(centers, sizes)]
         )
+        y = np.repeat(np.arange(2), sizes)
+        x, y = _shuffle(x, y, rng)
     elif name == "moons":
-        x, y = make_moons(n_samples=n, noise=0.1, shuffle=True, random_state=seed)
+        n_out, n_in = n // 2, n - n // 2
+        t_out, t_in = np.linspace(0, np.pi, n_out), np.linspace(0, np.pi, n_in)
+        x, y = _two_curves(
+            np.cos(t_out), np.sin(t_out), 1 - np.cos(t_in), 1 - np.sin(t_in) - 0.5, rng, 0.1
+        )
         x[y == 1, 1] += MOONS_YSHIFT - 0.5
     elif name == "circles":
-        x, y = make_circles(n_samples=n, noise=0.15, factor=0.01, shuffle=True, random_state=seed)
+        n_out, n_in, factor = n // 2, n - n // 2, 0.01
+        t_out = np.linspace(0, 2 * np.pi, n_out, endpoint=False)
+        t_in = np.linspace(0, 2 * np.pi, n_in, endpoint=False)
+        x, y = _two_curves(
+            np.cos(t_out), np.sin(t_out), np.cos(t_in) * factor, np.sin(t_in) * factor, rng, 0.15
+        )
         y = 1 - y
     else:
         raise ConfigError(f"data.name: {name!r} is not a synthetic dataset")
