@@ -25,6 +25,7 @@ __all__ = [
     "RunDir",
     "TrialRecord",
     "collect",
+    "fit_trials",
     "pareto_mask",
     "results_frame",
     "write_report",
@@ -204,23 +205,28 @@ def one_per_epoch(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
-def collect(run: RunDir) -> list[TrialRecord]:
-    """The trials of a run, from Ray's experiment state (status, error) and trial folders."""
-    from ray.tune import ExperimentAnalysis
+def collect(run: RunDir, trials: Sequence[Any] | None = None) -> list[TrialRecord]:
+    """The trials of a run, from Ray's experiment state (status, error) and trial folders.
 
+    ``trials``: Tune's trials as ``Tuner.fit()`` left them (:func:`fit_trials`), which spares
+    reading the experiment state and every ``result.json`` into data frames once more (about
+    half a second for the OL grid's 13 MB)."""
     from ct_sweeps.tracking import error_reason
 
-    exp = run.experiment_path
-    if not exp.exists():
-        return []
-    try:
-        analysis = ExperimentAnalysis(str(exp))
-    except Exception:  # no experiment state written yet
-        return []
+    if trials is None:
+        from ray.tune import ExperimentAnalysis
+
+        exp = run.experiment_path
+        if not exp.exists():
+            return []
+        try:
+            trials = ExperimentAnalysis(str(exp)).trials
+        except Exception:  # no experiment state written yet
+            return []
     if run.info.get("packed"):
-        return _collect_packs(run, analysis.trials)
+        return _collect_packs(run, trials)
     out = []
-    for t in analysis.trials:
+    for t in trials:
         local = t.path
         rec = TrialRecord(
             trial_id=t.trial_id,
@@ -233,6 +239,12 @@ def collect(run: RunDir) -> list[TrialRecord]:
         rec.params = run.space.resolve(rec.config)
         out.append(rec)
     return out
+
+
+def fit_trials(grid: Any) -> list[Any] | None:
+    """The trials of a ``ResultGrid`` (``None`` where this Ray keeps them elsewhere)."""
+    trials = getattr(getattr(grid, "_experiment_analysis", None), "trials", None)
+    return list(trials) if trials is not None else None
 
 
 def _collect_packs(run: RunDir, trials: Sequence[Any]) -> list[TrialRecord]:

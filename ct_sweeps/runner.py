@@ -27,7 +27,7 @@ import yaml
 
 from ct_core.config import Config, ConfigError
 from ct_sweeps.env import set_defaults
-from ct_sweeps.report import SWEEP_FILE, Report, RunDir, collect, write_report
+from ct_sweeps.report import SWEEP_FILE, Report, RunDir, collect, fit_trials, write_report
 from ct_sweeps.schema import SweepConfig, load_sweep
 from ct_sweeps.space import Space, parse_space, validate
 from ct_sweeps.trainable import CF_METRICS, TrialSpec
@@ -145,8 +145,9 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     elif os.environ.get("RAY_ADDRESS"):
         ray.init(**kw)
     else:
-        # Tune's trial actors carry a runtime env (its env vars), so they never land on the
-        # idle workers Ray prestarts for the driver: those would only cost start-up CPU
+        # Tune's trial actors never land on the idle workers Ray prestarts for the driver:
+        # those would only cost start-up CPU. PL_DISABLE_FORK: see _actors_inherit_env
+        os.environ.setdefault("PL_DISABLE_FORK", "1")
         ray.init(
             address="local",
             num_cpus=num_cpus,
@@ -155,6 +156,25 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
             **kw,
         )
     return True
+
+
+def _actors_inherit_env() -> None:
+    """Start Tune's trial actors without a runtime env on a Ray this process started.
+
+    Tune gives every trial actor the runtime env ``{"env_vars": {"PL_DISABLE_FORK": "1"}}``
+    (for PyTorch Lightning), and Ray starts a worker with any runtime env through an extra
+    set-up process: 0.8 s instead of 0.5 s per actor, measured on an idle 2-core machine. The
+    workers of a local Ray inherit the environment of the process that started it, so
+    :func:`ensure_ray` exports the variable before ``ray.init`` and Tune's copy is dropped. Variables Tune forwards from the driver's environment
+    (cloud credentials, Train settings) still make a runtime env, as before; a Ray without this
+    constant is left as it is."""
+    try:
+        from ray.tune.execution import class_cache
+    except ImportError:
+        return
+    defaults = getattr(class_cache, "DEFAULT_ENV_VARS", None)
+    if isinstance(defaults, dict) and defaults.get("PL_DISABLE_FORK") == "1":
+        defaults.pop("PL_DISABLE_FORK")
 
 
 def _search_alg(p: Plan) -> Any:
@@ -556,12 +576,14 @@ def _fit(
     tune_import = _import_tune()
     started = ensure_ray(address, num_cpus)
     tune_import.join()
+    if started and not address and not os.environ.get("RAY_ADDRESS"):
+        _actors_inherit_env()  # a local Ray of our own: its workers inherit our environment
     t1 = lap("ray_start", t0)
     tuner = None
     try:
         tuner = tuner_factory(tracking)
         t2 = lap("tuner_setup", t1)
-        tuner.fit()
+        grid = tuner.fit()
         t3 = lap("fit", t2)
     except BaseException:
         if started:
@@ -574,7 +596,7 @@ def _fit(
     ray_stopped = _in_background(ray.shutdown, "ct-ray-stop") if started else None
     # the parent run exists (or MLflow is down)
     mlflow_s = tracking.wait() if tracking is not None else 0.0
-    records = collect(run)
+    records = collect(run, fit_trials(grid))
     report = write_report(run, records=records)
     t4 = lap("report", t3)
     trackers = _trackers(tuner)

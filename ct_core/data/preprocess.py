@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import torch
 
 from ct_core.config import ConfigError, DataConfig
 from ct_core.constraints import Domain, infer_domain, resolve_mutability
 from ct_core.data.base import Dataset
+
+if TYPE_CHECKING:  # pandas is imported where tables are read: synthetic data never need it
+    import pandas as pd
 
 __all__ = [
     "Encoded",
@@ -106,6 +109,8 @@ def encode_frame(
     Like MLJ's ``ContinuousEncoder`` (reference §4). Levels default to the sorted values present
     in ``df``. Other columns must be numeric (bool counts as 0/1).
     """
+    import pandas as pd
+
     cat = set(categorical)
     levels = dict(levels or {})
     blocks: list[np.ndarray] = []
@@ -137,6 +142,8 @@ def encode_frame(
 
 
 def _sorted_levels(s: pd.Series) -> list[object]:
+    import pandas as pd
+
     vals = list(pd.unique(s.dropna()))
     try:
         return sorted(vals)
