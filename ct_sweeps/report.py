@@ -9,7 +9,7 @@ import json
 import math
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,12 +205,18 @@ def one_per_epoch(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
-def collect(run: RunDir, trials: Sequence[Any] | None = None) -> list[TrialRecord]:
+def collect(
+    run: RunDir,
+    trials: Sequence[Any] | None = None,
+    results: Callable[[str], list[dict[str, Any]] | None] | None = None,
+) -> list[TrialRecord]:
     """The trials of a run, from Ray's experiment state (status, error) and trial folders.
 
     ``trials``: Tune's trials as ``Tuner.fit()`` left them (:func:`fit_trials`), which spares
     reading the experiment state and every ``result.json`` into data frames once more (about
-    half a second for the OL grid's 13 MB)."""
+    half a second for the OL grid's 13 MB). ``results(trial_id)``: a trial's ``result.json``
+    lines as the driver received them (:meth:`ct_sweeps.callbacks.PrepareReport.results`), or
+    ``None`` to read the file."""
     from ct_sweeps.tracking import error_reason
 
     if trials is None:
@@ -223,8 +229,12 @@ def collect(run: RunDir, trials: Sequence[Any] | None = None) -> list[TrialRecor
             trials = ExperimentAnalysis(str(exp)).trials
         except Exception:  # no experiment state written yet
             return []
+
+    def lines(trial_id: str) -> list[dict[str, Any]] | None:
+        return results(trial_id) if results is not None else None
+
     if run.info.get("packed"):
-        return _collect_packs(run, trials)
+        return _collect_packs(run, trials, lines)
     out = []
     for t in trials:
         local = t.path
@@ -235,6 +245,7 @@ def collect(run: RunDir, trials: Sequence[Any] | None = None) -> list[TrialRecor
             config=dict(t.config),
             path=Path(local) if local else None,
             error=error_reason(t) if str(t.status) == "ERROR" else "",
+            lines=lines(t.trial_id),
         )
         rec.params = run.space.resolve(rec.config)
         out.append(rec)
@@ -247,7 +258,9 @@ def fit_trials(grid: Any) -> list[Any] | None:
     return list(trials) if trials is not None else None
 
 
-def _collect_packs(run: RunDir, trials: Sequence[Any]) -> list[TrialRecord]:
+def _collect_packs(
+    run: RunDir, trials: Sequence[Any], results: Callable[[str], Any]
+) -> list[TrialRecord]:
     """One record per setting of each pack trial. A setting that failed inside its pack is an
     ``ERROR`` with its own reason; the others take the trial's status (and its error)."""
     from ct_sweeps.packing import PACKS_FILE, load_packs, unit_id
@@ -260,7 +273,9 @@ def _collect_packs(run: RunDir, trials: Sequence[Any]) -> list[TrialRecord]:
         status = str(t.status)
         trial_error = error_reason(t) if status == "ERROR" else ""
         path = Path(t.path) if t.path else None
-        lines = TrialRecord("", "", status, {}, path)._lines()
+        lines = results(t.trial_id)
+        if lines is None:
+            lines = TrialRecord("", "", status, {}, path)._lines()
         for k, cfg in enumerate(settings):
             rec = TrialRecord(
                 trial_id=unit_id(t.trial_id, k),

@@ -596,7 +596,10 @@ def _fit(
     ray_stopped = _in_background(ray.shutdown, "ct-ray-stop") if started else None
     # the parent run exists (or MLflow is down)
     mlflow_s = tracking.wait() if tracking is not None else 0.0
-    records = collect(run, fit_trials(grid))
+    from ct_sweeps.callbacks import PrepareReport
+
+    prepared = _callbacks(tuner, PrepareReport)
+    records = collect(run, fit_trials(grid), prepared[0].results if prepared else None)
     report = write_report(run, records=records)
     t4 = lap("report", t3)
     trackers = _trackers(tuner)
@@ -677,16 +680,21 @@ def _reconcile(run: RunDir, records: list[Any]) -> None:
         )
 
 
+def _callbacks(tuner: Any, cls: type) -> list[Any]:
+    """The tuner's callbacks of class ``cls`` (those ``Tuner.fit()`` used, restored or not)."""
+    try:
+        callbacks = tuner._local_tuner._run_config.callbacks or []
+    except Exception:
+        return []
+    return [c for c in callbacks if isinstance(c, cls)]
+
+
 def _trackers(tuner: Any) -> list[Any]:
     """The MLflow trackers the tuner's callbacks used (for failure counts and timings), once
     their logging threads have finished what was handed to them."""
     from ct_sweeps.tracking import MlflowSweepCallback
 
-    try:
-        callbacks = tuner._local_tuner._run_config.callbacks or []
-    except Exception:
-        return []
-    ours = [c for c in callbacks if isinstance(c, MlflowSweepCallback)]
+    ours = _callbacks(tuner, MlflowSweepCallback)
     for c in ours:
         c.drain()
     return [c._tracker for c in ours if c._tracker]

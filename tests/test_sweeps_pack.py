@@ -123,6 +123,42 @@ def test_best_config_and_report_are_per_setting(packed):
     assert main(["report", str(packed.run_dir)]) == 0
 
 
+def test_the_report_from_the_results_the_driver_received_equals_one_from_the_files(
+    packed, unpacked
+):
+    """The sweep writes its report from the results Tune handed the driver (no second parse of
+    every result.json); rebuilt from the trial folders it is the same, failed setting included."""
+    import pandas as pd
+
+    from ct_sweeps.report import RunDir, collect, results_frame
+
+    for out in (packed, unpacked):
+        run = RunDir.load(out.run_dir)
+        rebuilt = results_frame(collect(run), run.space)
+        sent = out.report.frame[list(rebuilt.columns)]
+        pd.testing.assert_frame_equal(
+            sent.sort_values("trial_id").reset_index(drop=True),
+            rebuilt.sort_values("trial_id").reset_index(drop=True),
+        )
+
+
+def test_the_driver_keeps_only_results_it_saw_from_a_trials_first_one():
+    import pickle
+    from types import SimpleNamespace
+
+    from ct_sweeps.callbacks import PrepareReport
+
+    cb = PrepareReport()
+    fresh, restored = SimpleNamespace(trial_id="a"), SimpleNamespace(trial_id="b")
+    for i in (1, 2):
+        cb.on_trial_result(i, [], fresh, {"training_iteration": i, "iterations_since_restore": i})
+    # a trial restored from its checkpoint at iteration 4: result.json holds 1-4 already
+    cb.on_trial_result(1, [], restored, {"training_iteration": 5, "iterations_since_restore": 1})
+    assert [r["training_iteration"] for r in cb.results("a")] == [1, 2]
+    assert cb.results("b") is None and cb.results("never") is None
+    assert pickle.loads(pickle.dumps(cb)).results("a") is None  # Tune pickles no results
+
+
 def test_each_setting_is_its_own_mlflow_child_run(packed, tmp_path):
     client, parents, children = mlflow_runs(packed.run_dir)
     assert len(parents) == 1 and len(children) == 6
