@@ -50,7 +50,12 @@ def _import_ahead() -> threading.Thread | None:
     outside Ray."""
     ray = sys.modules.get("ray")
     try:
-        in_worker = ray is not None and ray.get_runtime_context().worker.mode == ray.WORKER_MODE
+        # is_initialized first: get_runtime_context() would start a Ray in a bare process
+        in_worker = (
+            ray is not None
+            and ray.is_initialized()
+            and ray.get_runtime_context().worker.mode == ray.WORKER_MODE
+        )
     except Exception:
         in_worker = False
     if not in_worker:
