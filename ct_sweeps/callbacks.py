@@ -2,14 +2,49 @@
 
 from __future__ import annotations
 
+import json
 import threading
+from pathlib import Path
 from typing import Any
 
+import ray.cloudpickle as cloudpickle
 from ray.tune import Callback
+from ray.tune.logger import JsonLoggerCallback
+from ray.tune.utils.util import SafeFallbackEncoder
 
 from ct_sweeps.report import prepare_plots
 
-__all__ = ["PrepareReport"]
+__all__ = ["PrepareReport", "RunDirJsonLogger"]
+
+
+class RunDirJsonLogger(JsonLoggerCallback):
+    """Tune's JSON logger (``result.json``, ``params.json``/``params.pkl``), writing straight
+    into each trial's folder in the run directory.
+
+    Tune's own writes them to the driver's staging folder and copies that whole folder to the
+    run directory at every experiment snapshot (every ~10 s and at the end): for the OL grid's
+    packs that is up to 13 MB a copy, a second at the end of the sweep, and a ``result.json`` in
+    the run directory that lags behind the sweep in between."""
+
+    @staticmethod
+    def _folder(trial: Any) -> Path:
+        folder = Path(trial.path)  # the trial's folder in the sweep's (local) storage
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def log_trial_start(self, trial: Any) -> None:
+        if trial in self._trial_files:
+            self._trial_files[trial].close()
+        self.update_config(trial, trial.config)
+        self._trial_files[trial] = (self._folder(trial) / "result.json").open("a")
+
+    def update_config(self, trial: Any, config: dict) -> None:
+        self._trial_configs[trial] = config
+        folder = self._folder(trial)
+        with (folder / "params.json").open("w") as f:
+            json.dump(config, f, indent=2, sort_keys=True, cls=SafeFallbackEncoder)
+        with (folder / "params.pkl").open("wb") as f:
+            cloudpickle.dump(config, f)
 
 
 class PrepareReport(Callback):

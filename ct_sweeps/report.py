@@ -253,9 +253,16 @@ def collect(
 
 
 def fit_trials(grid: Any) -> list[Any] | None:
-    """The trials of a ``ResultGrid`` (``None`` where this Ray keeps them elsewhere)."""
+    """The trials of a ``ResultGrid``, or ``None`` to read the experiment state from disk: where
+    this Ray keeps them elsewhere, or when a trial ended without its final result. A SIGINT makes
+    ``Tuner.fit()`` return with the trials it stopped marked TERMINATED in memory (measured);
+    the state on disk has them unfinished, and the sweep counts as interrupted."""
     trials = getattr(getattr(grid, "_experiment_analysis", None), "trials", None)
-    return list(trials) if trials is not None else None
+    if trials is None:
+        return None
+    if any(str(t.status) == "TERMINATED" and not (t.last_result or {}).get("done") for t in trials):
+        return None
+    return list(trials)
 
 
 def _collect_packs(

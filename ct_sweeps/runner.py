@@ -417,14 +417,13 @@ def _parent_run(p: Plan, run: RunDir, setup: TrackingSetup) -> tuple[str, str] |
 
 def _tracking(p: Plan, run: RunDir, setup: TrackingSetup | None, packs: Any = None) -> list[Any]:
     """The Tune callbacks: ``result.json`` per trial, and MLflow when tracking is on."""
-    from ray.tune.logger import JsonLoggerCallback
-
-    from ct_sweeps.callbacks import PrepareReport
+    from ct_sweeps.callbacks import PrepareReport, RunDirJsonLogger
     from ct_sweeps.tracking import MlflowSweepCallback
 
-    # only result.json (reports and resume read it): Tune's default CSV and TensorBoard
-    # loggers (switched off in ct_sweeps.env) cost the driver CPU on every result
-    callbacks: list[Any] = [JsonLoggerCallback(), PrepareReport()]
+    # only result.json (reports and resume read it), written in the run directory: Tune's
+    # default CSV and TensorBoard loggers (switched off in ct_sweeps.env) cost the driver CPU
+    # on every result
+    callbacks: list[Any] = [RunDirJsonLogger(), PrepareReport()]
     if setup is None:
         return callbacks
     t = p.sweep.tracking

@@ -292,12 +292,8 @@ def test_auto_packs_keep_both_slots_busy_when_settings_cost_very_different_amoun
         heapq.heapreplace(free, free[0] + c)
     assert max(free) - min(free) < ct / 2
     # with a fixed K the packs are even-sized, as asked
-    assert sorted(len(pk) for pk in make_packs(settings, p.base, p.space, 5, slots=2)) == [
-        4,
-        4,
-        5,
-        5,
-    ]
+    fixed = make_packs(settings, p.base, p.space, 5, slots=2)
+    assert sorted(len(pk) for pk in fixed) == [4, 4, 5, 5]
 
 
 def test_interrupted_packed_sweep_resumes_without_rerunning_finished_packs(ray_runtime, tmp_path):
