@@ -222,8 +222,8 @@ def test_mlflow_outage_mid_sweep_loses_nothing_after_sync(cluster, tmp_path):
 
 
 def checkpoints(trial_dir: Path) -> int:
-    """Checkpoints a trial has persisted (workers write them straight to storage, while the
-    driver syncs result.json there only every few seconds)."""
+    """Checkpoints a trial has persisted (workers write them straight to storage; result.json
+    gets a trial's results only once the driver has taken them)."""
     return len(list(trial_dir.glob("checkpoint_*")))
 
 
