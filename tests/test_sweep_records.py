@@ -52,3 +52,35 @@ def test_a_complete_history_does_not_open_the_checkpoint(tmp_path):
     rec = _trial(tmp_path, reported=[1, 2, 3], saved=[1, 2, 3])
     (rec.path / "checkpoint_000001" / "state.pt").write_bytes(b"not a checkpoint")
     assert [int(r["epoch"]) for r in rec.history()] == [1, 2, 3] and rec.recovered == 0
+
+
+def test_a_settings_final_metrics_carry_the_last_counterfactual_metrics():
+    """carried_final reads the history backwards; it gives what a full forward pass gives."""
+    import random
+
+    from ct_sweeps.packing import carried_final
+    from ct_sweeps.trainable import CF_METRICS
+
+    def forward(history):  # every key's last number; keys of the last record and CF metrics
+        out = {}
+        for r in history:
+            for k, v in r.items():
+                if isinstance(v, int | float) and not isinstance(v, bool):
+                    out[k] = float(v)
+        return {k: v for k, v in out.items() if k in history[-1] or k in CF_METRICS}
+
+    rng = random.Random(0)
+    for _ in range(200):
+        n = rng.randint(1, 30)
+        history = []
+        for e in range(1, n + 1):
+            r = {"epoch": float(e), "loss": rng.random(), "mature": float("nan")}
+            if e % 5 == 0 or rng.random() < 0.1:
+                r["val_implausibility"] = rng.random()
+            if rng.random() < 0.05:
+                r["failed"] = "non-finite loss"
+            history.append(r)
+        got, want = carried_final(history), forward(history)
+        assert list(got) == list(want)
+        assert all(got[k] == want[k] or (got[k] != got[k] and want[k] != want[k]) for k in got)
+    assert carried_final([]) == {}
