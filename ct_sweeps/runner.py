@@ -165,9 +165,9 @@ def _actors_inherit_env() -> None:
     (for PyTorch Lightning), and Ray starts a worker with any runtime env through an extra
     set-up process: 0.8 s instead of 0.5 s per actor, measured on an idle 2-core machine. The
     workers of a local Ray inherit the environment of the process that started it, so
-    :func:`ensure_ray` exports the variable before ``ray.init`` and Tune's copy is dropped. Variables Tune forwards from the driver's environment
-    (cloud credentials, Train settings) still make a runtime env, as before; a Ray without this
-    constant is left as it is."""
+    :func:`ensure_ray` exports the variable before ``ray.init`` and Tune's copy is dropped.
+    Variables Tune forwards from the driver's environment (cloud credentials, Train settings)
+    still make a runtime env, as before; a Ray without this constant is left as it is."""
     try:
         from ray.tune.execution import class_cache
     except ImportError:
@@ -595,7 +595,7 @@ def _fit(
     ray_stopped = _in_background(ray.shutdown, "ct-ray-stop") if started else None
     # the parent run exists (or MLflow is down)
     mlflow_s = tracking.wait() if tracking is not None else 0.0
-    from ct_sweeps.callbacks import PrepareReport
+    from ct_sweeps.callbacks import PrepareReport  # imports Ray Tune: only once it is loaded
 
     prepared = _callbacks(tuner, PrepareReport)
     records = collect(run, fit_trials(grid), prepared[0].results if prepared else None)

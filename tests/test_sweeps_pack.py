@@ -142,6 +142,25 @@ def test_the_report_from_the_results_the_driver_received_equals_one_from_the_fil
         )
 
 
+def test_trial_workers_import_torch_ahead_and_the_driver_never_does(ray_runtime):
+    import ray
+
+    from ct_sweeps import trainable
+
+    assert trainable._IMPORT_AHEAD is None  # this process is a driver
+
+    @ray.remote
+    def in_a_worker() -> tuple[bool, bool]:
+        import sys
+
+        from ct_sweeps import trainable
+
+        trainable.imports_ahead_done()
+        return trainable._IMPORT_AHEAD is not None, "ct_core.pack" in sys.modules
+
+    assert ray.get(in_a_worker.remote()) == (True, True)
+
+
 def test_the_driver_keeps_only_results_it_saw_from_a_trials_first_one():
     import pickle
     from types import SimpleNamespace

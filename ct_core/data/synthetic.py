@@ -39,7 +39,14 @@ def n_features(name: str) -> int:
     return _BLOBS[name][0] if name in _BLOBS else 2
 
 
-def _two_curves(out_x, out_y, in_x, in_y, rng, noise: float) -> tuple[np.ndarray, np.ndarray]:
+def _two_curves(
+    out_x: np.ndarray,
+    out_y: np.ndarray,
+    in_x: np.ndarray,
+    in_y: np.ndarray,
+    rng: np.random.RandomState,
+    noise: float,
+) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's ``make_moons``/``make_circles`` tail: stack the outer (label 0) and inner
     (label 1) curves, shuffle, add N(0, noise²) noise. ``X`` ``(n, 2)``, ``y`` ``(n,)``."""
     x = np.vstack([np.append(out_x, in_x), np.append(out_y, in_y)]).T
