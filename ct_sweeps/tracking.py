@@ -325,7 +325,6 @@ def log_model(
     """
     import tempfile
 
-    import mlflow.pytorch
     import numpy as np
     import torch
 
@@ -342,12 +341,7 @@ def log_model(
         # two rows, so that the exported graph keeps the batch dimension dynamic
         example = np.zeros((2, int(meta["n_features"])), dtype=np.float32)
         with tempfile.TemporaryDirectory(prefix="ct-mlflow-") as d:
-            mlflow.pytorch.save_model(
-                model,
-                str(Path(d) / "model"),
-                input_example=example,
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-            )
+            _save_mlflow_model(model, Path(d) / "model", example)
             t1 = time.perf_counter()
             tracker.upload("log model", run_id, Path(d) / "model", "model")
             t0 += time.perf_counter() - t1  # counted by tracker.call already
@@ -356,21 +350,28 @@ def log_model(
     tracker.seconds += time.perf_counter() - t0
 
 
+def _save_mlflow_model(model: Any, path: Path, example: Any) -> None:
+    """``mlflow.pytorch.save_model`` with an input example and the pinned torch requirement."""
+    import mlflow.pytorch
+    import torch
+
+    mlflow.pytorch.save_model(
+        model,
+        str(path),
+        input_example=example,
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+    )
+
+
 def warm_model_logging() -> None:
     """Save a throwaway MLflow PyTorch model, so that the first real one is fast."""
     import tempfile
 
-    import mlflow.pytorch
     import numpy as np
     import torch
 
     with tempfile.TemporaryDirectory(prefix="ct-mlflow-warm-") as d:
-        mlflow.pytorch.save_model(
-            torch.nn.Linear(2, 2),
-            str(Path(d) / "model"),
-            input_example=np.zeros((2, 2), dtype=np.float32),
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-        )
+        _save_mlflow_model(torch.nn.Linear(2, 2), Path(d) / "model", np.zeros((2, 2), np.float32))
 
 
 CLOCK_NAMES = {
