@@ -230,9 +230,7 @@ def collect(
         except Exception:  # no experiment state written yet
             return []
 
-    def lines(trial_id: str) -> list[dict[str, Any]] | None:
-        return results(trial_id) if results is not None else None
-
+    lines = results or (lambda _: None)
     if run.info.get("packed"):
         return _collect_packs(run, trials, lines)
     out = []
