@@ -133,13 +133,15 @@ def run_once(sweep: str, sets: list[str], mode: str, cpus: int, keep: bool) -> d
         raise SystemExit(f"ct-sweep failed ({proc.returncode}): {' '.join(cmd)}")
     n, train, trial_total, eval_last = load(run_dir / "results.csv")
     m = re.search(r"MLflow in the driver ([\d.]+) s", out)
-    packs = re.search(r'"n_packs": (\d+)', (run_dir / "run.json").read_text())
-    par = max(1, min(cpus, n if mode == "unpacked" else int(packs.group(1)) if packs else n))
+    info = json.loads((run_dir / "run.json").read_text())
+    packs = int(info.get("n_packs") or n)
+    slots = int(info.get("slots") or cpus)  # GPU trials: the GPU's share limits them too
+    par = max(1, min(slots, n if mode == "unpacked" else packs))
     overhead = wall - train / par
     row = {
         "mode": mode,
         "settings": n,
-        "packs": int(packs.group(1)) if packs else n,
+        "packs": packs,
         "wall_s": wall,
         "train_s": train,
         "trials_s": trial_total,
@@ -150,9 +152,7 @@ def run_once(sweep: str, sets: list[str], mode: str, cpus: int, keep: bool) -> d
         "per_setting_s": wall / n,
         "mlflow_driver_s": float(m.group(1)) if m else float("nan"),
         **timeline(run_dir, clock, wall),
-        "driver_cpu_s": json.loads((run_dir / "run.json").read_text())
-        .get("timings", {})
-        .get("driver_cpu", math.nan),
+        "driver_cpu_s": info.get("timings", {}).get("driver_cpu", math.nan),
     }
     if keep:
         row["run_dir"] = str(run_dir)

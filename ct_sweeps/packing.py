@@ -101,12 +101,11 @@ def expand_settings(space: Space, num_samples: int, seed: int | None) -> list[di
     return out
 
 
-def auto_pack_size(n_group: int, slots: int, gpu: bool) -> int:
-    """Settings per pack for a group packed on its own: every trial slot gets about two packs
-    (so that the slots stay busy to the end and an interrupted sweep keeps finished packs),
-    capped at :data:`CAP_CPU` (:data:`CAP_GPU` for GPU trials)."""
-    cap = CAP_GPU if gpu else CAP_CPU
-    return max(1, min(cap, math.ceil(n_group / (2 * max(1, slots)))))
+def auto_pack_size(n_group: int, slots: int) -> int:
+    """Settings per pack for a group packed on its own on CPU trials: every trial slot gets
+    about two packs (so that the slots stay busy to the end and an interrupted sweep keeps
+    finished packs), capped at :data:`CAP_CPU`."""
+    return max(1, min(CAP_CPU, math.ceil(n_group / (2 * max(1, slots)))))
 
 
 def make_packs(
@@ -134,6 +133,10 @@ def make_packs(
     The second balances grids whose settings cost very different amounts: on the paper's
     Adult grid (9 CT settings, 9 vanilla ones, 2 slots) even-sized packs leave one slot idle
     for the last ~27 s, about one CT setting; bench/README.md has the figures.
+
+    GPU trials (``gpu``) cost differently: a pack's epoch takes about as long as its most
+    expensive setting's, whatever K (bench/README.md), so ``auto`` makes the fewest packs
+    :func:`_gpu_packs` allows and orders them by their most expensive setting.
     """
     from ct_core.packability import can_pack, pack_key
 
@@ -144,9 +147,12 @@ def make_packs(
         cost.append(setting_cost(cfg))
         keys.append(pack_key(cfg) if can_pack(cfg) else None)
     slots = max(1, slots)
-    if pack == "auto":
-        cap = CAP_GPU if gpu else CAP_CPU
-        plans = [_group_packs(keys, cost, lambda n: auto_pack_size(n, slots, gpu))]
+    pack_cost = max if gpu else sum
+    if pack == "auto" and gpu:
+        packs = _gpu_packs(keys, cost, slots)
+    elif pack == "auto":
+        cap = CAP_CPU
+        plans = [_group_packs(keys, cost, lambda n: auto_pack_size(n, slots))]
         plans += [_slot_packs(keys, cost, slots, cap, per_slot) for per_slot in (2, 3)]
         widest = _group_packs(keys, cost, lambda n: cap)
         if len(widest) >= 2 * slots:  # as wide as allowed, if that still fills the slots twice
@@ -157,7 +163,29 @@ def make_packs(
         packs = plans[min(x for x in near if x[1] <= 1.02 * min(ends))[2]]
     else:
         packs = _group_packs(keys, cost, lambda n: int(pack))
-    return sorted(packs, key=lambda pk: (-sum(cost[i] for i in pk), pk))
+    return sorted(packs, key=lambda pk: (-pack_cost(cost[i] for i in pk), pk))
+
+
+def _gpu_packs(keys: Sequence[Any], cost: Sequence[float], slots: int) -> list[list[int]]:
+    """Packs for GPU trials: each group in as few packs as :data:`CAP_GPU` allows, cut further
+    (the group with the most settings per pack first) only until every slot has a pack. A pack
+    is cut by cost, the most expensive settings together, so that a pack of cheap settings ends
+    early and leaves the GPU to the others (its epoch costs what its dearest setting costs)."""
+    groups, alone = _by_group(range(len(keys)), keys)
+    n = [math.ceil(len(g) / CAP_GPU) for g in groups]
+    while sum(n) + len(alone) < slots:
+        can = [j for j in range(len(groups)) if n[j] < len(groups[j])]
+        if not can:
+            break
+        j = max(can, key=lambda j: (len(groups[j]) / n[j], -j))
+        n[j] += 1
+    packs: list[list[int]] = []
+    for g, k in zip(groups, n):
+        order = sorted(g, key=lambda i: (-cost[i], i))
+        sizes = [len(g) // k + (j < len(g) % k) for j in range(k)]
+        starts = [sum(sizes[:j]) for j in range(k)]
+        packs += [sorted(order[a : a + m]) for a, m in zip(starts, sizes)]
+    return packs + alone
 
 
 def _split(members: Sequence[int], n: int, cost: Sequence[float]) -> list[list[int]]:
@@ -330,7 +358,7 @@ def pack_trainable(config: dict[str, Any], spec: PackSpec) -> None:
 
     from ct_sweeps.trainable import (
         _dataset,
-        _trial_cpus,
+        _trial_resources,
         _trial_storage_dir,
         imports_ahead_done,
         report_with_checkpoint,
@@ -347,8 +375,10 @@ def pack_trainable(config: dict[str, Any], spec: PackSpec) -> None:
 
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     settings = spec.packs[int(config["pack"])]
-    cpus = _trial_cpus()
-    cfgs = [trial_config(spec.trial.base, trial_params(spec.trial, s, cpus)) for s in settings]
+    cpus, gpus = _trial_resources()
+    cfgs = [
+        trial_config(spec.trial.base, trial_params(spec.trial, s, cpus, gpus)) for s in settings
+    ]
     torch.set_num_threads(max(1, int(cpus)))
     data = _dataset(cfgs[0])
 

@@ -112,6 +112,11 @@ def plan_from(sweep: SweepConfig, base: dict[str, Any]) -> Plan:
             f"train.eval_every ({tc.eval_every}) is larger than train.epochs ({tc.epochs}): "
             f"search.metric {needs_eval[0]!r} would never be computed"
         )
+    if tc.device == "cuda" and sweep.resources.gpu == 0 and "train.device" not in sweep.space:
+        raise ConfigError(
+            "train.device 'cuda' needs resources.gpu > 0 (each trial's share of a GPU, e.g. "
+            "0.25), or train.device: auto to use a GPU only where a trial holds one"
+        )
     if s.scheduler == "asha" and s.asha.max_t is None:
         s.asha.max_t = base_cfg.train.epochs
     if not space.entries and s.algorithm.startswith("optuna"):
@@ -175,6 +180,23 @@ def _actors_inherit_env() -> None:
     defaults = getattr(class_cache, "DEFAULT_ENV_VARS", None)
     if isinstance(defaults, dict) and defaults.get("PL_DISABLE_FORK") == "1":
         defaults.pop("PL_DISABLE_FORK")
+
+
+def check_fits(p: Plan) -> None:
+    """Raise :class:`ConfigError` if one trial asks for more CPUs or GPUs than the Ray this
+    process started on this machine has: Tune would wait for them for ever. (A cluster joined
+    by address may still grow, so it is not checked.)"""
+    import ray
+
+    total = ray.cluster_resources()
+    r = p.sweep.resources
+    for name, key, want in (("cpu", "CPU", r.cpu), ("gpu", "GPU", r.gpu)):
+        have = float(total.get(key, 0.0))
+        if want > have:
+            raise ConfigError(
+                f"resources.{name}: each trial asks for {want:g} {key}s but this machine's "
+                f"Ray has {have:g}; allowed: 0 to {have:g} (or a cluster: --address)"
+            )
 
 
 def _search_alg(p: Plan) -> Any:
@@ -256,11 +278,10 @@ def _plan_packs(p: Plan, run: RunDir) -> list[list[dict[str, Any]]]:
     if not path.exists():
         s = p.sweep.search
         settings = expand_settings(p.space, s.num_samples, s.seed)
-        packs = make_packs(
-            settings, p.base, p.space, s.pack, _slots(p), gpu=p.sweep.resources.gpu > 0
-        )
+        slots = _slots(p)
+        packs = make_packs(settings, p.base, p.space, s.pack, slots, gpu=p.sweep.resources.gpu > 0)
         save_packs(path, settings, packs)
-        run.save_info(packed=True, n_packs=len(packs))
+        run.save_info(packed=True, n_packs=len(packs), slots=slots)
         log.info("%d settings in %d packs", len(settings), len(packs))
     return load_packs(path)
 
@@ -490,6 +511,15 @@ def _log_parent_outputs(run: RunDir, report: Report, status: str) -> None:
     tr.call("end parent run", "set_terminated", rid, status)
 
 
+def _end_parent(run: RunDir, status: str) -> None:
+    """End the parent run of a sweep that stopped before Tune ran (no report to log)."""
+    from ct_sweeps.tracking import Tracker
+
+    rid, uri = run.info.get("parent_run_id"), run.info.get("tracking_uri")
+    if rid and uri:
+        Tracker(uri).call("end parent run", "set_terminated", rid, status)
+
+
 # ----------------------------------------------------------------------------------------------
 # Run / resume
 
@@ -575,20 +605,25 @@ def _fit(
     tune_import = _import_tune()
     started = ensure_ray(address, num_cpus)
     tune_import.join()
-    if started and not address and not os.environ.get("RAY_ADDRESS"):
+    local = started and not address and not os.environ.get("RAY_ADDRESS")
+    if local:
         _actors_inherit_env()  # a local Ray of our own: its workers inherit our environment
     t1 = lap("ray_start", t0)
     tuner = None
     try:
+        if local:
+            check_fits(p)
         tuner = tuner_factory(tracking)
         t2 = lap("tuner_setup", t1)
         grid = tuner.fit()
         t3 = lap("fit", t2)
-    except BaseException:
+    except BaseException as e:
         if started:
             ray.shutdown()
         if tracking is not None:
             tracking.wait()  # do not leave the store half-written on exit
+            if tuner is None:  # stopped before Tune ran (bad resources, Ctrl-C): no report
+                _end_parent(run, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise
     # Ray stops (a second or so, mostly waiting for its processes to exit) while the report is
     # written and the MLflow logging thread finishes

@@ -101,12 +101,20 @@ def load_trainer_class(path: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
-def trial_params(spec: TrialSpec, config: Mapping[str, Any], cpus: float = 1.0) -> dict[str, Any]:
+def trial_params(
+    spec: TrialSpec, config: Mapping[str, Any], cpus: float = 1.0, gpus: float | None = None
+) -> dict[str, Any]:
     """The dotted overrides of one trial: its sampled values, and one torch thread per CPU it
-    holds (``train.threads``) unless the sweep sets that itself."""
+    holds (``train.threads``) unless the sweep sets that itself. A trial that holds no GPU
+    (``gpus`` 0) trains on the CPU where ``train.device`` is ``auto``: Ray leaves every GPU of
+    the machine visible to a trial that asked for none, and it would otherwise take one."""
     params = spec.space.resolve(config)
-    if "train.threads" not in params and "train.threads" not in _flat_keys(spec.base):
+    base_keys = _flat_keys(spec.base)
+    if "train.threads" not in params and "train.threads" not in base_keys:
         params = {"train.threads": max(1, int(cpus)), **params}
+    device = params.get("train.device", spec.base.get("train", {}).get("device", "auto"))
+    if gpus == 0 and device == "auto":
+        params = {**params, "train.device": "cpu"}
     return params
 
 
@@ -131,14 +139,15 @@ def _dataset(cfg: Any) -> Any:
     return _DATA_CACHE[key]
 
 
-def _trial_cpus() -> float:
+def _trial_resources() -> tuple[float, float | None]:
+    """The CPUs and GPUs this Tune trial holds; ``(1.0, None)`` outside a Tune session."""
     from ray import tune
 
     try:
-        res = tune.get_context().get_trial_resources()
-        return float(res.required_resources.get("CPU", 1.0))
+        res = tune.get_context().get_trial_resources().required_resources
     except Exception:  # outside a Tune session
-        return 1.0
+        return 1.0, None
+    return float(res.get("CPU", 1.0)), float(res.get("GPU", 0.0))
 
 
 def _epoch_of(state: Any) -> int:
@@ -227,8 +236,8 @@ def ct_trainable(config: dict[str, Any], spec: TrialSpec) -> None:
 
     # one line per checkpoint from every worker drowns Tune's progress table
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
-    cpus = _trial_cpus()
-    cfg = trial_config(spec.base, trial_params(spec, config, cpus))
+    cpus, gpus = _trial_resources()
+    cfg = trial_config(spec.base, trial_params(spec, config, cpus, gpus))
     torch.set_num_threads(max(1, int(cpus)))
     data = _dataset(cfg)
 

@@ -151,6 +151,7 @@ CASES: list[Case] = [
         "train.lambda_div",
         "finite",
     ),
+    S("cuda-without-gpu", with_override("train.device", "cuda"), "train.device", "resources.gpu"),
     S("epsilon-zero", with_override("train.epsilon", 0), "train.epsilon", "(0, inf)"),
     S("epsilon-type", with_override("train.epsilon", [0.1]), "train.epsilon", "number"),
     S("lr-type", with_override("train.lr", "fast"), "train.lr", "number"),
@@ -602,6 +603,26 @@ def test_unreachable_cluster_address_fails_fast_before_ray_starts(tmp_path):
     assert not (ROOT / "ct_runs").exists() or not any(
         p.name.startswith("bad-input-") for p in (ROOT / "ct_runs").iterdir()
     ), "a run directory was created for a sweep that never started"
+
+
+def test_trials_larger_than_the_local_ray_fail_at_once_and_end_the_parent_run(tmp_path):
+    """Tune would wait for ever for a trial the machine cannot hold; the local Ray is asked
+    first, and the MLflow parent run already made is ended as FAILED, not left RUNNING."""
+    from mlflow import MlflowClient
+
+    good = tmp_path / "s.yaml"
+    good.write_text(sweep(resources={"cpu": 3, "gpu": 0}))
+    argv = [str(BIN / "ct-sweep"), "run", str(good), "--num-cpus", "2"]
+    res, secs = _cli(*argv, "--storage", str(tmp_path / "run"))
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "error: resources.cpu: each trial asks for 3 CPUs but this machine's Ray has 2" in (
+        res.stderr
+    )
+    assert "allowed: 0 to 2" in res.stderr and "Traceback" not in res.stderr
+    assert secs < 60, secs
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    parent = MlflowClient(info["tracking_uri"]).get_run(info["parent_run_id"])
+    assert parent.info.status == "FAILED"
 
 
 if __name__ == "__main__":

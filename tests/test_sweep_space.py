@@ -309,3 +309,22 @@ def test_asha_needs_a_single_metric(tmp_path):
     search = {"metric": ["val_loss", "val_acc"], "mode": ["min", "max"], "scheduler": "asha"}
     with pytest.raises(ConfigError, match="search.scheduler 'asha' needs a single search.metric"):
         plan(write_sweep(tmp_path, search=search))
+
+
+def test_a_trial_holding_no_gpu_trains_on_the_cpu_where_the_device_is_auto():
+    """Ray leaves every GPU visible to a trial that asked for none (resources.gpu: 0), so
+    ``train.device: auto`` becomes ``cpu`` there; a GPU share, an explicit device, or a call
+    outside Tune (``gpus`` unknown) leaves it as it is."""
+    from ct_sweeps.space import trial_config
+    from ct_sweeps.trainable import TrialSpec, trial_params
+
+    p = plan(str(Path(__file__).parents[1] / "configs" / "quickstart.yaml"))
+    spec = p.spec()
+    point = p.space.grid_points()[0]
+    assert trial_params(spec, point, 1.0, 0.0)["train.device"] == "cpu"
+    assert "train.device" not in trial_params(spec, point, 1.0, 0.25)
+    assert "train.device" not in trial_params(spec, point, 1.0, None)
+    assert trial_config(spec.base, trial_params(spec, point, 1.0, 0.0)).train.device == "cpu"
+    on_cuda = TrialSpec(base={**spec.base, "train": {"device": "cuda"}}, space=spec.space)
+    assert "train.device" not in trial_params(on_cuda, point, 2.0, 0.0)  # as the user asked
+    assert trial_params(on_cuda, point, 2.0, 0.0)["train.threads"] == 2

@@ -280,8 +280,8 @@ def test_settings_are_expanded_up_front_and_packed_by_compatibility(tmp_path):
             len({(settings[i]["generator.type"], str(settings[i]["model.hidden"])) for i in pk})
             == 1
         )
-    assert auto_pack_size(270, 2, gpu=False) == 45 and auto_pack_size(18, 2, gpu=False) == 5
-    assert auto_pack_size(3, 8, gpu=False) == 1 and auto_pack_size(900, 1, gpu=True) == 450
+    assert auto_pack_size(270, 2) == 45 and auto_pack_size(18, 2) == 5
+    assert auto_pack_size(3, 8) == 1 and auto_pack_size(900, 1) == 45
 
 
 def test_auto_packs_keep_both_slots_busy_when_settings_cost_very_different_amounts():
@@ -313,6 +313,38 @@ def test_auto_packs_keep_both_slots_busy_when_settings_cost_very_different_amoun
     # with a fixed K the packs are even-sized, as asked
     fixed = make_packs(settings, p.base, p.space, 5, slots=2)
     assert sorted(len(pk) for pk in fixed) == [4, 4, 5, 5]
+
+
+def test_auto_packs_on_gpu_trials_are_as_wide_as_allowed_and_cut_only_to_fill_the_slots():
+    """On a GPU a pack's epoch costs about what its dearest setting costs, whatever K, so the
+    OL grid goes in one pack per pack group (Generic/ECCo 180, REVISE 90) while there are at
+    most two slots; with four, the largest group is cut, its dearest settings (CT, large T)
+    together, until every slot has a pack."""
+    from ct_sweeps import runner
+    from ct_sweeps.packing import expand_settings, make_packs
+    from ct_sweeps.space import trial_config
+
+    p = runner.plan(str(Path(__file__).parents[1] / "configs/paper/gen_params_over.yaml"))
+    settings = expand_settings(p.space, 1, seed=0)
+    cfgs = [trial_config(p.base, p.space.resolve(s)) for s in settings]
+
+    def generators(pk):
+        return {cfgs[i].generator.type for i in pk}
+
+    for slots in (1, 2):
+        packs = make_packs(settings, p.base, p.space, "auto", slots, gpu=True)
+        assert [len(pk) for pk in packs] == [180, 90]
+        assert generators(packs[0]) == {"generic", "ecco"} and generators(packs[1]) == {"revise"}
+    packs = make_packs(settings, p.base, p.space, "auto", 4, gpu=True)
+    assert sorted(len(pk) for pk in packs) == [60, 60, 60, 90]
+    assert sorted(i for pk in packs for i in pk) == list(range(270))
+    # the first Generic/ECCo pack Tune starts holds that group's CT settings with the largest T
+    dearest = next(pk for pk in packs if generators(pk) != {"revise"})
+    assert all(cfgs[i].train.objective == "full" and cfgs[i].generator.T >= 25 for i in dearest)
+    assert {cfgs[i].generator.T for i in dearest} >= {50}
+    # a fixed K is still a fixed K on GPU trials
+    fixed = make_packs(settings, p.base, p.space, 45, 4, gpu=True)
+    assert sorted(len(pk) for pk in fixed) == [45] * 6
 
 
 def test_interrupted_packed_sweep_resumes_without_rerunning_finished_packs(ray_runtime, tmp_path):
