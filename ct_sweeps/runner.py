@@ -456,6 +456,7 @@ def _tracking(p: Plan, run: RunDir, setup: TrackingSetup | None, packs: Any = No
             p.spec(),
             p.sweep.name,
             cpus=p.sweep.resources.cpu,
+            gpus=p.sweep.resources.gpu,
             packs=packs,
             models=t.models_for(p.n_trials) if t.log_model is not False else None,
             n_settings=p.n_trials,

@@ -294,11 +294,14 @@ def _param_str(v: Any) -> str:
     return s if len(s) <= 6000 else s[:5997] + "..."
 
 
-def child_params(spec: TrialSpec, config: Mapping[str, Any], cpus: float) -> dict[str, Any]:
-    """Every resolved training parameter of a trial, flattened with dotted keys."""
+def child_params(
+    spec: TrialSpec, config: Mapping[str, Any], cpus: float, gpus: float | None = None
+) -> dict[str, Any]:
+    """Every resolved training parameter of a trial (holding ``cpus`` and ``gpus``), flattened
+    with dotted keys."""
     from ct_sweeps.space import trial_config
 
-    return trial_config(spec.base, trial_params(spec, config, cpus)).flat()
+    return trial_config(spec.base, trial_params(spec, config, cpus, gpus)).flat()
 
 
 def log_model_file(tracker: Tracker, run_id: str, model_path: Path) -> None:
@@ -420,6 +423,7 @@ class MlflowSweepCallback(Callback):
         spec: TrialSpec,
         sweep_name: str,
         cpus: float = 1.0,
+        gpus: float | None = None,
         flush_s: float = 30.0,
         log_models: bool = True,
         packs: Any = None,
@@ -436,7 +440,7 @@ class MlflowSweepCallback(Callback):
         self.parent_run_id = parent_run_id
         self.spec = spec
         self.sweep_name = sweep_name
-        self.cpus = cpus
+        self.cpus, self.gpus = cpus, gpus
         self.flush_s = flush_s
         self.log_models = log_models
         self.packs = packs
@@ -674,7 +678,7 @@ class MlflowSweepCallback(Callback):
             return None
         rid = run.info.run_id
         self.children[u.id] = rid
-        params = child_params(self.spec, u.config, self.cpus)
+        params = child_params(self.spec, u.config, self.cpus, self.gpus)
         self._objective[u.id] = str(params.get("train.objective"))
         tr.log_batch(rid, params=params)
         return rid
@@ -861,7 +865,7 @@ def sync(
         _log_parent_inputs(tr, parent.info.run_id, p, run)
     spec = p.spec()
     records = list(records)
-    cpus = run.sweep.resources.cpu
+    cpus, gpus = run.sweep.resources.cpu, run.sweep.resources.gpu
     known = tr.children(exp_id, parent.info.run_id)
     for rec in records:
         child = (
@@ -881,7 +885,7 @@ def sync(
             rid = created.info.run_id
             tr.log_batch(
                 rid,
-                params=child_params(spec, rec.config, cpus),
+                params=child_params(spec, rec.config, cpus, gpus),
                 tags={"ct.swept": ",".join(sorted(rec.params))},
             )
             counts["created"] += 1
