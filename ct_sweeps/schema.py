@@ -143,8 +143,13 @@ class SearchConfig(_Strict):
 
 
 class ResourcesConfig(_Strict):
+    """What one Tune trial (a setting, or a pack of settings) holds."""
+
     cpu: float = Field(1.0, gt=0)
+    """CPUs per trial; the trial uses as many torch threads (unless ``train.threads`` is set)."""
     gpu: float = Field(0.0, ge=0)
+    """Share of a GPU per trial (0.5: two trials per GPU). With 0, ``train.device: auto``
+    trains on the CPU even on a machine with GPUs."""
 
 
 class TrackingConfig(_Strict):

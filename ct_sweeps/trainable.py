@@ -109,10 +109,9 @@ def trial_params(
     (``gpus`` 0) trains on the CPU where ``train.device`` is ``auto``: Ray leaves every GPU of
     the machine visible to a trial that asked for none, and it would otherwise take one."""
     params = spec.space.resolve(config)
-    base_keys = _flat_keys(spec.base)
-    if "train.threads" not in params and "train.threads" not in base_keys:
+    if "train.threads" not in params and "train.threads" not in _flat_keys(spec.base):
         params = {"train.threads": max(1, int(cpus)), **params}
-    device = params.get("train.device", spec.base.get("train", {}).get("device", "auto"))
+    device = params.get("train.device", (spec.base.get("train") or {}).get("device", "auto"))
     if gpus == 0 and device == "auto":
         params = {**params, "train.device": "cpu"}
     return params
