@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Local multi-node Ray cluster + MLflow tracking server on one machine, secure by default.
 
-    python cluster/ctcluster.py up [--workers 2 --cpus-per-worker 1] [--no-mlflow]
+    python cluster/ctcluster.py up [--workers 2 --cpus-per-worker 1] [--gpus 0] [--no-mlflow]
     python cluster/ctcluster.py status | health | logs [NAME] | env | down
     python cluster/ctcluster.py mlflow up|down     (the MLflow server alone)
 
@@ -239,12 +239,38 @@ def start_head(state: Path, host: str, ports: dict[str, int], cpus: float, store
     return _spawn("head", cmd, state)
 
 
-def start_worker(state: Path, host: str, gcs: str, index: int, cpus: float, store_mb: int) -> dict:
-    """Start worker node `index` joining the head at `gcs`; return its record.
+def deal_gpus(n_gpus: int, workers: int) -> list[list[str]]:
+    """The first ``n_gpus`` GPUs this process sees (``CUDA_VISIBLE_DEVICES`` if set, else 0, 1,
+    ...) dealt round-robin to the worker nodes (worker ``i`` gets list ``i - 1``): each GPU
+    belongs to one node, so Ray never schedules a GPU twice."""
+    visible = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+    if "CUDA_VISIBLE_DEVICES" in os.environ and len(visible) < n_gpus:
+        raise ClusterError(
+            f"--gpus {n_gpus}: CUDA_VISIBLE_DEVICES shows only {len(visible)} GPU(s)"
+        )
+    ids = visible[:n_gpus] if visible else [str(g) for g in range(n_gpus)]
+    return [ids[i::workers] for i in range(workers)]
+
+
+def start_worker(
+    state: Path,
+    host: str,
+    gcs: str,
+    index: int,
+    cpus: float,
+    store_mb: int,
+    gpus: list[str] | None = None,
+) -> dict:
+    """Start worker node `index` joining the head at `gcs`, holding the machine's GPUs `gpus`
+    (`CUDA_VISIBLE_DEVICES`); return its record.
 
     Runs through `raynode.py` (Ray's CLI with loopback addresses kept; see its docstring) with
     RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1, which Ray requires for a node to join a cluster.
     """
+    gpus = gpus or []
+    env = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
     ip = host
     cmd = [
         sys.executable,
@@ -254,12 +280,12 @@ def start_worker(state: Path, host: str, gcs: str, index: int, cpus: float, stor
         f"--address={gcs}",
         f"--node-ip-address={ip}",
         f"--num-cpus={cpus:g}",
-        "--num-gpus=0",
+        f"--num-gpus={len(gpus)}",
         f"--object-store-memory={store_mb * 1024 * 1024}",
         f"--temp-dir={node_temp_dir(state, f'worker-{index}')}",
         *_node_ports(ip),
     ]
-    return _spawn(f"worker-{index}", cmd, state, {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"})
+    return _spawn(f"worker-{index}", cmd, state, env)
 
 
 def _node_ports(host: str) -> list[str]:
@@ -368,6 +394,7 @@ def stop_process_tree(rec: dict, marker: str | None = None, timeout: float = 20.
 
 def cmd_up(args: argparse.Namespace) -> int:
     state = state_dir()
+    args.gpu_ids = deal_gpus(args.gpus, args.workers) if args.gpus else []
     if _running(load_state(state)):
         raise ClusterError(f"a cluster is already running from {state}; run `down` first")
     token_path = ensure_state(state)
@@ -427,7 +454,10 @@ def _join_worker(
     dash = info["ray"]["dashboard_url"]
     want = 1 + index
     for attempt in range(2):
-        node = start_worker(state, host, gcs, index, args.cpus_per_worker, args.object_store_mb)
+        gpus = args.gpu_ids[index - 1] if args.gpu_ids else []
+        node = start_worker(
+            state, host, gcs, index, args.cpus_per_worker, args.object_store_mb, gpus
+        )
         info["ray"]["nodes"].append(node)
         save_state(state, info)
         try:
@@ -647,6 +677,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--workers", type=int, default=2, help="worker nodes (default 2)")
     up.add_argument("--cpus-per-worker", type=float, default=1.0)
     up.add_argument("--head-cpus", type=float, default=0.0, help="CPUs of the head (default 0)")
+    up.add_argument(
+        "--gpus",
+        type=int,
+        default=0,
+        help="GPUs of this machine, dealt round-robin to the workers (default 0)",
+    )
     up.add_argument("--object-store-mb", type=int, default=256, help="object store per node")
     up.add_argument("--host", help="bind host (default $CT_BIND_HOST or 127.0.0.1)")
     up.add_argument("--port", type=int, help="GCS port (0 = any free)")
@@ -680,6 +716,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "workers", 0) < 0 or getattr(args, "cpus_per_worker", 1) <= 0:
         print("error: --workers must be >= 0 and --cpus-per-worker > 0", file=sys.stderr)
+        return 2
+    if getattr(args, "gpus", 0) < 0 or (getattr(args, "gpus", 0) and not args.workers):
+        print("error: --gpus must be >= 0, and > 0 only with --workers >= 1", file=sys.stderr)
         return 2
     try:
         return args.func(args)

@@ -264,6 +264,30 @@ def test_local_cluster_binds_loopback_unless_told_otherwise(monkeypatch):
     assert args.host is None and args.workers == 2 and args.head_cpus == 0.0
 
 
+def test_local_cluster_deals_the_machines_gpus_to_its_workers_one_node_each(
+    tmp_path, monkeypatch
+):
+    """`up --gpus N`: the N GPUs go round-robin to the worker nodes, each node sees only its
+    own (CUDA_VISIBLE_DEVICES) and tells Ray as many; without --gpus no node has one."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert ctcluster.deal_gpus(3, 2) == [["0", "2"], ["1"]]
+    assert ctcluster.deal_gpus(1, 3) == [["0"], [], []]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6,7")
+    assert ctcluster.deal_gpus(2, 2) == [["4"], ["6"]]
+    with pytest.raises(ctcluster.ClusterError, match="shows only 3"):
+        ctcluster.deal_gpus(4, 2)
+
+    spawned = []
+    monkeypatch.setattr(ctcluster, "_spawn", lambda *a: spawned.append(a) or {})
+    ctcluster.start_worker(tmp_path, "127.0.0.1", "127.0.0.1:6390", 1, 1.0, 256, ["4", "6"])
+    ctcluster.start_worker(tmp_path, "127.0.0.1", "127.0.0.1:6390", 2, 1.0, 256)
+    (_, gpu_cmd, _, gpu_env), (_, cpu_cmd, _, cpu_env) = spawned
+    assert "--num-gpus=2" in gpu_cmd and gpu_env["CUDA_VISIBLE_DEVICES"] == "4,6"
+    assert "--num-gpus=0" in cpu_cmd and "CUDA_VISIBLE_DEVICES" not in cpu_env
+    assert ctcluster.build_parser().parse_args(["up"]).gpus == 0
+    assert ctcluster.main(["up", "--workers", "0", "--gpus", "1"]) == 2
+
+
 def test_local_cluster_env_turns_token_auth_on_and_telemetry_off(tmp_path, monkeypatch):
     monkeypatch.setenv("RAY_AUTH_TOKEN", "inherited-token-must-not-win")
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
