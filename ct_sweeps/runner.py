@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -133,8 +133,12 @@ def in_ray_job() -> bool:
     return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
 
 
-def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
-    """Join or start Ray; ``True`` if this call started it (and should shut it down).
+def ensure_ray(
+    address: str | None = None, num_cpus: int | None = None
+) -> Literal["local", "joined"] | None:
+    """Join or start Ray. ``"local"``: this call started a Ray of its own on this machine;
+    ``"joined"``: it connected to a cluster; either way it should shut Ray down at the end.
+    ``None``: Ray was already initialised (left as it is).
 
     No address: a fresh local Ray on loopback (``address="local"``, never a stray cluster of
     someone else), or the cluster of the Ray job this process runs in (``RAY_ADDRESS``).
@@ -143,24 +147,25 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     import ray
 
     if ray.is_initialized():
-        return False
+        return None
     kw: dict[str, Any] = {"log_to_driver": True, "configure_logging": True}
     if address:
         ray.init(address=address, **kw)
-    elif os.environ.get("RAY_ADDRESS"):
+        return "joined"
+    if os.environ.get("RAY_ADDRESS"):
         ray.init(**kw)
-    else:
-        # Tune's trial actors never land on the idle workers Ray prestarts for the driver:
-        # those would only cost start-up CPU. PL_DISABLE_FORK: see _actors_inherit_env
-        os.environ.setdefault("PL_DISABLE_FORK", "1")
-        ray.init(
-            address="local",
-            num_cpus=num_cpus,
-            include_dashboard=False,
-            _system_config={"prestart_worker_first_driver": False},
-            **kw,
-        )
-    return True
+        return "joined"
+    # Tune's trial actors never land on the idle workers Ray prestarts for the driver: those
+    # would only cost start-up CPU. PL_DISABLE_FORK: see _actors_inherit_env
+    os.environ.setdefault("PL_DISABLE_FORK", "1")
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        _system_config={"prestart_worker_first_driver": False},
+        **kw,
+    )
+    return "local"
 
 
 def _actors_inherit_env() -> None:
@@ -606,7 +611,7 @@ def _fit(
     tune_import = _import_tune()
     started = ensure_ray(address, num_cpus)
     tune_import.join()
-    local = started and not address and not os.environ.get("RAY_ADDRESS")
+    local = started == "local"
     if local:
         _actors_inherit_env()  # a local Ray of our own: its workers inherit our environment
     t1 = lap("ray_start", t0)
