@@ -264,9 +264,7 @@ def test_local_cluster_binds_loopback_unless_told_otherwise(monkeypatch):
     assert args.host is None and args.workers == 2 and args.head_cpus == 0.0
 
 
-def test_local_cluster_deals_the_machines_gpus_to_its_workers_one_node_each(
-    tmp_path, monkeypatch
-):
+def test_local_cluster_deals_the_machines_gpus_to_its_workers_one_node_each(tmp_path, monkeypatch):
     """`up --gpus N`: the N GPUs go round-robin to the worker nodes, each node sees only its
     own (CUDA_VISIBLE_DEVICES) and tells Ray as many; without --gpus no node has one."""
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
