@@ -7,8 +7,10 @@ default sqlite MLflow store in the run directory). From the run's ``results.csv`
 * ``wall_s``: the subprocess, start to exit (Python and Ray start-up, the sweep, the report);
 * ``train_s``: the sum of the settings' epoch clocks (``train_seconds``: search, training and
   validation metrics; a pack's clock is shared out over its settings);
-* ``overhead_s`` = ``wall_s`` - ``train_s`` / parallelism (parallelism = ``--num-cpus`` / CPUs
-  per trial, at most the number of trials); ``overhead_pct`` = its share of ``wall_s``;
+* ``overhead_s`` = ``wall_s`` - ``train_s`` / parallelism (parallelism = the trial slots the
+  sweep planned for, ``slots`` in ``run.json``: ``--num-cpus`` over the CPUs of a trial, and for
+  GPU trials (``--set resources.gpu=0.5``) the GPUs over a trial's share too; at most the number
+  of trials or packs); ``overhead_pct`` = its share of ``wall_s``;
 * ``per_setting_s`` = ``wall_s`` / N;
 * ``eval_last_s``: the settings' ``time_eval`` summed over the last epoch (one with validation
   metrics: ``train.eval_every`` divides the epochs, or it is the last), i.e. one validation pass
