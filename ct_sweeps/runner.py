@@ -194,6 +194,8 @@ def check_fits(p: Plan) -> None:
     import ray
 
     total = ray.cluster_resources()
+    if not total:  # nothing reported (yet): better to let Tune wait than to refuse a sweep
+        return
     r = p.sweep.resources
     for name, key, want in (("cpu", "CPU", r.cpu), ("gpu", "GPU", r.gpu)):
         have = float(total.get(key, 0.0))
