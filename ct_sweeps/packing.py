@@ -19,6 +19,7 @@ end, one ``model_<k>.pt`` per finished setting. ``RUN_DIR/packs.json`` lists eve
 from __future__ import annotations
 
 import heapq
+import itertools
 import json
 import math
 import os
@@ -128,7 +129,7 @@ def make_packs(
     * per group, packs of :func:`auto_pack_size` settings (about two per slot), or of the
       most settings allowed if that still makes two packs per slot;
     * settings first dealt out to the slots by cost (each to the least loaded), then each
-      slot's share cut into two or three packs (at most :data:`CAP_CPU`/:data:`CAP_GPU`).
+      slot's share cut into two or three packs (at most :data:`CAP_CPU`).
 
     The second balances grids whose settings cost very different amounts: on the paper's
     Adult grid (9 CT settings, 9 vanilla ones, 2 slots) even-sized packs leave one slot idle
@@ -151,10 +152,9 @@ def make_packs(
     if pack == "auto" and gpu:
         packs = _gpu_packs(keys, cost, slots)
     elif pack == "auto":
-        cap = CAP_CPU
         plans = [_group_packs(keys, cost, lambda n: auto_pack_size(n, slots))]
-        plans += [_slot_packs(keys, cost, slots, cap, per_slot) for per_slot in (2, 3)]
-        widest = _group_packs(keys, cost, lambda n: cap)
+        plans += [_slot_packs(keys, cost, slots, CAP_CPU, per_slot) for per_slot in (2, 3)]
+        widest = _group_packs(keys, cost, lambda n: CAP_CPU)
         if len(widest) >= 2 * slots:  # as wide as allowed, if that still fills the slots twice
             plans.append(widest)
         ends = [_makespan(pl, cost, slots) for pl in plans]
@@ -182,17 +182,21 @@ def _gpu_packs(keys: Sequence[Any], cost: Sequence[float], slots: int) -> list[l
     packs: list[list[int]] = []
     for g, k in zip(groups, n):
         order = sorted(g, key=lambda i: (-cost[i], i))
-        sizes = [len(g) // k + (j < len(g) % k) for j in range(k)]
-        starts = [sum(sizes[:j]) for j in range(k)]
-        packs += [sorted(order[a : a + m]) for a, m in zip(starts, sizes)]
+        ends = list(itertools.accumulate(_even_sizes(len(g), k)))
+        packs += [sorted(order[a:b]) for a, b in zip([0, *ends], ends)]
     return packs + alone
 
 
+def _even_sizes(n: int, k: int) -> list[int]:
+    """``n`` items in ``k`` parts as even as possible, the larger first (18 in 4: 5, 5, 4, 4)."""
+    return [n // k + (j < n % k) for j in range(k)]
+
+
 def _split(members: Sequence[int], n: int, cost: Sequence[float]) -> list[list[int]]:
-    """``members`` in ``n`` packs of even sizes (18 in 4: 5, 5, 4, 4), filled greedily by cost:
+    """``members`` in ``n`` packs of even sizes (:func:`_even_sizes`), filled greedily by cost:
     the most expensive first, each into the cheapest pack that has room."""
     n = max(1, min(n, len(members)))
-    cap = [len(members) // n + (j < len(members) % n) for j in range(n)]
+    cap = _even_sizes(len(members), n)
     bins: list[list[int]] = [[] for _ in range(n)]
     load = [0.0] * n
     for i in sorted(members, key=lambda i: (-cost[i], i)):
