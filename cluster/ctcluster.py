@@ -394,7 +394,7 @@ def stop_process_tree(rec: dict, marker: str | None = None, timeout: float = 20.
 
 def cmd_up(args: argparse.Namespace) -> int:
     state = state_dir()
-    args.gpu_ids = deal_gpus(args.gpus, args.workers) if args.gpus else []
+    args.gpu_ids = deal_gpus(args.gpus, args.workers)  # checked before anything starts
     if _running(load_state(state)):
         raise ClusterError(f"a cluster is already running from {state}; run `down` first")
     token_path = ensure_state(state)
@@ -454,7 +454,7 @@ def _join_worker(
     dash = info["ray"]["dashboard_url"]
     want = 1 + index
     for attempt in range(2):
-        gpus = args.gpu_ids[index - 1] if args.gpu_ids else []
+        gpus = args.gpu_ids[index - 1]
         node = start_worker(
             state, host, gcs, index, args.cpus_per_worker, args.object_store_mb, gpus
         )

@@ -516,16 +516,16 @@ def _log_parent_outputs(run: RunDir, report: Report, status: str) -> None:
     if len(df) and report.metric in df.columns and df[report.metric].notna().any():
         v = df[report.metric].dropna().iloc[0]
         tr.log_batch(rid, metrics=[(f"best_{report.metric}", float(v), 0)])
-    tr.call("end parent run", "set_terminated", rid, status)
+    _end_parent(run, status, tr)
 
 
-def _end_parent(run: RunDir, status: str) -> None:
-    """End the parent run of a sweep that stopped before Tune ran (no report to log)."""
+def _end_parent(run: RunDir, status: str, tracker: Any = None) -> None:
+    """End the sweep's parent run (also one that stopped before Tune ran: no report to log)."""
     from ct_sweeps.tracking import Tracker
 
     rid, uri = run.info.get("parent_run_id"), run.info.get("tracking_uri")
     if rid and uri:
-        Tracker(uri).call("end parent run", "set_terminated", rid, status)
+        (tracker or Tracker(uri)).call("end parent run", "set_terminated", rid, status)
 
 
 # ----------------------------------------------------------------------------------------------
