@@ -27,6 +27,10 @@ four add up to ``overhead_s``:
 * ``between_s``: between one trial's last report and the next trial's start (Tune);
 * ``after_s``: from the last report to the command's exit (Tune's end, Ray stop, report, MLflow).
 
+``report_wait_s`` (part of ``in_trials_s``, per slot): the seconds pack trials' training loops
+waited for Tune to take their reports, up to each trial's last one (``report_wait`` in
+``result.json``; NaN for code from before the background reporter, ``ct_sweeps/reporter.py``).
+
 ``driver_cpu_s`` is the CPU time of the ``ct-sweep`` process itself (all its threads: Tune's
 event loop, MLflow logging, the report). On a 2-core machine it competes with the trials, so most
 of it is not in ``overhead_s`` but in slower epochs (``train_s``).
@@ -70,6 +74,7 @@ CASES = {
     "adult": ("configs/paper/tune_adult.yaml", ["train.nce=5000"]),
 }
 MODES = {"packed": "search.pack=auto", "unpacked": "search.pack=0"}
+SPLIT = ("before_s", "in_trials_s", "between_s", "after_s")
 
 
 def load(path: Path) -> tuple[int, float, float, float]:
@@ -86,10 +91,11 @@ def load(path: Path) -> tuple[int, float, float, float]:
 def timeline(run_dir: Path, t0: float, wall: float) -> dict[str, float]:
     """The overhead split per trial slot (see the module docstring); NaN without packs."""
     slots: dict[object, list[tuple[float, float, float]]] = {}
+    waits: dict[object, float] = {}
     for f in (run_dir / "tune").glob("trial_*/result.json"):
         lines = [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
         if not lines or "started" not in lines[0]:
-            return dict.fromkeys(("before_s", "in_trials_s", "between_s", "after_s"), math.nan)
+            return dict.fromkeys((*SPLIT, "report_wait_s"), math.nan)
         # a pack's epoch clock is shared out over its settings' records: their sum
         epochs = sum(
             float(r.get("seconds", 0.0))
@@ -99,6 +105,10 @@ def timeline(run_dir: Path, t0: float, wall: float) -> dict[str, float]:
         )
         start, end = float(lines[0]["started"]), float(lines[-1]["reported"])
         slots.setdefault(lines[0].get("pid"), []).append((start, end, epochs))
+        # seconds the training loop waited for Tune to take its reports (before the last one)
+        waits[lines[0].get("pid")] = waits.get(lines[0].get("pid"), 0.0) + float(
+            lines[-1].get("report_wait", math.nan)
+        )
     before = inside = between = after = 0.0
     for trials in slots.values():
         trials.sort()
@@ -112,6 +122,7 @@ def timeline(run_dir: Path, t0: float, wall: float) -> dict[str, float]:
         "in_trials_s": inside / n,
         "between_s": between / n,
         "after_s": after / n,
+        "report_wait_s": sum(waits.values()) / n,
     }
 
 
@@ -185,8 +196,7 @@ def main() -> None:
         runs = [run_once(sweep, sets, mode, args.num_cpus, args.keep) for _ in range(args.repeats)]
         row = dict(runs[0])
         medians = ("wall_s", "train_s", "trials_s", "eval_last_s", "overhead_s", "overhead_pct")
-        medians += ("before_s", "in_trials_s", "between_s", "after_s", "mlflow_driver_s")
-        medians += ("driver_cpu_s",)
+        medians += (*SPLIT, "report_wait_s", "mlflow_driver_s", "driver_cpu_s")
         for k in (*medians, "per_setting_s"):
             row[k] = statistics.median(r[k] for r in runs)
         row.update(case=args.case, epochs=args.epochs, repeats=args.repeats)

@@ -360,12 +360,12 @@ def pack_trainable(config: dict[str, Any], spec: PackSpec) -> None:
     started = time.time()
     import logging
 
+    from ct_sweeps.reporter import BackgroundReporter
     from ct_sweeps.trainable import (
         _dataset,
         _trial_resources,
         _trial_storage_dir,
         imports_ahead_done,
-        report_with_checkpoint,
         restore_state,
     )
 
@@ -403,18 +403,23 @@ def pack_trainable(config: dict[str, Any], spec: PackSpec) -> None:
     def alive() -> int:
         return sum(f is None for f in trainer.failed)
 
+    # tune.report waits for the driver to take each result; the reporter's thread does the
+    # waiting while the pack trains on (ct_sweeps/reporter.py)
+    reporter = BackgroundReporter(tune.report)
+
     def report(epoch: int, pending: dict[str, list[dict[str, Any]]], save: bool) -> None:
         # one report carries every epoch since the last one: a Tune round trip per epoch
         # costs more than a pack's epoch on a busy machine
         result: dict[str, Any] = {"epoch": float(epoch), "settings": pending}
         result["settings_alive"] = float(alive())
-        # wall clock of the trial's start and of this report (bench/bench_sweep.py's timeline)
-        result.update(started=started, reported=time.time())
+        # wall clocks of the trial's start and of this report, and the seconds the training
+        # loop has waited for reports so far (bench/bench_sweep.py's timeline)
+        result.update(started=started, reported=time.time(), report_wait=reporter.waited)
         if spec.metric:
             live = [v for k, v in last.items() if trainer.failed[k] is None]
             result[spec.metric] = _best(live, spec.mode)
         if not save or pending:
-            tune.report(result)
+            reporter.submit(result)
         if not save:
             return
         # The checkpoint goes in a report of its own, without the settings' records: Tune keeps
@@ -438,7 +443,7 @@ def pack_trainable(config: dict[str, Any], spec: PackSpec) -> None:
                             n_classes=int(data.n_classes),
                         )
 
-        report_with_checkpoint(result, write)
+        reporter.submit_checkpoint(result, write)
 
     histories = getattr(trainer, "histories", None) or []
     if states is not None and any(histories):
@@ -456,20 +461,30 @@ def pack_trainable(config: dict[str, Any], spec: PackSpec) -> None:
         report(top, {k: v for k, v in again.items() if v}, save=done)
     pending: dict[str, list[dict[str, Any]]] = {}
     reported = time.monotonic()
-    for records in trainer.run():
-        epoch = int(max(float(r["epoch"]) for r in records if r is not None))
-        for k, r in enumerate(records):
-            if r is None:
+    try:
+        for records in trainer.run():
+            reporter.raise_if_failed()
+            if reporter.stopped:  # Tune ended the trial (an interrupted sweep)
+                break
+            epoch = int(max(float(r["epoch"]) for r in records if r is not None))
+            for k, r in enumerate(records):
+                if r is None:
+                    continue
+                pending.setdefault(str(k), []).append(_clean(r))
+                if spec.metric in r and "failed" not in r:
+                    last[k] = float(r[spec.metric])
+            final = epoch >= epochs or alive() == 0
+            save = final or bool(every and epoch % every == 0)
+            # a plain report also waits while the last one is still with the driver: the next
+            # one carries these epochs too
+            if not save and (time.monotonic() - reported < spec.report_s or reporter.busy):
                 continue
-            pending.setdefault(str(k), []).append(_clean(r))
-            if spec.metric in r and "failed" not in r:
-                last[k] = float(r[spec.metric])
-        final = epoch >= epochs or alive() == 0
-        save = final or bool(every and epoch % every == 0)
-        if not save and time.monotonic() - reported < spec.report_s:
-            continue
-        report(epoch, pending, save)
-        pending, reported = {}, time.monotonic()
+            report(epoch, pending, save)
+            pending, reported = {}, time.monotonic()
+    except BaseException:
+        reporter.abandon()  # the trial failed: nothing still queued is reported after it
+        raise
+    reporter.close()
 
 
 def setting_history(

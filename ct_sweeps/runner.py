@@ -472,6 +472,7 @@ def _tracking(p: Plan, run: RunDir, setup: TrackingSetup | None, packs: Any = No
             log_every=t.log_every,
             ready=setup.future,
             run_path=run.path,
+            new_parent=True,  # made by this sweep: no child runs yet
         )
     )
     return callbacks

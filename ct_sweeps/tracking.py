@@ -434,6 +434,7 @@ class MlflowSweepCallback(Callback):
         log_every: int = 1,
         ready: Future | None = None,
         run_path: str | Path | None = None,
+        new_parent: bool = False,
     ):
         self.uri = uri
         self.experiment_id = experiment_id
@@ -471,8 +472,10 @@ class MlflowSweepCallback(Callback):
         self._off = False
         """MLflow was not reachable when the sweep started: nothing is logged."""
         self._warm = False
-        self._known: dict[str, Any] | None = None
-        """The experiment's child runs of this parent when the first child was needed."""
+        self._known: dict[str, Any] | None = {} if new_parent else None
+        """The experiment's child runs of this parent when the first child was needed (none
+        to look up when this sweep has just made the parent run: ``new_parent``; a callback
+        restored by ``ct-sweep resume`` looks them up)."""
 
     def __getstate__(self) -> dict[str, Any]:
         d = dict(self.__dict__)

@@ -1,0 +1,51 @@
+"""The MLflow callback's child runs: one per setting, made once. A sweep's own new parent run has
+no children to look up; a callback restored by ``ct-sweep resume`` (unpickled from Tune's
+snapshot) finds and reuses those an earlier driver made."""
+
+from __future__ import annotations
+
+import pickle
+
+from ct_sweeps.space import parse_space
+from ct_sweeps.tracking import PARENT_TAG, TRIAL_TAG, MlflowSweepCallback, _Unit
+from ct_sweeps.trainable import TrialSpec
+
+
+def _store(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("s", artifact_location=(tmp_path / "art").as_uri())
+    parent = client.create_run(exp).info.run_id
+    return uri, client, exp, parent
+
+
+def _callback(uri: str, exp: str, parent: str, new_parent: bool) -> MlflowSweepCallback:
+    spec = TrialSpec(base={"data": {"name": "moons"}}, space=parse_space({}, "grid"))
+    return MlflowSweepCallback(uri, exp, parent, spec, "s", new_parent=new_parent)
+
+
+def _children(client, exp: str, parent: str) -> list:
+    return client.search_runs([exp], filter_string=f"tags.`{PARENT_TAG}` = '{parent}'")
+
+
+def test_a_new_sweep_makes_each_child_run_once(tmp_path):
+    uri, client, exp, parent = _store(tmp_path)
+    cb = _callback(uri, exp, parent, new_parent=True)
+    unit = _Unit("t1", "trial_t1", {}, None)
+    first = cb._child(unit)
+    assert cb._child(unit) == first
+    assert [r.info.run_id for r in _children(client, exp, parent)] == [first]
+
+
+def test_a_resumed_sweep_reuses_the_child_runs_an_earlier_driver_made(tmp_path):
+    uri, client, exp, parent = _store(tmp_path)
+    before = _callback(uri, exp, parent, new_parent=True)
+    made = before._child(_Unit("t1", "trial_t1", {}, None))
+    # the driver dies; `ct-sweep resume` restores the callback from Tune's snapshot
+    restored = pickle.loads(pickle.dumps(before))
+    restored.children.clear()  # a snapshot older than the child run
+    assert restored._child(_Unit("t1", "trial_t1", {}, None)) == made
+    kids = _children(client, exp, parent)
+    assert [(r.info.run_id, r.data.tags[TRIAL_TAG]) for r in kids] == [(made, "t1")]
