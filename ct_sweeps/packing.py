@@ -8,7 +8,8 @@ packs of at most K settings (:func:`make_packs`). One Tune trial trains one pack
 setting that cannot be packed (``can_pack`` false) is a pack of one trained by ``Trainer``.
 
 The trial reports ``{"epoch": e, "settings": {"<k>": [record, ...], ...}, <metric>: best}`` at most
-every ``report_s`` seconds, and at checkpoint epochs and the end: each setting's records of the
+every ``report_s`` seconds (from a thread of its own while it trains on,
+:class:`ct_sweeps.reporter.BackgroundReporter`), and at checkpoint epochs and the end: each setting's records of the
 epochs since the last report (as ``Trainer`` yields them, with ``failed`` holding the reason in
 the epoch a setting fails); every setting still becomes its own row in ``results.csv`` and its own MLflow child run
 (unit id ``<trial_id>-<k>``). The checkpoint holds the K state dicts (``states.pt``) and, at the
@@ -296,8 +297,9 @@ class PackSpec:
     metric: str | None = None
     mode: str = "max"
     report_s: float = 2.0
-    """Least seconds between two reports to Tune (each carries the epochs since the last one);
-    checkpoint epochs and the last epoch are always reported."""
+    """Least seconds between two reports to Tune (each carries the epochs since the last one; a
+    report also waits while the previous one is still with the driver); checkpoint epochs and
+    the last epoch are always reported."""
 
 
 class _Solo:

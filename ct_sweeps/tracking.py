@@ -465,7 +465,6 @@ class MlflowSweepCallback(Callback):
         self._tracker: Tracker | None = None
         self._queue: queue.Queue | None = None
         self._thread: threading.Thread | None = None
-        self._lock: threading.Lock | None = None
         self._ready = ready
         """The parent run being made (``runner._start_tracking``); resolves to the ids."""
         self.run_path = str(run_path) if run_path is not None else None
@@ -485,7 +484,7 @@ class MlflowSweepCallback(Callback):
             if ids:
                 d.update(experiment_id=ids[0], parent_run_id=ids[1])
         # a restored callback checks MLflow (and warms model logging) again in its new process
-        d.update(_lock=None, _ready=None, _known=None, _off=False, _warm=False)
+        d.update(_ready=None, _known=None, _off=False, _warm=False)
         return d
 
     def _ids(self) -> bool:
@@ -516,7 +515,6 @@ class MlflowSweepCallback(Callback):
     def _submit(self, fn: Any, *args: Any) -> None:
         if self._thread is None or not self._thread.is_alive():
             self._queue = queue.Queue()
-            self._lock = self._lock or threading.Lock()
             self._thread = threading.Thread(target=self._work, name="ct-mlflow", daemon=True)
             self._thread.start()
             if self.models:  # import mlflow.pytorch (seconds) now, not when a trial ends
@@ -525,15 +523,12 @@ class MlflowSweepCallback(Callback):
         self._queue.put((fn, args))
 
     def _work(self) -> None:
-        assert self._queue is not None and self._lock is not None
+        assert self._queue is not None
         while True:
             fn, args = self._queue.get()
             try:
-                # outside the lock: waiting for the set-up thread must not block get_state,
-                # which Tune's event loop calls for its experiment snapshots
                 if self._ids():
-                    with self._lock:
-                        fn(*args)
+                    fn(*args)
             except Exception as e:  # never let a logging bug stop the sweep
                 log.warning("MLflow logging failed (%s: %s)", type(e).__name__, e)
             finally:
@@ -546,16 +541,19 @@ class MlflowSweepCallback(Callback):
 
     # -- state kept in Tune's experiment snapshots (restored by `ct-sweep resume`)
     def get_state(self) -> dict[str, Any]:
-        lock = self._lock or threading.Lock()
-        with lock:
-            return {
-                "children": dict(self.children),
-                "steps": dict(self.steps),
-                "failed": dict(self.failed),
-                "finals": dict(self.finals),
-                "model_paths": dict(self.model_paths),
-                "clocks": {k: dict(v) for k, v in self.clocks.items()},
-            }
+        """The callback's state for Tune's experiment snapshot. Taken without waiting for the
+        logging thread: Tune's event loop calls this every few seconds and at the end of
+        ``fit()``, and a work item can take seconds (a pack's flush, the first model save).
+        Each copy is one C-level call under the GIL, so no dict is seen mid-change; a restored
+        callback reads every child run's last logged step back from MLflow (:meth:`set_state`)."""
+        return {
+            "children": self.children.copy(),
+            "steps": self.steps.copy(),
+            "failed": self.failed.copy(),
+            "finals": self.finals.copy(),
+            "model_paths": self.model_paths.copy(),
+            "clocks": {k: v.copy() for k, v in list(self.clocks.items())},
+        }
 
     def set_state(self, state: dict[str, Any]) -> None:
         for key in ("children", "steps", "failed", "finals", "model_paths", "clocks"):

@@ -49,3 +49,26 @@ def test_a_resumed_sweep_reuses_the_child_runs_an_earlier_driver_made(tmp_path):
     assert restored._child(_Unit("t1", "trial_t1", {}, None)) == made
     kids = _children(client, exp, parent)
     assert [(r.info.run_id, r.data.tags[TRIAL_TAG]) for r in kids] == [(made, "t1")]
+
+
+def test_tunes_snapshot_of_the_callback_does_not_wait_for_the_logging_thread(tmp_path):
+    import threading
+
+    uri, _, exp, parent = _store(tmp_path)
+    cb = _callback(uri, exp, parent, new_parent=True)
+    cb.children["t1"] = "run-1"
+    busy, release = threading.Event(), threading.Event()
+
+    def long_flush() -> None:  # a work item that holds the logging thread, as a big flush does
+        busy.set()
+        release.wait(30)
+
+    cb._submit(long_flush)
+    assert busy.wait(10)
+    got: list[dict] = []
+    snap = threading.Thread(target=lambda: got.append(cb.get_state()))
+    snap.start()
+    snap.join(10)  # Tune's event loop takes the snapshot while the flush is still running
+    release.set()
+    cb.drain()
+    assert got and got[0]["children"] == {"t1": "run-1"}
