@@ -8,9 +8,9 @@ packs of at most K settings (:func:`make_packs`). One Tune trial trains one pack
 setting that cannot be packed (``can_pack`` false) is a pack of one trained by ``Trainer``.
 
 The trial reports ``{"epoch": e, "settings": {"<k>": [record, ...], ...}, <metric>: best}`` at most
-every ``report_s`` seconds (from a thread of its own while it trains on,
-:class:`ct_sweeps.reporter.BackgroundReporter`), and at checkpoint epochs and the end: each setting's records of the
-epochs since the last report (as ``Trainer`` yields them, with ``failed`` holding the reason in
+every ``report_s`` seconds (handed to Tune by a thread of its own while it trains on:
+:class:`ct_sweeps.reporter.BackgroundReporter`), and at checkpoint epochs and the end: each
+setting's records of the epochs since the last report (as ``Trainer`` yields them, with ``failed`` holding the reason in
 the epoch a setting fails); every setting still becomes its own row in ``results.csv`` and its own MLflow child run
 (unit id ``<trial_id>-<k>``). The checkpoint holds the K state dicts (``states.pt``) and, at the
 end, one ``model_<k>.pt`` per finished setting. ``RUN_DIR/packs.json`` lists every pack's settings
@@ -447,23 +447,23 @@ def pack_trainable(config: dict[str, Any], spec: PackSpec) -> None:
 
         reporter.submit_checkpoint(result, write)
 
-    histories = getattr(trainer, "histories", None) or []
-    if states is not None and any(histories):
-        # The checkpoint's report may never have reached the driver (a node that died between
-        # persisting the checkpoint and the driver taking the result): report its epochs again
-        # (those since the checkpoint before it); results and MLflow keep one record per epoch.
-        # A pack restored at its last epoch ends here, with its final checkpoint.
-        top = max(int(float(h[-1]["epoch"])) for h in histories if h)
-        since = top - every if every else 0
-        again = {
-            str(k): [_clean(r) for r in h if int(float(r["epoch"])) > since]
-            for k, h in enumerate(histories)
-        }
-        done = top >= epochs or alive() == 0
-        report(top, {k: v for k, v in again.items() if v}, save=done)
-    pending: dict[str, list[dict[str, Any]]] = {}
-    reported = time.monotonic()
     try:
+        histories = getattr(trainer, "histories", None) or []
+        if states is not None and any(histories):
+            # The checkpoint's report may never have reached the driver (a node that died between
+            # persisting the checkpoint and the driver taking the result): report its epochs again
+            # (those since the checkpoint before it); results and MLflow keep one record per epoch.
+            # A pack restored at its last epoch ends here, with its final checkpoint.
+            top = max(int(float(h[-1]["epoch"])) for h in histories if h)
+            since = top - every if every else 0
+            again = {
+                str(k): [_clean(r) for r in h if int(float(r["epoch"])) > since]
+                for k, h in enumerate(histories)
+            }
+            done = top >= epochs or alive() == 0
+            report(top, {k: v for k, v in again.items() if v}, save=done)
+        pending: dict[str, list[dict[str, Any]]] = {}
+        reported = time.monotonic()
         for records in trainer.run():
             reporter.raise_if_failed()
             if reporter.stopped:  # Tune ended the trial (an interrupted sweep)
