@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ct_sweeps.space import Space, trial_config
-from ct_sweeps.trainable import CF_METRICS, TrialSpec, trial_params
+from ct_sweeps.trainable import CF_METRICS, TrialSpec
 
 __all__ = [
     "PACKS_FILE",
@@ -365,10 +365,10 @@ def pack_trainable(config: dict[str, Any], spec: PackSpec) -> None:
     from ct_sweeps.reporter import BackgroundReporter
     from ct_sweeps.trainable import (
         _dataset,
-        _trial_resources,
         _trial_storage_dir,
         imports_ahead_done,
         restore_state,
+        trial_configs,
     )
 
     imports_ahead_done()
@@ -381,11 +381,7 @@ def pack_trainable(config: dict[str, Any], spec: PackSpec) -> None:
 
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     settings = spec.packs[int(config["pack"])]
-    cpus, gpus = _trial_resources()
-    cfgs = [
-        trial_config(spec.trial.base, trial_params(spec.trial, s, cpus, gpus)) for s in settings
-    ]
-    torch.set_num_threads(max(1, int(cpus)))
+    cfgs = trial_configs(spec.trial, settings)
     data = _dataset(cfgs[0])
 
     states = restore_state(tune.get_checkpoint(), STATES_FILE, _trial_storage_dir())

@@ -17,14 +17,21 @@ import os
 import sys
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ct_sweeps.space import Space, trial_config
 
-__all__ = ["CF_METRICS", "TrialSpec", "ct_trainable", "load_trainer_class", "trial_params"]
+__all__ = [
+    "CF_METRICS",
+    "TrialSpec",
+    "ct_trainable",
+    "load_trainer_class",
+    "trial_configs",
+    "trial_params",
+]
 
 CF_METRICS = ("val_validity", "val_cost", "val_implausibility", "val_mmd")
 """Validation-set counterfactual metrics, present only every ``train.eval_every`` epochs."""
@@ -149,6 +156,17 @@ def _trial_resources() -> tuple[float, float | None]:
     return float(res.get("CPU", 1.0)), float(res.get("GPU", 0.0))
 
 
+def trial_configs(spec: TrialSpec, configs: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """The configs of the settings a Tune trial trains (one, or a pack's), each with the trial's
+    resources (:func:`trial_params`: threads, device), and torch's threads set to the CPUs the
+    trial holds."""
+    import torch
+
+    cpus, gpus = _trial_resources()
+    torch.set_num_threads(max(1, int(cpus)))
+    return [trial_config(spec.base, trial_params(spec, c, cpus, gpus)) for c in configs]
+
+
 def _epoch_of(state: Any) -> int:
     """The epoch a trainer state (or a pack's list of them) was saved at."""
     states = state if isinstance(state, list) else [state]
@@ -235,9 +253,7 @@ def ct_trainable(config: dict[str, Any], spec: TrialSpec) -> None:
 
     # one line per checkpoint from every worker drowns Tune's progress table
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
-    cpus, gpus = _trial_resources()
-    cfg = trial_config(spec.base, trial_params(spec, config, cpus, gpus))
-    torch.set_num_threads(max(1, int(cpus)))
+    (cfg,) = trial_configs(spec, [config])
     data = _dataset(cfg)
 
     state = restore_state(tune.get_checkpoint(), STATE_FILE, _trial_storage_dir())
