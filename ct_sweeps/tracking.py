@@ -614,7 +614,10 @@ class MlflowSweepCallback(Callback):
                 self._last_step_logged(u)
             for rec in u.records(result):
                 self._add(u, rec, int(rec.get("epoch", top)))
-        if time.monotonic() - self._flushed.get(trial_id, 0.0) > self.flush_s:
+        # every flush_s seconds from the trial's first result (not at it: that flush would be
+        # one more call per setting, each a few ms of the driver's CPU, just as trials start)
+        now = time.monotonic()
+        if now - self._flushed.setdefault(trial_id, now) > self.flush_s:
             self._flush(trial_id, units)
 
     def _add(self, u: _Unit, rec: Mapping[str, Any], step: int) -> None:

@@ -72,3 +72,19 @@ def test_tunes_snapshot_of_the_callback_does_not_wait_for_the_logging_thread(tmp
     release.set()
     cb.drain()
     assert got and got[0]["children"] == {"t1": "run-1"}
+
+
+def test_a_trials_metrics_are_first_flushed_flush_s_after_its_first_result(tmp_path):
+    uri, client, exp, parent = _store(tmp_path)
+    cb = _callback(uri, exp, parent, new_parent=True)
+    cb.flush_s = 3600.0
+    unit = _Unit("t1", "trial_t1", {}, None)
+    rid = cb._child(unit)
+    cb._result("t1", [unit], {"epoch": 1, "loss": 0.5})
+    # held for the next flush (one call per setting fewer while the trials start)
+    assert client.get_run(rid).data.metrics == {}
+    assert cb._buffer["t1"]
+    cb.flush_s = 0.0
+    cb._result("t1", [unit], {"epoch": 2, "loss": 0.25})
+    history = client.get_metric_history(rid, "loss")
+    assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.25)]
