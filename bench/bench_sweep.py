@@ -104,11 +104,10 @@ def timeline(run_dir: Path, t0: float, wall: float) -> dict[str, float]:
             for r in recs
         )
         start, end = float(lines[0]["started"]), float(lines[-1]["reported"])
-        slots.setdefault(lines[0].get("pid"), []).append((start, end, epochs))
+        pid = lines[0].get("pid")
+        slots.setdefault(pid, []).append((start, end, epochs))
         # seconds the training loop waited for Tune to take its reports (before the last one)
-        waits[lines[0].get("pid")] = waits.get(lines[0].get("pid"), 0.0) + float(
-            lines[-1].get("report_wait", math.nan)
-        )
+        waits[pid] = waits.get(pid, 0.0) + float(lines[-1].get("report_wait", math.nan))
     before = inside = between = after = 0.0
     for trials in slots.values():
         trials.sort()

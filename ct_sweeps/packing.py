@@ -10,10 +10,11 @@ setting that cannot be packed (``can_pack`` false) is a pack of one trained by `
 The trial reports ``{"epoch": e, "settings": {"<k>": [record, ...], ...}, <metric>: best}`` at most
 every ``report_s`` seconds (handed to Tune by a thread of its own while it trains on:
 :class:`ct_sweeps.reporter.BackgroundReporter`), and at checkpoint epochs and the end: each
-setting's records of the epochs since the last report (as ``Trainer`` yields them, with ``failed`` holding the reason in
-the epoch a setting fails); every setting still becomes its own row in ``results.csv`` and its own MLflow child run
-(unit id ``<trial_id>-<k>``). The checkpoint holds the K state dicts (``states.pt``) and, at the
-end, one ``model_<k>.pt`` per finished setting. ``RUN_DIR/packs.json`` lists every pack's settings
+setting's records of the epochs since the last report (as ``Trainer`` yields them, with
+``failed`` holding the reason in the epoch a setting fails); every setting still becomes its own
+row in ``results.csv`` and its own MLflow child run (unit id ``<trial_id>-<k>``). The checkpoint
+holds the K state dicts (``states.pt``) and, at the end, one ``model_<k>.pt`` per finished
+setting. ``RUN_DIR/packs.json`` lists every pack's settings
 (their Tune-style configs), so reports, ``sync-mlflow`` and ``resume`` read them back.
 """
 

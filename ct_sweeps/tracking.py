@@ -25,7 +25,7 @@ from typing import Any
 from ray.tune import Callback
 
 from ct_sweeps.env import default_tracking_uri, resolve_tracking_uri
-from ct_sweeps.trainable import CF_METRICS, MODEL_FILE, TrialSpec, trial_params
+from ct_sweeps.trainable import CF_METRICS, MODEL_FILE, TrialSpec, resolve_trial
 
 __all__ = [
     "MlflowSweepCallback",
@@ -299,9 +299,7 @@ def child_params(
 ) -> dict[str, Any]:
     """Every resolved training parameter of a trial (holding ``cpus`` and ``gpus``), flattened
     with dotted keys."""
-    from ct_sweeps.space import trial_config
-
-    return trial_config(spec.base, trial_params(spec, config, cpus, gpus)).flat()
+    return resolve_trial(spec, config, cpus, gpus).flat()
 
 
 def log_model_file(tracker: Tracker, run_id: str, model_path: Path) -> None:

@@ -29,6 +29,7 @@ __all__ = [
     "TrialSpec",
     "ct_trainable",
     "load_trainer_class",
+    "resolve_trial",
     "trial_configs",
     "trial_params",
 ]
@@ -156,6 +157,15 @@ def _trial_resources() -> tuple[float, float | None]:
     return float(res.get("CPU", 1.0)), float(res.get("GPU", 0.0))
 
 
+def resolve_trial(
+    spec: TrialSpec, config: Mapping[str, Any], cpus: float = 1.0, gpus: float | None = None
+) -> Any:
+    """The config a setting trains with in a trial holding ``cpus`` and ``gpus``: the base, its
+    sampled values and the trial's resources (:func:`trial_params`). The trials and the params
+    MLflow shows for them both come from here."""
+    return trial_config(spec.base, trial_params(spec, config, cpus, gpus))
+
+
 def trial_configs(spec: TrialSpec, configs: Sequence[Mapping[str, Any]]) -> list[Any]:
     """The configs of the settings a Tune trial trains (one, or a pack's), each with the trial's
     resources (:func:`trial_params`: threads, device), and torch's threads set to the CPUs the
@@ -164,7 +174,7 @@ def trial_configs(spec: TrialSpec, configs: Sequence[Mapping[str, Any]]) -> list
 
     cpus, gpus = _trial_resources()
     torch.set_num_threads(max(1, int(cpus)))
-    return [trial_config(spec.base, trial_params(spec, c, cpus, gpus)) for c in configs]
+    return [resolve_trial(spec, c, cpus, gpus) for c in configs]
 
 
 def _epoch_of(state: Any) -> int:
