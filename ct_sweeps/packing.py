@@ -49,8 +49,11 @@ __all__ = [
 
 PACKS_FILE = "packs.json"
 STATES_FILE = "states.pt"
-CAP_CPU = 45
-"""Largest automatic pack on CPU trials (bench/README.md: the gain flattens out around 45)."""
+CAP_CPU = 90
+"""Largest automatic pack on CPU trials. A pack shares its per-operation work (Python, op
+dispatch) over its settings: on OL a setting-epoch costs 10-17 % less in a pack of 90 than in
+one of 45, and at most a few % less again in one of 180 (``bench/bench_width.py``; bench/README.md,
+"Pack width"). Wider packs would rarely leave two per trial slot."""
 CAP_GPU = 512
 """Largest automatic pack on GPU trials (one kernel launch serves the whole pack)."""
 
@@ -130,8 +133,14 @@ def make_packs(
 
     * per group, packs of :func:`auto_pack_size` settings (about two per slot), or of the
       most settings allowed if that still makes two packs per slot;
-    * settings first dealt out to the slots by cost (each to the least loaded), then each
-      slot's share cut into two or three packs (at most :data:`CAP_CPU`).
+    * settings first dealt out to the slots by cost (each to the least loaded; or each group
+      in even shares), then each slot's share cut into two or three packs (at most
+      :data:`CAP_CPU`).
+
+    Wider packs cost less per setting (the pack shares its per-operation work, see
+    :data:`CAP_CPU`), hence the fewest packs among the plans that end about as soon: the paper's
+    OL grid on two slots becomes one Generic/ECCo pack of 90 and one REVISE pack of 45 per
+    slot, not three packs of 45 (bench/README.md, "Pack width").
 
     The second balances grids whose settings cost very different amounts: on the paper's
     Adult grid (9 CT settings, 9 vanilla ones, 2 slots) even-sized packs leave one slot idle
@@ -155,7 +164,11 @@ def make_packs(
         packs = _gpu_packs(keys, cost, slots)
     elif pack == "auto":
         plans = [_group_packs(keys, cost, lambda n: auto_pack_size(n, slots))]
-        plans += [_slot_packs(keys, cost, slots, CAP_CPU, per_slot) for per_slot in (2, 3)]
+        plans += [
+            _slot_packs(keys, cost, slots, CAP_CPU, per_slot, even)
+            for per_slot in (2, 3)
+            for even in (False, True)
+        ]
         widest = _group_packs(keys, cost, lambda n: CAP_CPU)
         if len(widest) >= 2 * slots:  # as wide as allowed, if that still fills the slots twice
             plans.append(widest)
@@ -230,16 +243,31 @@ def _group_packs(keys: Sequence[Any], cost: Sequence[float], size: Any) -> list[
 
 
 def _slot_packs(
-    keys: Sequence[Any], cost: Sequence[float], slots: int, cap: int, per_slot: int
+    keys: Sequence[Any],
+    cost: Sequence[float],
+    slots: int,
+    cap: int,
+    per_slot: int,
+    even: bool = False,
 ) -> list[list[int]]:
-    """Settings dealt to the slots by cost (the most expensive first, each to the least loaded
-    slot), then each slot's share in at least ``per_slot`` packs of at most ``cap``."""
+    """Settings dealt out to the slots, the dearest first, each to the least loaded slot (with
+    ``even``, each group's settings first cut in even shares, one per slot, by :func:`_split`),
+    then each slot's share in at least ``per_slot`` packs of at most ``cap``.
+
+    Dealt one by one, the shares balance best; in even shares, a slot's share of a group can
+    fill one pack of ``cap`` where one by one it would be a few settings more (OL on two slots:
+    88 and 92 Generic/ECCo settings, the 92 in two packs)."""
+    groups, alone = _by_group(range(len(keys)), keys)
+    if even:
+        parts = [pt for g in groups for pt in _split(g, slots, cost)] + alone
+    else:
+        parts = [[i] for i in range(len(keys))]
     share: list[list[int]] = [[] for _ in range(slots)]
     load = [0.0] * slots
-    for i in sorted(range(len(keys)), key=lambda i: (-cost[i], i)):
+    for part in sorted(parts, key=lambda pt: (-sum(cost[i] for i in pt), pt)):
         j = min(range(slots), key=lambda j: (load[j], j))
-        share[j].append(i)
-        load[j] += cost[i]
+        share[j] += part
+        load[j] += sum(cost[i] for i in part)
     packs: list[list[int]] = []
     for members in share:
         groups, mine = _by_group(members, keys)

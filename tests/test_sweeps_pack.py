@@ -280,8 +280,35 @@ def test_settings_are_expanded_up_front_and_packed_by_compatibility(tmp_path):
             len({(settings[i]["generator.type"], str(settings[i]["model.hidden"])) for i in pk})
             == 1
         )
-    assert auto_pack_size(270, 2) == 45 and auto_pack_size(18, 2) == 5
-    assert auto_pack_size(3, 8) == 1 and auto_pack_size(900, 1) == 45
+    assert auto_pack_size(270, 2) == 68 and auto_pack_size(18, 2) == 5
+    assert auto_pack_size(3, 8) == 1 and auto_pack_size(900, 1) == 90  # CAP_CPU
+
+
+def test_auto_packs_on_cpu_trials_are_the_widest_that_keep_the_slots_balanced():
+    """The paper's OL grid on two CPU slots: a setting-epoch costs less in a wider pack (the
+    per-operation work is shared), so each slot gets one Generic/ECCo pack of 90 and one REVISE
+    pack of 45 (REVISE searches a latent space and cannot share a pack with the others), not
+    three packs of 45; the dearer Generic/ECCo packs start first."""
+    import heapq
+
+    from ct_sweeps import runner
+    from ct_sweeps.packing import CAP_CPU, expand_settings, make_packs, setting_cost
+    from ct_sweeps.space import trial_config
+
+    p = runner.plan(str(Path(__file__).parents[1] / "configs/paper/gen_params_over.yaml"))
+    settings = expand_settings(p.space, 1, seed=0)
+    packs = make_packs(settings, p.base, p.space, "auto", slots=2)
+    assert sorted(i for pk in packs for i in pk) == list(range(270))
+    families = [{settings[i]["generator.type"] == "revise" for i in pk} for pk in packs]
+    assert families == [{False}, {False}, {True}, {True}]
+    assert [len(pk) for pk in packs] == [90, 90, 45, 45] and CAP_CPU == 90
+    cost = [setting_cost(trial_config(p.base, p.space.resolve(s))) for s in settings]
+    free = [0.0, 0.0]  # Tune: each pack on the next free slot
+    for pk in packs:
+        heapq.heapreplace(free, free[0] + sum(cost[i] for i in pk))
+    assert max(free) - min(free) < 0.02 * max(free)
+    # four slots: still two packs per slot
+    assert len(make_packs(settings, p.base, p.space, "auto", slots=4)) == 8
 
 
 def test_auto_packs_keep_both_slots_busy_when_settings_cost_very_different_amounts():
