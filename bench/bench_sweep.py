@@ -27,6 +27,10 @@ four add up to ``overhead_s``:
 * ``between_s``: between one trial's last report and the next trial's start (Tune);
 * ``after_s``: from the last report to the command's exit (Tune's end, Ray stop, report, MLflow).
 
+``slot_spread_s`` (part of ``after_s``): how long before the last slot the first one ended
+(its last report): the end's imbalance, which the slots' averaged ``after_s`` holds at
+``slot_spread_s / 2`` on two slots.
+
 ``report_wait_s`` (part of ``in_trials_s``, per slot): the seconds pack trials' training loops
 waited for Tune to take their reports, up to each trial's last one (``report_wait`` in
 ``result.json``; NaN for code from before the background reporter, ``ct_sweeps/reporter.py``).
@@ -95,7 +99,7 @@ def timeline(run_dir: Path, t0: float, wall: float) -> dict[str, float]:
     for f in (run_dir / "tune").glob("trial_*/result.json"):
         lines = [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
         if not lines or "started" not in lines[0]:
-            return dict.fromkeys((*SPLIT, "report_wait_s"), math.nan)
+            return dict.fromkeys((*SPLIT, "slot_spread_s", "report_wait_s"), math.nan)
         # a pack's epoch clock is shared out over its settings' records: their sum
         epochs = sum(
             float(r.get("seconds", 0.0))
@@ -116,11 +120,13 @@ def timeline(run_dir: Path, t0: float, wall: float) -> dict[str, float]:
         inside += sum(end - start - ep for start, end, ep in trials)
         between += sum(b[0] - a[1] for a, b in zip(trials, trials[1:]))
     n = max(1, len(slots))
+    ends = [trials[-1][1] for trials in slots.values()]
     return {
         "before_s": before / n,
         "in_trials_s": inside / n,
         "between_s": between / n,
         "after_s": after / n,
+        "slot_spread_s": max(ends) - min(ends) if ends else math.nan,
         "report_wait_s": sum(waits.values()) / n,
     }
 
@@ -195,7 +201,7 @@ def main() -> None:
         runs = [run_once(sweep, sets, mode, args.num_cpus, args.keep) for _ in range(args.repeats)]
         row = dict(runs[0])
         medians = ("wall_s", "train_s", "trials_s", "eval_last_s", "overhead_s", "overhead_pct")
-        medians += (*SPLIT, "report_wait_s", "mlflow_driver_s", "driver_cpu_s")
+        medians += (*SPLIT, "slot_spread_s", "report_wait_s", "mlflow_driver_s", "driver_cpu_s")
         for k in (*medians, "per_setting_s"):
             row[k] = statistics.median(r[k] for r in runs)
         row.update(case=args.case, epochs=args.epochs, repeats=args.repeats)
