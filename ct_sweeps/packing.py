@@ -137,14 +137,13 @@ def make_packs(
       in even shares), then each slot's share cut into two or three packs (at most
       :data:`CAP_CPU`).
 
-    Wider packs cost less per setting (the pack shares its per-operation work, see
-    :data:`CAP_CPU`), hence the fewest packs among the plans that end about as soon: the paper's
-    OL grid on two slots becomes one Generic/ECCo pack of 90 and one REVISE pack of 45 per
-    slot, not three packs of 45 (bench/README.md, "Pack width").
-
     The second balances grids whose settings cost very different amounts: on the paper's
     Adult grid (9 CT settings, 9 vanilla ones, 2 slots) even-sized packs leave one slot idle
-    for the last ~27 s, about one CT setting; bench/README.md has the figures.
+    for the last ~27 s, about one CT setting; bench/README.md has the figures. Wider packs cost
+    less per setting (the pack shares its per-operation work, see :data:`CAP_CPU`), hence the
+    fewest packs on a near tie: the paper's OL grid on two slots becomes one Generic/ECCo pack
+    of 90 and one REVISE pack of 45 per slot, not three packs of 45 (bench/README.md, "Pack
+    width").
 
     GPU trials (``gpu``) cost differently: a pack's epoch takes about as long as its most
     expensive setting's, whatever K (bench/README.md), so ``auto`` makes the fewest packs
@@ -257,11 +256,10 @@ def _slot_packs(
     Dealt one by one, the shares balance best; in even shares, a slot's share of a group can
     fill one pack of ``cap`` where one by one it would be a few settings more (OL on two slots:
     88 and 92 Generic/ECCo settings, the 92 in two packs)."""
-    groups, alone = _by_group(range(len(keys)), keys)
+    parts = [[i] for i in range(len(keys))]
     if even:
+        groups, alone = _by_group(range(len(keys)), keys)
         parts = [pt for g in groups for pt in _split(g, slots, cost)] + alone
-    else:
-        parts = [[i] for i in range(len(keys))]
     share: list[list[int]] = [[] for _ in range(slots)]
     load = [0.0] * slots
     for part in sorted(parts, key=lambda pt: (-sum(cost[i] for i in pt), pt)):
