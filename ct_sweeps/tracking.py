@@ -213,25 +213,22 @@ class Tracker:
         params: Mapping[str, Any] | None = None,
         tags: Mapping[str, str] | None = None,
     ) -> bool:
-        """Log in chunks within MLflow's batch limits; ``False`` if any call failed."""
+        """Log in as few calls as MLflow's batch limits allow (per call at most 100 params, 100
+        tags and 1000 entities in all; the tags go in the first); ``False`` if any call failed."""
         from mlflow.entities import Metric, Param, RunTag
 
         now = int(time.time() * 1000)
         ms = [Metric(k, v, now, step) for k, v, step in metrics]
         ps = [Param(k, _param_str(v)) for k, v in (params or {}).items()]
         ts = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
-        ok = True
-        chunks = max(-(-len(ms) // 900), -(-len(ps) // 100), 1)
-        for c in range(chunks):
-            self.call(
-                "log_batch",
-                "log_batch",
-                run_id,
-                metrics=ms[c * 900 : (c + 1) * 900],
-                params=ps[c * 100 : (c + 1) * 100],
-                tags=ts if c == 0 else [],
-            )
+        ok, first = True, True
+        while first or ms or ps or ts:
+            t, ts = ts[:100], ts[100:]
+            p, ps = ps[:100], ps[100:]
+            m, ms = ms[: 1000 - len(t) - len(p)], ms[1000 - len(t) - len(p) :]
+            self.call("log_batch", "log_batch", run_id, metrics=m, params=p, tags=t)
             ok &= self.last_ok
+            first = False
         return ok
 
 
@@ -404,8 +401,9 @@ class _Unit:
 
 
 class MlflowSweepCallback(Callback):
-    """Driver-side logging: params at trial start, metrics batched per trial (every
-    ``flush_s`` seconds and at the end), the final model, the status.
+    """Driver-side logging: a child run per setting at trial start, its params with its first
+    metrics (one call fewer per setting), metrics batched per trial (every ``flush_s`` seconds
+    and at the end), the final model, the status.
 
     With ``packs`` (the settings of each pack, :mod:`ct_sweeps.packing`) a trial whose config
     names a ``pack`` logs one child run per setting. ``models`` settings get an MLflow PyTorch
@@ -457,6 +455,9 @@ class MlflowSweepCallback(Callback):
         self.clocks: dict[str, dict[str, float]] = {}
         self._objective: dict[str, str] = {}
         self._buffer: dict[str, list[tuple[str, float, int]]] = {}
+        self._params: dict[str, dict[str, Any]] = {}
+        """A child run's params not logged yet: they go with its next flush (at the latest when
+        its trial ends); one call per setting fewer than logging them when the run is made."""
         self._added: dict[str, int] = {}
         self._unverified: set[str] = set()
         self._flushed: dict[str, float] = {}
@@ -476,7 +477,8 @@ class MlflowSweepCallback(Callback):
 
     def __getstate__(self) -> dict[str, Any]:
         d = dict(self.__dict__)
-        d.update(_tracker=None, _buffer={}, _added={}, _held={}, _queue=None, _thread=None)
+        d.update(_tracker=None, _buffer={}, _params={}, _added={}, _held={})
+        d.update(_queue=None, _thread=None)
         if self.parent_run_id is None and self._ready is not None and self._ready.done():
             ids = self._ready.result()
             if ids:
@@ -652,6 +654,8 @@ class MlflowSweepCallback(Callback):
             self._unverified.discard(u.id)
             logged = int(float(run.data.tags.get(STEP_TAG, 0)))
             self.steps[u.id] = max(self.steps.get(u.id, 0), logged)
+            if not run.data.params:  # the earlier driver died before the run's first flush
+                self._params[u.id] = child_params(self.spec, u.config, self.cpus, self.gpus)
 
     def _vanilla(self, u: _Unit) -> bool:
         if u.id not in self._objective:
@@ -671,6 +675,8 @@ class MlflowSweepCallback(Callback):
         if existing is not None:
             self.children[u.id] = existing.info.run_id
             self.steps[u.id] = int(float(existing.data.tags.get(STEP_TAG, 0)))
+            if not existing.data.params:  # its driver died before the run's first flush
+                self._params[u.id] = child_params(self.spec, u.config, self.cpus, self.gpus)
             return self.children[u.id]
         swept = ",".join(sorted(self.spec.space.resolve(u.config)))
         tags = {PARENT_TAG: self.parent_run_id, TRIAL_TAG: u.id, SWEEP_TAG: self.sweep_name}
@@ -682,22 +688,25 @@ class MlflowSweepCallback(Callback):
         self.children[u.id] = rid
         params = child_params(self.spec, u.config, self.cpus, self.gpus)
         self._objective[u.id] = str(params.get("train.objective"))
-        tr.log_batch(rid, params=params)
+        self._params[u.id] = params  # logged with the run's first metrics (_flush)
         return rid
 
     def _flush(self, trial_id: str, units: list[_Unit]) -> None:
         self._flushed[trial_id] = time.monotonic()
         for u in units:
             buf = self._buffer.get(u.id) or []
-            if not buf:
+            if not buf and u.id not in self._params:
                 continue
             rid = self._child(u)
             if rid is None:
                 continue
-            last = max(step for _, _, step in buf)
-            if self.tracker.log_batch(rid, metrics=buf, tags={STEP_TAG: str(last)}):
-                self.steps[u.id] = last
+            last = max((step for _, _, step in buf), default=None)
+            tags = {STEP_TAG: str(last)} if last is not None else None
+            if self.tracker.log_batch(rid, metrics=buf, params=self._params.get(u.id), tags=tags):
+                if last is not None:
+                    self.steps[u.id] = last
                 self._buffer[u.id] = []
+                self._params.pop(u.id, None)
 
     def _finish(
         self, trial_id: str, units: list[_Unit], reason: str, paths: Mapping[str, Path | None]
@@ -895,6 +904,8 @@ def sync(
         else:
             rid = child.info.run_id
             status_now = child.info.status
+            if not child.data.params:  # made by a driver that died before the run's first flush
+                tr.log_batch(rid, params=child_params(spec, rec.config, cpus, gpus))
             logged = _logged_steps(tr, rid, history)
             if logged is None:
                 continue

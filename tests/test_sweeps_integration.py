@@ -154,6 +154,28 @@ def test_sync_mlflow_backfills_a_deleted_child_run_idempotently(grid_run):
     assert len(client.get_metric_history(back.info.run_id, "val_acc")) == 3
 
 
+def test_sync_mlflow_gives_params_to_a_child_run_whose_driver_died_before_its_first_flush(
+    grid_run,
+):
+    # a child run gets its params with its first metrics: a driver killed before that leaves a
+    # run with tags only, which `sync-mlflow` (and `ct-sweep resume`) complete
+    from ct_sweeps.cli import main
+
+    client, parents, children = mlflow_runs(grid_run.run_dir)
+    victim = children[0]
+    client.delete_run(victim.info.run_id)
+    keep = ("mlflow.parentRunId", "ct.trial_id", "ct.sweep", "ct.swept")
+    bare = client.create_run(
+        victim.info.experiment_id, tags={k: victim.data.tags[k] for k in keep}
+    ).info.run_id
+    assert client.get_run(bare).data.params == {}
+
+    assert main(["sync-mlflow", str(grid_run.run_dir)]) == 0
+    run = client.get_run(bare)
+    assert run.data.params == victim.data.params and run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(bare, "val_acc")] == [1, 2, 3]
+
+
 def test_a_tracking_server_down_from_the_start_loses_nothing(ray_runtime, tmp_path):
     """The MLflow set-up runs beside Ray's start; when the server cannot be reached the sweep
     still trains every setting, says so, and `sync-mlflow` later puts everything in a store."""

@@ -1,6 +1,7 @@
-"""The MLflow callback's child runs: one per setting, made once. A sweep's own new parent run has
-no children to look up; a callback restored by ``ct-sweep resume`` (unpickled from Tune's
-snapshot) finds and reuses those an earlier driver made."""
+"""The MLflow callback's child runs: one per setting, made once, its params logged with its first
+metrics. A sweep's own new parent run has no children to look up; a callback restored by
+``ct-sweep resume`` (unpickled from Tune's snapshot) finds and reuses those an earlier driver
+made, and gives params to any that did not get them yet."""
 
 from __future__ import annotations
 
@@ -88,3 +89,67 @@ def test_a_trials_metrics_are_first_flushed_flush_s_after_its_first_result(tmp_p
     cb._result("t1", [unit], {"epoch": 2, "loss": 0.25})
     history = client.get_metric_history(rid, "loss")
     assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.25)]
+
+
+def test_a_child_runs_params_come_with_its_first_metrics(tmp_path):
+    uri, client, exp, parent = _store(tmp_path)
+    cb = _callback(uri, exp, parent, new_parent=True)
+    cb.flush_s = 0.0
+    unit = _Unit("t1", "trial_t1", {}, None)
+    rid = cb._child(unit)
+    assert client.get_run(rid).data.params == {}  # not a call of their own
+    cb._result("t1", [unit], {"epoch": 1, "loss": 0.5})  # the first flush: at the next result
+    cb._result("t1", [unit], {"epoch": 2, "loss": 0.25})
+    run = client.get_run(rid)
+    assert run.data.params["data.name"] == "moons" and run.data.metrics == {"loss": 0.25}
+
+
+def test_a_trial_that_ends_before_any_metrics_still_logs_its_params(tmp_path):
+    uri, client, exp, parent = _store(tmp_path)
+    cb = _callback(uri, exp, parent, new_parent=True)
+    unit = _Unit("t1", "trial_t1", {}, None)
+    rid = cb._child(unit)
+    cb._finish("t1", [unit], "crashed before its first epoch", {})
+    run = client.get_run(rid)
+    assert run.data.params["data.name"] == "moons"
+    assert run.info.status == "FAILED" and run.data.tags["ct.error"].startswith("crashed")
+
+
+def test_a_resumed_sweep_logs_the_params_an_earlier_driver_did_not_get_to(tmp_path):
+    uri, client, exp, parent = _store(tmp_path)
+    before = _callback(uri, exp, parent, new_parent=True)
+    made = before._child(_Unit("t1", "trial_t1", {}, None))  # the driver dies before a flush
+    assert client.get_run(made).data.params == {}
+    found = pickle.loads(pickle.dumps(before))  # the run found among the parent's children
+    found.children.clear()
+    unit = _Unit("t1", "trial_t1", {}, None)
+    assert found._child(unit) == made
+    found._flush("t1", [unit])
+    assert client.get_run(made).data.params["data.name"] == "moons"
+
+
+def test_a_resumed_sweep_logs_the_params_of_a_child_run_its_snapshot_named(tmp_path):
+    uri, client, exp, parent = _store(tmp_path)
+    before = _callback(uri, exp, parent, new_parent=True)
+    unit = _Unit("t1", "trial_t1", {}, None)
+    made = before._child(unit)
+    snapshot = before.get_state()
+    restored = pickle.loads(pickle.dumps(before))
+    restored.set_state(snapshot)  # Tune restores the callback's state: the run is known
+    restored.flush_s = 0.0
+    restored._result("t1", [unit], {"epoch": 1, "loss": 0.5})
+    restored._result("t1", [unit], {"epoch": 2, "loss": 0.25})
+    run = client.get_run(made)
+    assert run.data.params["data.name"] == "moons" and run.data.metrics == {"loss": 0.25}
+
+
+def test_one_log_batch_respects_mlflows_limits_per_call(tmp_path):
+    uri, client, exp, parent = _store(tmp_path)
+    cb = _callback(uri, exp, parent, new_parent=True)
+    rid = client.create_run(exp).info.run_id
+    metrics = [("m", float(i), i) for i in range(950)]
+    params = {f"p{i}": i for i in range(130)}  # more than MLflow's 100 per call
+    assert cb.tracker.log_batch(rid, metrics=metrics, params=params, tags={"t": "1"})
+    run = client.get_run(rid)
+    assert len(run.data.params) == 130 and run.data.tags["t"] == "1"
+    assert len(client.get_metric_history(rid, "m")) == 950
