@@ -91,17 +91,23 @@ def test_a_trials_metrics_are_first_flushed_flush_s_after_its_first_result(tmp_p
     assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.25)]
 
 
+def _two_epochs_flushed(cb: MlflowSweepCallback, unit: _Unit, client, rid: str) -> None:
+    """Report two epochs with ``flush_s`` 0 (the first flush comes at the second result); the
+    run then holds the setting's params and its last loss."""
+    cb.flush_s = 0.0
+    cb._result(unit.id, [unit], {"epoch": 1, "loss": 0.5})
+    cb._result(unit.id, [unit], {"epoch": 2, "loss": 0.25})
+    run = client.get_run(rid)
+    assert run.data.params["data.name"] == "moons" and run.data.metrics == {"loss": 0.25}
+
+
 def test_a_child_runs_params_come_with_its_first_metrics(tmp_path):
     uri, client, exp, parent = _store(tmp_path)
     cb = _callback(uri, exp, parent, new_parent=True)
-    cb.flush_s = 0.0
     unit = _Unit("t1", "trial_t1", {}, None)
     rid = cb._child(unit)
     assert client.get_run(rid).data.params == {}  # not a call of their own
-    cb._result("t1", [unit], {"epoch": 1, "loss": 0.5})  # the first flush: at the next result
-    cb._result("t1", [unit], {"epoch": 2, "loss": 0.25})
-    run = client.get_run(rid)
-    assert run.data.params["data.name"] == "moons" and run.data.metrics == {"loss": 0.25}
+    _two_epochs_flushed(cb, unit, client, rid)
 
 
 def test_a_trial_that_ends_before_any_metrics_still_logs_its_params(tmp_path):
@@ -136,11 +142,7 @@ def test_a_resumed_sweep_logs_the_params_of_a_child_run_its_snapshot_named(tmp_p
     snapshot = before.get_state()
     restored = pickle.loads(pickle.dumps(before))
     restored.set_state(snapshot)  # Tune restores the callback's state: the run is known
-    restored.flush_s = 0.0
-    restored._result("t1", [unit], {"epoch": 1, "loss": 0.5})
-    restored._result("t1", [unit], {"epoch": 2, "loss": 0.25})
-    run = client.get_run(made)
-    assert run.data.params["data.name"] == "moons" and run.data.metrics == {"loss": 0.25}
+    _two_epochs_flushed(restored, unit, client, made)
 
 
 def test_one_log_batch_respects_mlflows_limits_per_call(tmp_path):
