@@ -256,10 +256,11 @@ def _slot_packs(
     Dealt one by one, the shares balance best; in even shares, a slot's share of a group can
     fill one pack of ``cap`` where one by one it would be a few settings more (OL on two slots:
     88 and 92 Generic/ECCo settings, the 92 in two packs)."""
-    parts = [[i] for i in range(len(keys))]
     if even:
         groups, alone = _by_group(range(len(keys)), keys)
         parts = [pt for g in groups for pt in _split(g, slots, cost)] + alone
+    else:
+        parts = [[i] for i in range(len(keys))]
     share: list[list[int]] = [[] for _ in range(slots)]
     load = [0.0] * slots
     for part in sorted(parts, key=lambda pt: (-sum(cost[i] for i in pt), pt)):

@@ -654,8 +654,13 @@ class MlflowSweepCallback(Callback):
             self._unverified.discard(u.id)
             logged = int(float(run.data.tags.get(STEP_TAG, 0)))
             self.steps[u.id] = max(self.steps.get(u.id, 0), logged)
-            if not run.data.params:  # the earlier driver died before the run's first flush
-                self._params[u.id] = child_params(self.spec, u.config, self.cpus, self.gpus)
+            self._params_if_missing(u, run)
+
+    def _params_if_missing(self, u: _Unit, run: Any) -> None:
+        """Owe an earlier driver's child run its params (logged with its next flush) if that
+        driver died before the run's first flush."""
+        if not run.data.params:
+            self._params[u.id] = child_params(self.spec, u.config, self.cpus, self.gpus)
 
     def _vanilla(self, u: _Unit) -> bool:
         if u.id not in self._objective:
@@ -675,8 +680,7 @@ class MlflowSweepCallback(Callback):
         if existing is not None:
             self.children[u.id] = existing.info.run_id
             self.steps[u.id] = int(float(existing.data.tags.get(STEP_TAG, 0)))
-            if not existing.data.params:  # its driver died before the run's first flush
-                self._params[u.id] = child_params(self.spec, u.config, self.cpus, self.gpus)
+            self._params_if_missing(u, existing)
             return self.children[u.id]
         swept = ",".join(sorted(self.spec.space.resolve(u.config)))
         tags = {PARENT_TAG: self.parent_run_id, TRIAL_TAG: u.id, SWEEP_TAG: self.sweep_name}
