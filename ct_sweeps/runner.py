@@ -412,9 +412,10 @@ def _make_parent(p: Plan, run: RunDir, setup: TrackingSetup) -> tuple[str, str] 
 
 def _parent_run(p: Plan, run: RunDir, setup: TrackingSetup) -> tuple[str, str] | None:
     _import_tune().join()  # ct_sweeps.tracking imports Ray Tune
-    from ct_sweeps.tracking import Tracker, new_sqlite_store
+    from ct_sweeps.sqlite_store import new_sqlite_store
+    from ct_sweeps.tracking import Tracker
 
-    new_sqlite_store(setup.uri)
+    new_sqlite_store(setup.uri, wal=p.sweep.tracking.sqlite_wal)
     info = run.info
     tracker = Tracker(setup.uri)
     uri = setup.uri
@@ -521,12 +522,15 @@ def _log_parent_outputs(run: RunDir, report: Report, status: str) -> None:
 
 
 def _end_parent(run: RunDir, status: str, tracker: Any = None) -> None:
-    """End the sweep's parent run (also one that stopped before Tune ran: no report to log)."""
+    """End the sweep's parent run (also one that stopped before Tune ran: no report to log),
+    the last write of a sweep, and fold a local store's write-ahead log into its file."""
+    from ct_sweeps.sqlite_store import checkpoint
     from ct_sweeps.tracking import Tracker
 
     rid, uri = run.info.get("parent_run_id"), run.info.get("tracking_uri")
     if rid and uri:
         (tracker or Tracker(uri)).call("end parent run", "set_terminated", rid, status)
+        checkpoint(uri)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ import importlib
 import json
 import logging
 import math
-import os
 import queue
 import threading
 import time
@@ -25,6 +24,7 @@ from typing import Any
 from ray.tune import Callback
 
 from ct_sweeps.env import default_tracking_uri, resolve_tracking_uri
+from ct_sweeps.sqlite_store import checkpoint
 from ct_sweeps.trainable import CF_METRICS, MODEL_FILE, TrialSpec, resolve_trial
 
 __all__ = [
@@ -230,48 +230,6 @@ class Tracker:
             ok &= self.last_ok
             first = False
         return ok
-
-
-def new_sqlite_store(uri: str) -> bool:
-    """Create a new local sqlite tracking store by copying an empty, migrated one; ``True`` if
-    it did (``False``: not a new sqlite file, or anything unexpected, and MLflow makes it).
-
-    MLflow makes a new sqlite store by running all its schema migrations, 1.5-2 s of CPU at the
-    start of every sweep on a 2-core machine (bench/README.md). The result is the same file each
-    time, so it is made once per MLflow version, with MLflow's own code, in the cache
-    (``$CT_CACHE_DIR``, default ``~/.cache/ct``) and copied. The store then only adds its default
-    experiment, as it does for a new file."""
-    import shutil
-
-    if not uri.startswith("sqlite:///"):
-        return False
-    target = Path(uri[len("sqlite:///") :])
-    if target.exists() or not target.parent.is_dir():
-        return False
-    try:
-        import mlflow
-        import sqlalchemy
-        from mlflow.store.db.utils import _initialize_tables
-
-        from ct_core.data.download import cache_dir
-
-        template = cache_dir() / "mlflow" / f"empty-{mlflow.__version__}.db"
-        if not template.exists():
-            template.parent.mkdir(parents=True, exist_ok=True)
-            tmp = template.with_name(f".{template.name}.{os.getpid()}.tmp")
-            engine = sqlalchemy.create_engine(f"sqlite:///{tmp}")
-            try:
-                _initialize_tables(engine)
-            finally:
-                engine.dispose()
-            os.replace(tmp, template)
-        part = target.with_name(f".{target.name}.part")
-        shutil.copyfile(template, part)
-        os.replace(part, target)  # never a half-copied store under the real name
-        return True
-    except Exception as e:  # the store is then made by MLflow itself, as without a template
-        log.debug("no sqlite template for %s: %s", uri, e)
-        return False
 
 
 def _run_info(run_path: str | None) -> dict[str, Any]:
@@ -941,6 +899,7 @@ def sync(
 
         _log_parent_outputs(run, write_report(run, records=records), "FINISHED")
         counts["status"] += 1
+    checkpoint(uri)  # a local store's write-ahead log back into its file
     if tr.failures:
         raise RuntimeError(f"{tr.failures} MLflow calls failed against {uri}")
     return counts

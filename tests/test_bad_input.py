@@ -124,6 +124,12 @@ CASES: list[Case] = [
     S("checkpoint-every-negative", sweep(checkpoint_every=-1), "checkpoint_every", "0"),
     S("max-failures-type", sweep(max_failures="twice"), "max_failures", "integer"),
     S("tracking-enabled-type", sweep(tracking__enabled="perhaps"), "tracking.enabled", "bool"),
+    S(
+        "sqlite-wal-value",
+        sweep(tracking__sqlite_wal="maybe"),
+        "tracking.sqlite_wal",
+        "true, false or auto",
+    ),
     Case(
         "unknown-top-key",
         {"s.yaml": sweep(serach={"algorithm": "grid"})},

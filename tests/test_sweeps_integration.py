@@ -130,6 +130,32 @@ def test_grid_is_tracked_as_one_parent_and_4_children(grid_run, tmp_path):
     assert model(torch.zeros(5, 2)).shape == (5, 2)
 
 
+def test_the_run_store_file_alone_holds_every_run_after_the_sweep(grid_run, tmp_path):
+    """A local run directory's store is in WAL mode (ct_sweeps/sqlite_store.py); at the end of
+    the sweep its log is folded back, so copying ``mlflow.db`` alone loses nothing."""
+    import shutil
+    import sqlite3
+
+    from mlflow.tracking import MlflowClient
+
+    from ct_sweeps.sqlite_store import local_filesystem
+
+    db = grid_run.run_dir / "mlflow.db"
+    con = sqlite3.connect(db)
+    mode = con.execute("PRAGMA journal_mode").fetchone()[0]
+    con.close()
+    assert mode == ("wal" if local_filesystem(db.parent) else "delete")
+
+    alone = tmp_path / "mlflow.db"
+    shutil.copyfile(db, alone)
+    _, parents, children = mlflow_runs(grid_run.run_dir)
+    copy = MlflowClient(tracking_uri=f"sqlite:///{alone}")
+    for run in parents + children:
+        got = copy.get_run(run.info.run_id)
+        assert got.info.status == run.info.status == "FINISHED"
+        assert got.data.params == run.data.params and got.data.metrics == run.data.metrics
+
+
 def test_sync_mlflow_backfills_a_deleted_child_run_idempotently(grid_run):
     from ct_sweeps.cli import main
 
