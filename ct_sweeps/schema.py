@@ -169,7 +169,7 @@ class TrackingConfig(_Strict):
     epoch either way."""
     sqlite_wal: Any = "auto"
     """A new local sqlite store (the default ``RUN_DIR/mlflow.db``) in SQLite's WAL mode: about a
-    third less of the driver's CPU for logging, and ``mlflow ui`` reads without blocking the
+    fifth less of the driver's CPU for logging, and ``mlflow ui`` reads without blocking the
     sweep. ``auto``: where the run directory is on a local file system (on Linux, read from
     ``/proc/self/mountinfo``; elsewhere assumed), never on NFS and other network or cluster file
     systems, where WAL is unsafe (``ct_sweeps/sqlite_store.py``)."""
