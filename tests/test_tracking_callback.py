@@ -6,6 +6,7 @@ made, and gives params to any that did not get them yet."""
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 from ct_sweeps.space import parse_space
 from ct_sweeps.tracking import PARENT_TAG, TRIAL_TAG, MlflowSweepCallback, _Unit
@@ -155,3 +156,101 @@ def test_one_log_batch_respects_mlflows_limits_per_call(tmp_path):
     run = client.get_run(rid)
     assert len(run.data.params) == 130 and run.data.tags["t"] == "1"
     assert len(client.get_metric_history(rid, "m")) == 950
+
+
+# -- the best settings' MLflow models (tracking.log_model: N below the number of settings)
+
+
+class _Trial:
+    def __init__(self, tid: str, status: str):
+        self.trial_id, self.status, self.config = tid, status, {}
+        self.path, self.run_metadata = None, None
+
+    def __str__(self) -> str:
+        return f"trial_{self.trial_id}"
+
+
+def _best_callback(tmp_path, n_settings: int, models: int):
+    import torch
+
+    from ct_core.config import parse_config
+    from ct_core.models import build_model, save_model
+
+    uri, client, exp, parent = _store(tmp_path)
+    spec = TrialSpec(base={"data": {"name": "moons"}}, space=parse_space({}, "grid"))
+    cb = MlflowSweepCallback(
+        uri,
+        exp,
+        parent,
+        spec,
+        "s",
+        new_parent=True,
+        models=models,
+        n_settings=n_settings,
+        metric="val_acc",
+        mode="max",
+    )
+    cfg = parse_config({"data": {"name": "moons"}})
+    for k in range(n_settings):
+        u = _Unit(f"t{k}", f"trial_t{k}", {}, None)
+        cb._child(u)
+        torch.manual_seed(k)
+        path = tmp_path / f"model_{k}.pt"
+        save_model(build_model(cfg.model, 2, 2), cfg, path, n_features=2, n_classes=2)
+        cb.model_paths[u.id] = str(path)
+    return cb, client
+
+
+def test_the_best_models_so_far_are_saved_in_the_tail_and_only_the_final_best_are_logged(
+    tmp_path, monkeypatch
+):
+    import ct_sweeps.tracking as tracking
+
+    cb, client = _best_callback(tmp_path, n_settings=4, models=2)
+    saved: list[str] = []
+    real = tracking.prepare_model
+    monkeypatch.setattr(
+        tracking,
+        "prepare_model",
+        lambda path, folder: saved.append(path.name) or real(path, folder),
+    )
+    # three settings have finished when the last trial is the only one left to run
+    cb.finals.update({"t0": 0.9, "t1": 0.5, "t2": 0.8})
+    cb._prepare_best()
+    assert sorted(saved) == ["model_0.pt", "model_2.pt"]
+    prep = Path(cb._prep_dir)
+    # the last setting finishes best: only its model is saved after the last trial
+    cb.finals["t3"] = 0.95
+    cb._log_best_models()
+    assert sorted(saved) == ["model_0.pt", "model_2.pt", "model_3.pt"]
+    assert not prep.exists() and cb._prepared == {}
+
+    import mlflow.pytorch
+    import torch
+
+    for k in range(4):
+        rid = cb.children[f"t{k}"]
+        tags = client.get_run(rid).data.tags
+        arts = {a.path for a in client.list_artifacts(rid)}
+        assert ("model" in arts, tags.get("ct.model")) == (
+            (True, "mlflow") if k in (0, 3) else (False, None)
+        ), k
+    # the model saved in the tail is the setting's own
+    local = client.download_artifacts(cb.children["t0"], "model", str(tmp_path / "dl"))
+    from ct_core.models import load_model
+
+    expected, _ = load_model(tmp_path / "model_0.pt")
+    x = torch.randn(5, 2)
+    assert torch.equal(mlflow.pytorch.load_model(local)(x), expected(x))
+
+
+def test_the_tail_starts_when_no_trial_waits_for_a_slot(tmp_path):
+    cb, _ = _best_callback(tmp_path, n_settings=3, models=1)
+    submitted: list[str] = []
+    cb._submit = lambda fn, *args: submitted.append(getattr(fn, "__name__", str(fn)))
+    trials = [_Trial("a", "TERMINATED"), _Trial("b", "RUNNING"), _Trial("c", "PENDING")]
+    cb.on_trial_complete(0, trials, trials[0])
+    assert "_prepare_best" not in submitted
+    trials[2].status = "RUNNING"
+    cb.on_trial_complete(0, trials, trials[1])
+    assert submitted.count("_prepare_best") == 1
