@@ -6,10 +6,10 @@
   code, in the cache (``$CT_CACHE_DIR``, default ``~/.cache/ct``) and copied.
 * **Write-ahead log.** In SQLite's default journal mode every commit creates, syncs and deletes a
   rollback journal, and MLflow commits several times per call; in WAL mode (``PRAGMA
-  journal_mode=WAL``, kept in the file) the same logging takes about a fifth less of the driver's
-  CPU and a quarter less time (``bench/bench_mlflow.py``), and a reader such as ``mlflow ui`` no longer blocks the sweep's writes.
-  WAL needs the shared memory of one host, so it is used only where the run directory is on a
-  local file system (``tracking.sqlite_wal: auto``); :func:`checkpoint` folds the log back into
+  journal_mode=WAL``, kept in the file) the same logging takes about a fifth less of the
+  driver's CPU and a quarter less time (``bench/bench_mlflow.py``), and a reader such as
+  ``mlflow ui`` no longer blocks the sweep's writes. WAL needs the shared memory of one host,
+  so it is used only where the run directory is on a local file system (``tracking.sqlite_wal: auto``); :func:`checkpoint` folds the log back into
   ``mlflow.db`` at the end of a sweep, so that the file alone holds every run.
 
 Nothing here imports Ray; MLflow only where a store is made.

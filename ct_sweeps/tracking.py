@@ -568,9 +568,16 @@ class MlflowSweepCallback(Callback):
             # save_model in a process takes ~2 s (torch.export's lazy imports); pay it now
             self._warm = True
             self._submit(warm_model_logging)
-        if not any(t.status == "PENDING" for t in trials):
-            # the sweep's tail: no trial waits for this slot, which idles until the end
+        if self._tail(trials):
             self._submit(self._prepare_best)
+
+    def _tail(self, trials: list) -> bool:
+        """Whether the sweep is in its tail: every trial exists (Tune makes them as slots free
+        up, and Optuna as it suggests them) and none waits for a slot, so the slot that just
+        finished idles until the end."""
+        expected = len(self.packs) if self.packs is not None else self.n_settings
+        waiting = any(t.status in ("PENDING", "PAUSED") for t in trials)
+        return len(trials) >= expected and not waiting
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         units = self._units(trial)

@@ -248,9 +248,14 @@ def test_the_tail_starts_when_no_trial_waits_for_a_slot(tmp_path):
     cb, _ = _best_callback(tmp_path, n_settings=3, models=1)
     submitted: list[str] = []
     cb._submit = lambda fn, *args: submitted.append(getattr(fn, "__name__", str(fn)))
+    # a trial waits for the slot that just finished
     trials = [_Trial("a", "TERMINATED"), _Trial("b", "RUNNING"), _Trial("c", "PENDING")]
     cb.on_trial_complete(0, trials, trials[0])
     assert "_prepare_best" not in submitted
+    # a trial still to be made (Tune makes them as slots free up, Optuna as it suggests them)
+    cb.on_trial_complete(0, trials[:2], trials[0])
+    assert "_prepare_best" not in submitted
+    # every trial made, none waiting: the tail
     trials[2].status = "RUNNING"
-    cb.on_trial_complete(0, trials, trials[1])
+    cb.on_trial_complete(0, trials, trials[0])
     assert submitted.count("_prepare_best") == 1
