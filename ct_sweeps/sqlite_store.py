@@ -154,7 +154,8 @@ def checkpoint(uri: str) -> bool:
     if db is None or not db.with_name(db.name + "-wal").exists():
         return False
     try:
-        con = sqlite3.connect(db, timeout=5.0)
+        # a reader such as `mlflow ui` in the middle of a query delays it; a second at most
+        con = sqlite3.connect(db, timeout=1.0)
         try:
             busy, _, _ = con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         finally:
