@@ -349,9 +349,33 @@ def _wait(what: str, check, timeout: float, procs: list[dict]) -> None:
 # --------------------------------------------------------------------------- mlflow
 
 
+def prepare_mlflow_store(db: Path) -> bool:
+    """Make the server's sqlite store before its first start as a sweep's own store is made
+    (ct_sweeps/sqlite_store.py): copied from a migrated template, in SQLite's WAL mode on a local
+    file system, so that logging costs the server less and the UI's reads do not block writes.
+    `False` (MLflow then makes the store itself): the store exists, or ct is not installed in
+    the Python running this script."""
+    try:
+        from ct_sweeps.sqlite_store import new_sqlite_store
+    except ImportError:
+        return False
+    return new_sqlite_store(f"sqlite:///{db}", wal="auto")
+
+
+def fold_mlflow_store(db: Path) -> None:
+    """After the server stopped: fold a WAL store's log back into `mlflow.db`, so that the file
+    alone holds every run (a server stopped by a signal may not have done it)."""
+    try:
+        from ct_sweeps.sqlite_store import checkpoint
+    except ImportError:
+        return
+    checkpoint(f"sqlite:///{db}")
+
+
 def start_mlflow(state: Path, host: str, port: int) -> dict:
     """Start `mlflow server` (sqlite backend, artifact root in STATE) on `host:port`."""
     (state / "mlartifacts").mkdir(exist_ok=True)
+    prepare_mlflow_store(state / "mlflow.db")
     cmd = [
         str(bin_dir() / "mlflow"),
         "server",
@@ -501,6 +525,7 @@ def cmd_mlflow(args: argparse.Namespace) -> int:
         return 0
     if "mlflow" in info:
         left = stop_process_tree(info.pop("mlflow"))
+        fold_mlflow_store(state / "mlflow.db")
         save_state(state, info)
         write_env_file(state, info)
         if left:
@@ -523,6 +548,8 @@ def _stop_all(state: Path, info: dict) -> set[int]:
             left |= fut.result()
     if marker:  # agents that were reparented away from their node process
         left |= procinfo.terminate(procinfo.pids_mentioning(marker), timeout=5.0)
+    if "mlflow" in info:
+        fold_mlflow_store(state / "mlflow.db")
     return left
 
 

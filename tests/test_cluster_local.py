@@ -243,6 +243,14 @@ def test_mlflow_server_is_healthy_and_rejects_foreign_host_headers(cluster):
     assert http(api, headers={"Host": "evil.example"})[0] == 403
 
 
+def test_mlflow_server_store_uses_the_write_ahead_log_on_a_local_disk(cluster):
+    """Made before the server's first start as a sweep's own store is (ct_sweeps/sqlite_store)."""
+    from ct_sweeps.sqlite_store import local_filesystem
+
+    db = cluster.state / "mlflow.db"
+    assert journal_mode(db) == ("wal" if local_filesystem(db.parent) else "delete")
+
+
 def test_logs_are_in_one_place(cluster):
     logs = cluster.state / "logs"
     names = {p.name for p in logs.glob("*.log")}
@@ -364,7 +372,27 @@ def test_mlflow_ui_renders_the_sweep_in_headless_chromium(cluster, e2e_sweep, tm
     print(f"\nMLflow UI screenshot: {shot}")
 
 
-def test_zz_down_stops_every_process_and_frees_the_ports(cluster):
+def journal_mode(db: Path) -> str:
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    try:
+        return con.execute("PRAGMA journal_mode").fetchone()[0]
+    finally:
+        con.close()
+
+
+def count_runs(db: Path) -> int:
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    try:
+        return con.execute("SELECT count(*) FROM runs").fetchone()[0]
+    finally:
+        con.close()
+
+
+def test_zz_down_stops_every_process_and_frees_the_ports(cluster, tmp_path):
     """Runs last in this module (pytest keeps file order): `down` must leave nothing behind."""
     pids = cluster.our_pids()
     info = cluster.info
@@ -385,3 +413,6 @@ def test_zz_down_stops_every_process_and_frees_the_ports(cluster):
     assert not still_listening
     assert not (cluster.state / "cluster.json").exists()
     assert cluster.run("health", timeout=30).returncode != 0
+    # the server's store: its file alone holds every run (a copy made before anything opens it)
+    shutil.copyfile(cluster.state / "mlflow.db", tmp_path / "mlflow.db")
+    assert count_runs(tmp_path / "mlflow.db") == count_runs(cluster.state / "mlflow.db")
