@@ -95,3 +95,14 @@ def mlflow_runs(run_dir: Path) -> tuple[object, list, list]:
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     return client, parents, children
+
+
+def sqlite_scalar(db: Path, sql: str) -> object:
+    """The one value a query returns from a sqlite file (``PRAGMA journal_mode``, a count)."""
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    try:
+        return con.execute(sql).fetchone()[0]
+    finally:
+        con.close()

@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO / "cluster"))
 import procinfo  # noqa: E402
 
 from tests.faults_util import sourced_env  # noqa: E402
+from tests.sweep_support import sqlite_scalar  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -248,7 +249,8 @@ def test_mlflow_server_store_uses_the_write_ahead_log_on_a_local_disk(cluster):
     from ct_sweeps.sqlite_store import local_filesystem
 
     db = cluster.state / "mlflow.db"
-    assert journal_mode(db) == ("wal" if local_filesystem(db.parent) else "delete")
+    mode = sqlite_scalar(db, "PRAGMA journal_mode")
+    assert mode == ("wal" if local_filesystem(db.parent) else "delete")
 
 
 def test_logs_are_in_one_place(cluster):
@@ -372,26 +374,6 @@ def test_mlflow_ui_renders_the_sweep_in_headless_chromium(cluster, e2e_sweep, tm
     print(f"\nMLflow UI screenshot: {shot}")
 
 
-def journal_mode(db: Path) -> str:
-    import sqlite3
-
-    con = sqlite3.connect(db)
-    try:
-        return con.execute("PRAGMA journal_mode").fetchone()[0]
-    finally:
-        con.close()
-
-
-def count_runs(db: Path) -> int:
-    import sqlite3
-
-    con = sqlite3.connect(db)
-    try:
-        return con.execute("SELECT count(*) FROM runs").fetchone()[0]
-    finally:
-        con.close()
-
-
 def test_zz_down_stops_every_process_and_frees_the_ports(cluster, tmp_path):
     """Runs last in this module (pytest keeps file order): `down` must leave nothing behind."""
     pids = cluster.our_pids()
@@ -415,4 +397,7 @@ def test_zz_down_stops_every_process_and_frees_the_ports(cluster, tmp_path):
     assert cluster.run("health", timeout=30).returncode != 0
     # the server's store: its file alone holds every run (a copy made before anything opens it)
     shutil.copyfile(cluster.state / "mlflow.db", tmp_path / "mlflow.db")
-    assert count_runs(tmp_path / "mlflow.db") == count_runs(cluster.state / "mlflow.db")
+    count = "SELECT count(*) FROM runs"
+    assert sqlite_scalar(tmp_path / "mlflow.db", count) == sqlite_scalar(
+        cluster.state / "mlflow.db", count
+    )

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.sweep_support import INTERRUPTIBLE, mlflow_runs, run_then_interrupt
+from tests.sweep_support import INTERRUPTIBLE, mlflow_runs, run_then_interrupt, sqlite_scalar
 
 pytestmark = pytest.mark.integration
 
@@ -134,16 +134,13 @@ def test_the_run_store_file_alone_holds_every_run_after_the_sweep(grid_run, tmp_
     """A local run directory's store is in WAL mode (ct_sweeps/sqlite_store.py); at the end of
     the sweep its log is folded back, so copying ``mlflow.db`` alone loses nothing."""
     import shutil
-    import sqlite3
 
     from mlflow.tracking import MlflowClient
 
     from ct_sweeps.sqlite_store import local_filesystem
 
     db = grid_run.run_dir / "mlflow.db"
-    con = sqlite3.connect(db)
-    mode = con.execute("PRAGMA journal_mode").fetchone()[0]
-    con.close()
+    mode = sqlite_scalar(db, "PRAGMA journal_mode")
     assert mode == ("wal" if local_filesystem(db.parent) else "delete")
 
     alone = tmp_path / "mlflow.db"

@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.sweep_support import sqlite_scalar
+
+JOURNAL = "PRAGMA journal_mode"
+
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch) -> Path:
@@ -56,16 +60,6 @@ def test_an_existing_store_or_another_backend_is_left_to_mlflow(tmp_path, cache)
     assert not (cache / "mlflow").exists()
 
 
-def _journal_mode(db: Path) -> str:
-    import sqlite3
-
-    con = sqlite3.connect(db)
-    try:
-        return con.execute("PRAGMA journal_mode").fetchone()[0]
-    finally:
-        con.close()
-
-
 @pytest.mark.parametrize(("wal", "mode"), [(True, "wal"), (False, "delete")])
 def test_a_new_store_is_in_wal_mode_when_asked_and_its_file_alone_holds_the_runs_after_a_checkpoint(
     tmp_path, cache, wal, mode
@@ -78,7 +72,7 @@ def test_a_new_store_is_in_wal_mode_when_asked_and_its_file_alone_holds_the_runs
 
     db = tmp_path / "mlflow.db"
     assert new_sqlite_store(f"sqlite:///{db}", wal=wal)
-    assert _journal_mode(db) == mode
+    assert sqlite_scalar(db, JOURNAL) == mode
     assert not db.with_name("mlflow.db-wal").exists()  # nothing left open by the set-up
 
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
@@ -106,12 +100,12 @@ def test_auto_uses_wal_only_on_a_local_file_system(tmp_path, cache, monkeypatch)
     monkeypatch.setattr(store, "local_filesystem", lambda path: False)
     (tmp_path / "nfs").mkdir()
     assert store.new_sqlite_store(f"sqlite:///{tmp_path / 'nfs' / 'mlflow.db'}", wal="auto")
-    assert _journal_mode(tmp_path / "nfs" / "mlflow.db") == "delete"
+    assert sqlite_scalar(tmp_path / "nfs" / "mlflow.db", JOURNAL) == "delete"
 
     monkeypatch.setattr(store, "local_filesystem", lambda path: True)
     (tmp_path / "disk").mkdir()
     assert store.new_sqlite_store(f"sqlite:///{tmp_path / 'disk' / 'mlflow.db'}", wal="auto")
-    assert _journal_mode(tmp_path / "disk" / "mlflow.db") == "wal"
+    assert sqlite_scalar(tmp_path / "disk" / "mlflow.db", JOURNAL) == "wal"
 
 
 MOUNTINFO = r"""22 1 253:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw
