@@ -561,7 +561,7 @@ class MlflowSweepCallback(Callback):
         units = self._units(trial)
         paths = {u.id: final_model_path(trial, u.k) for u in units}
         self._submit(self._finish, trial.trial_id, units, "", paths)
-        if not (self.models and self.models < self.n_settings):
+        if not self._best_only:
             return
         if not self._warm:
             # the best settings' MLflow models are logged after the last trial: the first
@@ -734,6 +734,12 @@ class MlflowSweepCallback(Callback):
                     log_model_file(tr, rid, path)
             tr.call("end run", "set_terminated", rid, "FINISHED")
 
+    @property
+    def _best_only(self) -> bool:
+        """Whether only the best ``models`` settings get an MLflow model, after the last trial
+        (some, but not all of them)."""
+        return bool(self.models) and self.models < self.n_settings
+
     def _best(self) -> list[str]:
         """The ``models`` best finished settings so far, by the search metric."""
         ranked = sorted(
@@ -757,7 +763,8 @@ class MlflowSweepCallback(Callback):
                 continue
             t0 = time.perf_counter()
             try:
-                folder = Path(self._prep_dir) / str(len(self._prepared))
+                # a folder of its own: one a failed save left half-written is not reused
+                folder = Path(tempfile.mkdtemp(dir=self._prep_dir))
                 self._prepared[u] = prepare_model(Path(self.model_paths[u]), folder)
             except Exception as e:  # log_model saves it again (and reports a failure)
                 log.debug("could not prepare the MLflow model of %s: %s", u, e)
@@ -767,7 +774,7 @@ class MlflowSweepCallback(Callback):
         """Log MLflow models for the best ``models`` settings (when not every setting got one)."""
         import shutil
 
-        if self.models is None or self.models >= self.n_settings or self.models == 0:
+        if not self._best_only:
             return
         try:
             for u in self._best():
