@@ -62,6 +62,17 @@ def sweep_file(tmp: Path, name: str, pack: int, space: dict = SPACE, **extra) ->
     return p
 
 
+def slot_ends(pack_costs: list[float], slots: int) -> list[float]:
+    """When each trial slot finishes if the packs, in their order, each start on the next free
+    slot (as Tune starts them)."""
+    import heapq
+
+    free = [0.0] * slots
+    for c in pack_costs:
+        heapq.heapreplace(free, free[0] + c)
+    return free
+
+
 def key(row) -> tuple[str, float]:
     return (row["generator.type"], float(row["train.lambda_reg"]))
 
@@ -289,8 +300,6 @@ def test_auto_packs_on_cpu_trials_are_the_widest_that_keep_the_slots_balanced():
     per-operation work is shared), so each slot gets one Generic/ECCo pack of 90 and one REVISE
     pack of 45 (REVISE searches a latent space and cannot share a pack with the others), not
     three packs of 45; the dearer Generic/ECCo packs start first."""
-    import heapq
-
     from ct_sweeps import runner
     from ct_sweeps.packing import CAP_CPU, expand_settings, make_packs, setting_cost
     from ct_sweeps.space import trial_config
@@ -303,10 +312,8 @@ def test_auto_packs_on_cpu_trials_are_the_widest_that_keep_the_slots_balanced():
     assert families == [{False}, {False}, {True}, {True}]
     assert [len(pk) for pk in packs] == [90, 90, 45, 45] and CAP_CPU == 90
     cost = [setting_cost(trial_config(p.base, p.space.resolve(s))) for s in settings]
-    free = [0.0, 0.0]  # Tune: each pack on the next free slot
-    for pk in packs:
-        heapq.heapreplace(free, free[0] + sum(cost[i] for i in pk))
-    assert max(free) - min(free) < 0.02 * max(free)
+    ends = slot_ends([sum(cost[i] for i in pk) for pk in packs], slots=2)
+    assert max(ends) - min(ends) < 0.02 * max(ends)
     # four slots: still two packs per slot
     assert len(make_packs(settings, p.base, p.space, "auto", slots=4)) == 8
 
@@ -315,8 +322,6 @@ def test_auto_packs_keep_both_slots_busy_when_settings_cost_very_different_amoun
     """The paper's Adult grid: 9 CT settings (T = 30 steps over nce 5000 each epoch) and 9
     vanilla ones. Even-sized packs put 3 CT settings in one pack and leave a slot idle for about
     one CT setting at the end; the packs come out the most expensive first, as Tune starts them."""
-    import heapq
-
     from ct_sweeps import runner
     from ct_sweeps.packing import expand_settings, make_packs, setting_cost
     from ct_sweeps.space import trial_config
@@ -333,10 +338,8 @@ def test_auto_packs_keep_both_slots_busy_when_settings_cost_very_different_amoun
     assert len(packs) == 4  # still two packs per slot
     pack_cost = [sum(cost[i] for i in pk) for pk in packs]
     assert pack_cost == sorted(pack_cost, reverse=True)
-    free = [0.0, 0.0]  # Tune: each pack on the next free slot
-    for c in pack_cost:
-        heapq.heapreplace(free, free[0] + c)
-    assert max(free) - min(free) < ct / 2
+    ends = slot_ends(pack_cost, slots=2)
+    assert max(ends) - min(ends) < ct / 2
     # with a fixed K the packs are even-sized, as asked
     fixed = make_packs(settings, p.base, p.space, 5, slots=2)
     assert sorted(len(pk) for pk in fixed) == [4, 4, 5, 5]
