@@ -347,9 +347,9 @@ _TUNE_IMPORT_LOCK = threading.Lock()
 def _import_tune() -> threading.Thread:
     """Import Ray Tune (about a second) on one background thread, so that it overlaps Ray's
     start, which mostly waits on its processes (at a lower priority: :func:`behind_ray_start`);
-    every caller gets the same thread. Ray's
-    packages are not safe to import from two threads at once (a circular import fails half-way:
-    measured), so code that needs Tune off the main thread joins this one instead."""
+    every caller gets the same thread. Ray's packages are not safe to import from two threads
+    at once (a circular import fails half-way: measured), so code that needs Tune off the main
+    thread joins this one instead."""
     with _TUNE_IMPORT_LOCK:
         if not _TUNE_IMPORT:
             t = threading.Thread(target=_import_tune_behind, name="ct-import-tune")
@@ -667,8 +667,8 @@ def _fit(
     # Ray stops (a second or so, mostly waiting for its processes to exit) while the MLflow
     # logging thread finishes and then the report is written. One after the other, not side by
     # side: the two share the GIL, and the logging thread, which lets go of it for every SQLite
-    # call, waits to get it back each time (0.4 s less between the last trial and the exit on
-    # average, bench/README.md)
+    # call, waits to get it back each time (the 45 run ends of a pack: 0.5 s alone, 1.0-1.7 s
+    # beside the report; bench/README.md, seventh pass)
     ray_stopped = _in_background(ray.shutdown, "ct-ray-stop") if started else None
     # the parent run exists (or MLflow is down)
     mlflow_s = tracking.wait() if tracking is not None else 0.0

@@ -98,7 +98,7 @@ def test_trials_keep_result_json_only_and_the_run_records_where_the_time_went(gr
         assert not list(d.glob("events.out.tfevents*"))
     timings = _read_json(grid_run.run_dir / "run.json")["timings"]
     # (no ray_stop: the sweep joined the tests' Ray runtime, so it does not stop it)
-    for step in ("ray_start", "tuner_setup", "fit", "report", "total"):
+    for step in ("ray_start", "tuner_setup", "fit", "mlflow_drain", "report", "total"):
         assert timings[step] >= 0, step
     assert timings["fit"] < timings["total"]
 
