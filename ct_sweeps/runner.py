@@ -352,6 +352,9 @@ def _import_tune() -> threading.Thread:
     thread joins this one instead."""
     with _TUNE_IMPORT_LOCK:
         if not _TUNE_IMPORT:
+            # Ray itself first, here: the caller starts Ray next, and would otherwise wait for
+            # the thread (at its lower priority) to import it
+            importlib.import_module("ray")
             t = threading.Thread(target=_import_tune_behind, name="ct-import-tune")
             t.daemon = True
             t.start()
