@@ -378,7 +378,7 @@ def behind_ray_start() -> None:
     seventh pass). The processes Ray starts come from the main thread and keep its priority; a
     thread started from a lowered one inherits the priority (Linux), so only short-lived work
     belongs here. Elsewhere (no per-thread priority) nothing changes."""
-    if not hasattr(os, "setpriority") or not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux"):  # elsewhere a thread id is not a process id
         return
     tid = threading.get_native_id()
     try:

@@ -9,8 +9,9 @@
   journal_mode=WAL``, kept in the file) the same logging takes about a fifth less of the
   driver's CPU and a quarter less time (``bench/bench_mlflow.py``), and a reader such as
   ``mlflow ui`` no longer blocks the sweep's writes. WAL needs the shared memory of one host,
-  so it is used only where the run directory is on a local file system (``tracking.sqlite_wal: auto``); :func:`checkpoint` folds the log back into
-  ``mlflow.db`` at the end of a sweep, so that the file alone holds every run.
+  so it is used only where the run directory is on a local file system
+  (``tracking.sqlite_wal: auto``); :func:`checkpoint` folds the log back into ``mlflow.db`` at
+  the end of a sweep, so that the file alone holds every run.
 
 Nothing here imports Ray; MLflow only where a store is made.
 """
