@@ -169,6 +169,46 @@ def ensure_ray(
     return "local"
 
 
+def stop_ray(started: Literal["local", "joined"] | None) -> None:
+    """``ray.shutdown()`` for a Ray that :func:`ensure_ray` started or joined (``None``: left
+    as it is).
+
+    A local Ray's autoscaler monitor is killed first. ``ray.shutdown`` stops the processes one
+    by one, each with a second to exit on SIGTERM, and the GCS before the monitor; the
+    monitor's SIGTERM handler then waits on the stopped GCS to report its own end, so every
+    shutdown spent that whole second on it (1.0 s of 1.4 s; bench/README.md, eighth pass). A
+    local sweep's Ray never scales, so the monitor has nothing to finish."""
+    import ray
+
+    if started is None:
+        return
+    if started == "local":
+        _kill_monitor()
+    ray.shutdown()
+
+
+def _kill_monitor() -> None:
+    """SIGKILL (and reap) the autoscaler monitor of the Ray this process started, if it runs.
+    Ray's private layout may change: then nothing is done and ``ray.shutdown`` waits as
+    before."""
+    try:
+        from ray._private import ray_constants
+        from ray._private.worker import _global_node as node
+
+        infos = node.all_processes.get(ray_constants.PROCESS_TYPE_MONITOR, []) if node else []
+    except (ImportError, AttributeError):
+        return
+    for info in infos:
+        proc = getattr(info, "process", None)
+        if proc is None or proc.poll() is not None:
+            continue
+        proc.kill()
+        try:
+            proc.wait(timeout=5)
+        except Exception:  # a process stuck in the kernel: ray.shutdown deals with it
+            pass
+
+
 def _actors_inherit_env() -> None:
     """Start Tune's trial actors without a runtime env on a Ray this process started.
 
@@ -634,7 +674,6 @@ def _fit(
     while Ray starts and the trials set up; ``tuner_factory(tracking)`` builds the tuner. The
     MLflow logging thread finishes its work, and the report is written, while Ray stops.
     ``timings`` holds the durations of these steps in seconds."""
-    import ray
 
     t0, cpu0 = time.perf_counter(), time.process_time()
     timings: dict[str, float] = {}
@@ -660,19 +699,18 @@ def _fit(
         grid = tuner.fit()
         t3 = lap("fit", t2)
     except BaseException as e:
-        if started:
-            ray.shutdown()
+        stop_ray(started)
         if tracking is not None:
             tracking.wait()  # do not leave the store half-written on exit
             if tuner is None:  # stopped before Tune ran (bad resources, Ctrl-C): no report
                 _end_parent(run, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise
-    # Ray stops (a second or so, mostly waiting for its processes to exit) while the MLflow
-    # logging thread finishes and then the report is written. One after the other, not side by
-    # side: the two share the GIL, and the logging thread, which lets go of it for every SQLite
-    # call, waits to get it back each time (the 45 run ends of a pack: 0.5 s alone, 1.0-1.7 s
-    # beside the report; bench/README.md, seventh pass)
-    ray_stopped = _in_background(ray.shutdown, "ct-ray-stop") if started else None
+    # Ray stops (0.1-0.4 s, see stop_ray) while the MLflow logging thread finishes and then the
+    # report is written. One after the other, not side by side: the two share the GIL, and the
+    # logging thread, which lets go of it for every SQLite call, waits to get it back each time
+    # (the 45 run ends of a pack: 0.5 s alone, 1.0-1.7 s beside the report; bench/README.md,
+    # seventh pass)
+    ray_stopped = _in_background(lambda: stop_ray(started), "ct-ray-stop") if started else None
     # the parent run exists (or MLflow is down)
     mlflow_s = tracking.wait() if tracking is not None else 0.0
     trackers = _trackers(tuner)
