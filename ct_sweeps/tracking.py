@@ -374,7 +374,7 @@ class _Unit:
 class MlflowSweepCallback(Callback):
     """Driver-side logging: a child run per setting at trial start, its params with its first
     metrics (one call fewer per setting), metrics batched per trial (every ``flush_s`` seconds
-    and at the end), the final model, the status.
+    and at the end; in the sweep's tail, at each result), the final model, the status.
 
     With ``packs`` (the settings of each pack, :mod:`ct_sweeps.packing`) a trial whose config
     names a ``pack`` logs one child run per setting. ``models`` settings get an MLflow PyTorch
@@ -441,6 +441,9 @@ class MlflowSweepCallback(Callback):
         self._off = False
         """MLflow was not reachable when the sweep started: nothing is logged."""
         self._warm = False
+        self._in_tail = False
+        """A trial slot idles from now to the end (:meth:`_tail`): the running trials flush at
+        each result."""
         self._prepared: dict[str, Path] = {}
         """MLflow models of the best settings so far, saved locally in the sweep's tail
         (:meth:`_prepare_best`): fewer are left to save after the last trial."""
@@ -459,7 +462,7 @@ class MlflowSweepCallback(Callback):
             if ids:
                 d.update(experiment_id=ids[0], parent_run_id=ids[1])
         # a restored callback checks MLflow (and warms model logging) again in its new process
-        d.update(_ready=None, _known=None, _off=False, _warm=False)
+        d.update(_ready=None, _known=None, _off=False, _warm=False, _in_tail=False)
         return d
 
     def _ids(self) -> bool:
@@ -561,6 +564,16 @@ class MlflowSweepCallback(Callback):
         units = self._units(trial)
         paths = {u.id: final_model_path(trial, u.k) for u in units}
         self._submit(self._finish, trial.trial_id, units, "", paths)
+        tail = self._tail(trials)
+        if tail and not self._in_tail:
+            # The driver has a core to spare from now on. The last trials' pending params and
+            # metrics go now (and then at each result), not all at their ends: a pack of 45
+            # that never reached flush_s left 1.5 s of logging after the last trial
+            # (bench/README.md, eighth pass).
+            self._in_tail = True
+            for t in trials:
+                if t.status == "RUNNING" and t is not trial:
+                    self._submit(self._flush, t.trial_id, self._units(t))
         if not self._best_only:
             return
         if not self._warm:
@@ -568,7 +581,7 @@ class MlflowSweepCallback(Callback):
             # save_model in a process takes ~2 s (torch.export's lazy imports); pay it now
             self._warm = True
             self._submit(warm_model_logging)
-        if self._tail(trials):
+        if tail:
             self._submit(self._prepare_best)
 
     def _tail(self, trials: list) -> bool:
@@ -602,9 +615,10 @@ class MlflowSweepCallback(Callback):
             for rec in u.records(result):
                 self._add(u, rec, int(rec.get("epoch", top)))
         # every flush_s seconds from the trial's first result (not at it: that flush would be
-        # one more call per setting, each a few ms of the driver's CPU, just as trials start)
+        # one more call per setting, each a few ms of the driver's CPU, just as trials start);
+        # in the sweep's tail, at each result
         now = time.monotonic()
-        if now - self._flushed.setdefault(trial_id, now) > self.flush_s:
+        if now - self._flushed.setdefault(trial_id, now) > self.flush_s or self._in_tail:
             self._flush(trial_id, units)
 
     def _add(self, u: _Unit, rec: Mapping[str, Any], step: int) -> None:
