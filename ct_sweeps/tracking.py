@@ -373,8 +373,9 @@ class _Unit:
 
 class MlflowSweepCallback(Callback):
     """Driver-side logging: a child run per setting at trial start, its params with its first
-    metrics (one call fewer per setting), metrics batched per trial (every ``flush_s`` seconds
-    and at the end; in the sweep's tail, at each result), the final model, the status.
+    metrics (one call fewer per setting), metrics batched per trial (every ``flush_s`` seconds,
+    at the latest once by half its epochs, and at the end; in the sweep's tail, at each
+    result), the final model, the status.
 
     With ``packs`` (the settings of each pack, :mod:`ct_sweeps.packing`) a trial whose config
     names a ``pack`` logs one child run per setting. ``models`` settings get an MLflow PyTorch
@@ -432,6 +433,8 @@ class MlflowSweepCallback(Callback):
         self._added: dict[str, int] = {}
         self._unverified: set[str] = set()
         self._flushed: dict[str, float] = {}
+        self._flushed_once: set[str] = set()
+        self._n_epochs: dict[str, int] = {}
         self._tracker: Tracker | None = None
         self._queue: queue.Queue | None = None
         self._thread: threading.Thread | None = None
@@ -457,6 +460,9 @@ class MlflowSweepCallback(Callback):
         d = dict(self.__dict__)
         d.update(_tracker=None, _buffer={}, _params={}, _added={}, _held={})
         d.update(_queue=None, _thread=None, _prepared={}, _prep_dir=None)
+        d.update(
+            _flushed={}, _flushed_once=set(), _n_epochs={}
+        )  # the logging thread's, per process
         if self.parent_run_id is None and self._ready is not None and self._ready.done():
             ids = self._ready.result()
             if ids:
@@ -616,9 +622,15 @@ class MlflowSweepCallback(Callback):
                 self._add(u, rec, int(rec.get("epoch", top)))
         # every flush_s seconds from the trial's first result (not at it: that flush would be
         # one more call per setting, each a few ms of the driver's CPU, just as trials start);
-        # in the sweep's tail, at each result
+        # a trial shorter than 2 x flush_s flushes once by half its epochs rather than leave all
+        # its logging (params too) to its end, when a last trial's holds up the sweep's end;
+        # in the sweep's tail, at each result. Never at the last epoch: the trial's end follows
+        # and flushes (one call per setting, not two, after the last trial)
         now = time.monotonic()
-        if now - self._flushed.setdefault(trial_id, now) > self.flush_s or self._in_tail:
+        epochs = self._epochs(units)
+        due = now - self._flushed.setdefault(trial_id, now) > self.flush_s or self._in_tail
+        due = due or (trial_id not in self._flushed_once and top >= epochs / 2)
+        if due and top < epochs:
             self._flush(trial_id, units)
 
     def _add(self, u: _Unit, rec: Mapping[str, Any], step: int) -> None:
@@ -696,8 +708,19 @@ class MlflowSweepCallback(Callback):
         self._params[u.id] = params  # logged with the run's first metrics (_flush)
         return rid
 
+    def _epochs(self, units: list[_Unit]) -> int:
+        """The epochs of a trial (a pack's settings share their epoch loop)."""
+        u = units[0]
+        if u.id not in self._n_epochs:
+            from ct_sweeps.space import trial_config
+
+            cfg = trial_config(self.spec.base, self.spec.space.resolve(u.config))
+            self._n_epochs[u.id] = cfg.train.epochs
+        return self._n_epochs[u.id]
+
     def _flush(self, trial_id: str, units: list[_Unit]) -> None:
         self._flushed[trial_id] = time.monotonic()
+        self._flushed_once.add(trial_id)
         for u in units:
             buf = self._buffer.get(u.id) or []
             if not buf and u.id not in self._params:

@@ -92,6 +92,21 @@ def test_a_trials_metrics_are_first_flushed_flush_s_after_its_first_result(tmp_p
     assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.25)]
 
 
+def test_a_trial_shorter_than_twice_flush_s_flushes_once_by_half_its_epochs(tmp_path):
+    uri, client, exp, parent = _store(tmp_path)
+    cb = _callback(uri, exp, parent, new_parent=True)  # train.epochs: the default 100
+    cb.flush_s = 3600.0
+    unit = _Unit("t1", "trial_t1", {}, None)
+    rid = cb._child(unit)
+    cb._result("t1", [unit], {"epoch": 49, "loss": 0.5})
+    assert client.get_run(rid).data.metrics == {}
+    cb._result("t1", [unit], {"epoch": 50, "loss": 0.25})  # half: params and epochs logged
+    run = client.get_run(rid)
+    assert run.data.params["data.name"] == "moons" and run.data.metrics == {"loss": 0.25}
+    cb._result("t1", [unit], {"epoch": 51, "loss": 0.125})  # once: then flush_s again
+    assert client.get_run(rid).data.metrics == {"loss": 0.25}
+
+
 def _two_epochs_flushed(cb: MlflowSweepCallback, unit: _Unit, client, rid: str) -> None:
     """Report two epochs with ``flush_s`` 0 (the first flush comes at the second result); the
     run then holds the setting's params and its last loss."""
@@ -285,3 +300,20 @@ def test_in_the_tail_the_running_trials_flush_at_once_and_then_at_each_result(tm
     cb.drain()
     history = client.get_metric_history(rid, "loss")
     assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.25)]
+
+
+def test_the_last_epochs_result_is_left_to_the_trials_end_to_log(tmp_path):
+    uri, client, exp, parent = _store(tmp_path)
+    cb = _callback(uri, exp, parent, new_parent=True)  # train.epochs: the default 100
+    cb.flush_s, cb._in_tail = 0.0, True  # any other result would be flushed at once
+    trials = [_Trial("a", "RUNNING")]
+    cb.on_trial_start(0, trials, trials[0])
+    cb.on_trial_result(0, trials, trials[0], {"epoch": 100, "loss": 0.5})
+    cb.drain()
+    rid = cb.children["a"]
+    assert client.get_run(rid).data.metrics == {}
+    trials[0].status = "TERMINATED"
+    cb.on_trial_complete(0, trials, trials[0])  # one call per setting logs it, and the end
+    cb.drain()
+    run = client.get_run(rid)
+    assert run.data.metrics == {"loss": 0.5} and run.info.status == "FINISHED"
