@@ -571,15 +571,10 @@ class MlflowSweepCallback(Callback):
         paths = {u.id: final_model_path(trial, u.k) for u in units}
         self._submit(self._finish, trial.trial_id, units, "", paths)
         tail = self._tail(trials)
-        if tail and not self._in_tail:
-            # The driver has a core to spare from now on. The last trials' pending params and
-            # metrics go now (and then at each result), not all at their ends: a pack of 45
-            # that never reached flush_s left 1.5 s of logging after the last trial
-            # (bench/README.md, eighth pass).
-            self._in_tail = True
-            for t in trials:
-                if t.status == "RUNNING" and t is not trial:
-                    self._submit(self._flush, t.trial_id, self._units(t))
+        # The driver has a core to spare from now on: the last trials flush at each result
+        # (but their last), so that their ends leave little to log (bench/README.md, eighth
+        # pass). Not at once: a trial about to end would log twice.
+        self._in_tail = self._in_tail or tail
         if not self._best_only:
             return
         if not self._warm:

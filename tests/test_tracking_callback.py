@@ -276,7 +276,7 @@ def test_the_tail_starts_when_no_trial_waits_for_a_slot(tmp_path):
     assert submitted.count("_prepare_best") == 1
 
 
-def test_in_the_tail_the_running_trials_flush_at_once_and_then_at_each_result(tmp_path):
+def test_in_the_tail_the_running_trials_flush_at_each_result(tmp_path):
     uri, client, exp, parent = _store(tmp_path)
     cb = _callback(uri, exp, parent, new_parent=True)
     cb.flush_s = 3600.0  # no trial reaches flush_s
@@ -288,18 +288,18 @@ def test_in_the_tail_the_running_trials_flush_at_once_and_then_at_each_result(tm
     rid = cb.children["b"]
     assert client.get_run(rid).data.metrics == {}  # held for a flush, as before the tail
 
-    # "a" ends and no trial waits for its slot: "b"'s params and epochs are logged now
+    # "a" ends and no trial waits for its slot: "b"'s next result logs its params and epochs
     trials[0].status = "TERMINATED"
     cb.on_trial_complete(0, trials, trials[0])
-    cb.drain()
-    run = client.get_run(rid)
-    assert run.data.params["data.name"] == "moons" and run.data.metrics == {"loss": 0.5}
-    assert run.info.status == "RUNNING"
-    # and then each of its results, without waiting for flush_s
     cb.on_trial_result(0, trials, trials[1], {"epoch": 2, "loss": 0.25})
     cb.drain()
+    run = client.get_run(rid)
+    assert run.data.params["data.name"] == "moons" and run.info.status == "RUNNING"
     history = client.get_metric_history(rid, "loss")
     assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.25)]
+    cb.on_trial_result(0, trials, trials[1], {"epoch": 3, "loss": 0.125})  # and the next
+    cb.drain()
+    assert client.get_run(rid).data.metrics == {"loss": 0.125}
 
 
 def test_the_last_epochs_result_is_left_to_the_trials_end_to_log(tmp_path):
