@@ -705,11 +705,11 @@ def _fit(
             if tuner is None:  # stopped before Tune ran (bad resources, Ctrl-C): no report
                 _end_parent(run, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise
-    # Ray stops (0.1-0.4 s, see stop_ray) while the MLflow logging thread finishes and then the
-    # report is written. One after the other, not side by side: the two share the GIL, and the
-    # logging thread, which lets go of it for every SQLite call, waits to get it back each time
-    # (the 45 run ends of a pack: 0.5 s alone, 1.0-1.7 s beside the report; bench/README.md,
-    # seventh pass)
+    # Ray stops (under a second, see stop_ray) while the MLflow logging thread finishes and
+    # then the report is written. One after the other, not side by side: the two share the GIL,
+    # and the logging thread, which lets go of it for every SQLite call, waits to get it back
+    # each time (the 45 run ends of a pack: 0.5 s alone, 1.0-1.7 s beside the report;
+    # bench/README.md, seventh pass)
     ray_stopped = _in_background(lambda: stop_ray(started), "ct-ray-stop") if started else None
     # the parent run exists (or MLflow is down)
     mlflow_s = tracking.wait() if tracking is not None else 0.0

@@ -460,9 +460,8 @@ class MlflowSweepCallback(Callback):
         d = dict(self.__dict__)
         d.update(_tracker=None, _buffer={}, _params={}, _added={}, _held={})
         d.update(_queue=None, _thread=None, _prepared={}, _prep_dir=None)
-        d.update(
-            _flushed={}, _flushed_once=set(), _n_epochs={}
-        )  # the logging thread's, per process
+        # the logging thread's flush bookkeeping starts afresh in a restored callback
+        d.update(_flushed={}, _flushed_once=set(), _n_epochs={})
         if self.parent_run_id is None and self._ready is not None and self._ready.done():
             ids = self._ready.result()
             if ids:
@@ -618,7 +617,7 @@ class MlflowSweepCallback(Callback):
         # every flush_s seconds from the trial's first result (not at it: that flush would be
         # one more call per setting, each a few ms of the driver's CPU, just as trials start);
         # a trial shorter than 2 x flush_s flushes once by half its epochs rather than leave all
-        # its logging (params too) to its end, when a last trial's holds up the sweep's end;
+        # its logging (params too) to its end, which for a last trial holds up the sweep's end;
         # in the sweep's tail, at each result. Never at the last epoch: the trial's end follows
         # and flushes (one call per setting, not two, after the last trial)
         now = time.monotonic()
@@ -704,7 +703,8 @@ class MlflowSweepCallback(Callback):
         return rid
 
     def _epochs(self, units: list[_Unit]) -> int:
-        """The epochs of a trial (a pack's settings share their epoch loop)."""
+        """The epochs of a trial (a pack's settings share their epoch loop; the sweep's
+        settings were validated before any trial started, as for :meth:`_vanilla`)."""
         u = units[0]
         if u.id not in self._n_epochs:
             from ct_sweeps.space import trial_config
