@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -22,20 +23,37 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_CACHE, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _ray_environ():
+    """Ray's variables for a test (no token authentication on loopback), the environment put
+    back as it was afterwards (starting Ray sets more of them)."""
+    saved = dict(os.environ)
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture
+def ray_environ():
+    """For a test that starts and stops a Ray of its own."""
+    with _ray_environ():
+        yield
+
+
 @pytest.fixture(scope="module")
 def ray_runtime():
     """A throw-away local Ray on loopback per test module; yields its GCS address."""
     from ct_sweeps.env import set_defaults
 
-    saved = dict(os.environ)
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    set_defaults()
-    import ray
+    with _ray_environ():
+        set_defaults()
+        import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
-        os.environ.clear()
-        os.environ.update(saved)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        try:
+            yield ray.get_runtime_context().gcs_address
+        finally:
+            ray.shutdown()

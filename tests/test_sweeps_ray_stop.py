@@ -4,26 +4,12 @@ killed outright rather than left to time out on SIGTERM (its handler waits on th
 
 from __future__ import annotations
 
-import os
 import signal
-
-import pytest
 
 from ct_sweeps.runner import ensure_ray, stop_ray
 
 
-@pytest.fixture
-def own_env():
-    saved = dict(os.environ)
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
-def test_a_local_ray_stops_whole_and_its_monitor_is_killed_first(own_env):
+def test_a_local_ray_stops_whole_and_its_monitor_is_killed_first(ray_environ):
     import ray
     from ray._private import ray_constants, worker
 
@@ -48,7 +34,7 @@ def test_a_local_ray_stops_whole_and_its_monitor_is_killed_first(own_env):
     assert not any(still.values()), still
 
 
-def test_a_ray_the_sweep_did_not_start_is_left_running(own_env):
+def test_a_ray_the_sweep_did_not_start_is_left_running(ray_environ):
     import ray
 
     ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
