@@ -11,23 +11,28 @@ interrupted sweep with ``Tuner.restore`` (finished trials are not rerun).
 from __future__ import annotations
 
 import datetime as _dt
-import importlib
 import json
 import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
 from ct_core.config import Config, ConfigError
 from ct_sweeps.env import set_defaults
+from ct_sweeps.local_ray import (
+    actors_inherit_env,
+    behind_ray_start,
+    ensure_ray,
+    import_tune,
+    stop_ray,
+)
 from ct_sweeps.report import SWEEP_FILE, Report, RunDir, collect, fit_trials, write_report
 from ct_sweeps.schema import SweepConfig, load_sweep
 from ct_sweeps.space import Space, parse_space, validate
@@ -132,100 +137,6 @@ def plan_from(sweep: SweepConfig, base: dict[str, Any]) -> Plan:
 def in_ray_job() -> bool:
     """Whether this process is the entrypoint of a ``ray job submit``."""
     return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
-
-
-def ensure_ray(
-    address: str | None = None, num_cpus: int | None = None
-) -> Literal["local", "joined"] | None:
-    """Join or start Ray. ``"local"``: this call started a Ray of its own on this machine;
-    ``"joined"``: it connected to a cluster; either way it should shut Ray down at the end.
-    ``None``: Ray was already initialised (left as it is).
-
-    No address: a fresh local Ray on loopback (``address="local"``, never a stray cluster of
-    someone else), or the cluster of the Ray job this process runs in (``RAY_ADDRESS``).
-    """
-    set_defaults(address)
-    import ray
-
-    if ray.is_initialized():
-        return None
-    kw: dict[str, Any] = {"log_to_driver": True, "configure_logging": True}
-    if address:
-        ray.init(address=address, **kw)
-        return "joined"
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(**kw)
-        return "joined"
-    # Tune's trial actors never land on the idle workers Ray prestarts for the driver: those
-    # would only cost start-up CPU. PL_DISABLE_FORK: see _actors_inherit_env
-    os.environ.setdefault("PL_DISABLE_FORK", "1")
-    ray.init(
-        address="local",
-        num_cpus=num_cpus,
-        include_dashboard=False,
-        _system_config={"prestart_worker_first_driver": False},
-        **kw,
-    )
-    return "local"
-
-
-def stop_ray(started: Literal["local", "joined"] | None) -> None:
-    """``ray.shutdown()`` for a Ray that :func:`ensure_ray` started or joined (``None``: left
-    as it is).
-
-    A local Ray's autoscaler monitor is killed first. ``ray.shutdown`` stops the processes one
-    by one, each with a second to exit on SIGTERM, and the GCS before the monitor; the
-    monitor's SIGTERM handler then waits on the stopped GCS to report its own end, so every
-    shutdown spent that whole second on it (1.0 s of 1.4 s; bench/README.md, eighth pass). A
-    local sweep's Ray never scales, so the monitor has nothing to finish."""
-    import ray
-
-    if started is None:
-        return
-    if started == "local":
-        _kill_monitor()
-    ray.shutdown()
-
-
-def _kill_monitor() -> None:
-    """SIGKILL (and reap) the autoscaler monitor of the Ray this process started, if it runs.
-    Ray's private layout may change: then nothing is done and ``ray.shutdown`` waits as
-    before."""
-    try:
-        from ray._private import ray_constants
-        from ray._private.worker import _global_node as node
-
-        infos = node.all_processes.get(ray_constants.PROCESS_TYPE_MONITOR, []) if node else []
-    except (ImportError, AttributeError):
-        return
-    for info in infos:
-        proc = getattr(info, "process", None)
-        if proc is None or proc.poll() is not None:
-            continue
-        proc.kill()
-        try:
-            proc.wait(timeout=5)
-        except Exception:  # a process stuck in the kernel: ray.shutdown deals with it
-            pass
-
-
-def _actors_inherit_env() -> None:
-    """Start Tune's trial actors without a runtime env on a Ray this process started.
-
-    Tune gives every trial actor the runtime env ``{"env_vars": {"PL_DISABLE_FORK": "1"}}``
-    (for PyTorch Lightning), and Ray starts a worker with any runtime env through an extra
-    set-up process: 0.8 s instead of 0.5 s per actor, measured on an idle 2-core machine. The
-    workers of a local Ray inherit the environment of the process that started it, so
-    :func:`ensure_ray` exports the variable before ``ray.init`` and Tune's copy is dropped.
-    Variables Tune forwards from the driver's environment (cloud credentials, Train settings)
-    still make a runtime env, as before; a Ray without this constant is left as it is."""
-    try:
-        from ray.tune.execution import class_cache
-    except ImportError:
-        return
-    defaults = getattr(class_cache, "DEFAULT_ENV_VARS", None)
-    if isinstance(defaults, dict) and defaults.get("PL_DISABLE_FORK") == "1":
-        defaults.pop("PL_DISABLE_FORK")
 
 
 def check_fits(p: Plan) -> None:
@@ -380,53 +291,6 @@ def build_tuner(p: Plan, run: RunDir, callbacks: list[Any], packs: Any = None) -
 # Tracking set-up
 
 
-_TUNE_IMPORT: list[threading.Thread] = []
-_TUNE_IMPORT_LOCK = threading.Lock()
-
-
-def _import_tune() -> threading.Thread:
-    """Import Ray Tune (about a second) on one background thread, so that it overlaps Ray's
-    start, which mostly waits on its processes (at a lower priority: :func:`behind_ray_start`);
-    every caller gets the same thread. Ray's packages are not safe to import from two threads
-    at once (a circular import fails half-way: measured), so code that needs Tune off the main
-    thread joins this one instead."""
-    with _TUNE_IMPORT_LOCK:
-        if not _TUNE_IMPORT:
-            # Ray itself first, here: the caller starts Ray next, and would otherwise wait for
-            # the thread (at its lower priority) to import it
-            importlib.import_module("ray")
-            t = threading.Thread(target=_import_tune_behind, name="ct-import-tune")
-            t.daemon = True
-            t.start()
-            _TUNE_IMPORT.append(t)
-        return _TUNE_IMPORT[0]
-
-
-def _import_tune_behind() -> None:
-    behind_ray_start()
-    importlib.import_module("ray.tune")
-
-
-def behind_ray_start() -> None:
-    """Lower the calling thread's CPU priority (Linux: ``nice`` +10 for this thread only).
-
-    For the driver's side work while Ray starts (importing Tune, the MLflow set-up), which on a
-    small machine competes for the cores with Ray's own processes. ``ray.init`` returns once
-    the raylet has registered, which waits for Ray's agents (Python processes) to start, and
-    it looks for the registration once a second (measured: 1.01 or 2.01 s), so agents slowed
-    by the driver can cost a whole second. Behind them, the trials start sooner (bench/README.md,
-    seventh pass). The processes Ray starts come from the main thread and keep its priority; a
-    thread started from a lowered one inherits the priority (Linux), so only short-lived work
-    belongs here. Elsewhere (no per-thread priority) nothing changes."""
-    if not sys.platform.startswith("linux"):  # elsewhere a thread id is not a process id
-        return
-    tid = threading.get_native_id()
-    try:
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + 10))
-    except OSError:  # a sandbox that forbids it: the work runs as before
-        pass
-
-
 @dataclass
 class TrackingSetup:
     """The sweep's MLflow experiment and parent run, made on a background thread while Ray
@@ -455,7 +319,7 @@ def _start_tracking(p: Plan, run: RunDir, tracking_uri: str | None) -> TrackingS
     t = p.sweep.tracking
     if not t.enabled:
         return None
-    _import_tune()  # ct_sweeps.tracking needs it: start it before the set-up thread waits for it
+    import_tune()  # ct_sweeps.tracking needs it: start it before the set-up thread waits for it
     uri = run.info.get("tracking_uri") or resolve_tracking_uri(tracking_uri, t.uri, run.path)
     run.save_info(tracking_uri=uri)
     setup = TrackingSetup(uri)
@@ -480,7 +344,7 @@ def _make_parent(p: Plan, run: RunDir, setup: TrackingSetup) -> tuple[str, str] 
 
 
 def _parent_run(p: Plan, run: RunDir, setup: TrackingSetup) -> tuple[str, str] | None:
-    _import_tune().join()  # ct_sweeps.tracking imports Ray Tune
+    import_tune().join()  # ct_sweeps.tracking imports Ray Tune
     from ct_sweeps.sqlite_store import new_sqlite_store
     from ct_sweeps.tracking import Tracker
 
@@ -683,12 +547,12 @@ def _fit(
         timings[name] = round(now - since, 3)
         return now
 
-    tune_import = _import_tune()
+    tune_import = import_tune()
     started = ensure_ray(address, num_cpus)
     tune_import.join()
     local = started == "local"
     if local:
-        _actors_inherit_env()  # a local Ray of our own: its workers inherit our environment
+        actors_inherit_env()  # a local Ray of our own: its workers inherit our environment
     t1 = lap("ray_start", t0)
     tuner = None
     try:

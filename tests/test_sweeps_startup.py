@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from ct_sweeps.runner import behind_ray_start
+from ct_sweeps.local_ray import behind_ray_start
 
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice")
 

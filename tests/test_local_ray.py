@@ -1,0 +1,88 @@
+"""The Ray a sweep starts for itself: a quick start (no dashboard process, no one-second polls),
+and a whole stop, the autoscaler monitor killed outright rather than left to time out on
+SIGTERM (its handler waits on the GCS that ``ray.shutdown`` has already stopped)."""
+
+from __future__ import annotations
+
+import signal
+
+from ct_sweeps.local_ray import LOCAL_SYSTEM_CONFIG, _once_registered, ensure_ray, stop_ray
+
+
+def test_a_local_ray_starts_without_a_dashboard_process_and_runs_tasks(ray_environ):
+    import ray
+    from ray._private import node, ray_constants, services, state, worker
+
+    api_server, get_node = node.Node.start_api_server, services.get_node
+    started = ensure_ray(None, num_cpus=1)
+    try:
+        assert started == "local"
+        kinds = set(worker._global_node.all_processes)
+        assert ray_constants.PROCESS_TYPE_DASHBOARD not in kinds
+        assert {ray_constants.PROCESS_TYPE_GCS_SERVER, ray_constants.PROCESS_TYPE_RAYLET} <= kinds
+
+        @ray.remote
+        def double(x: int) -> int:
+            return 2 * x
+
+        assert ray.get(double.remote(21)) == 42
+        # every process of this Ray gets the sweep's settings (from the GCS)
+        config = state.state.get_system_config()
+        for key, value in LOCAL_SYSTEM_CONFIG.items():
+            assert config[key] == value, key
+    finally:
+        stop_ray(started)
+    # Ray's own code is put back: a later ray.init elsewhere in the process is Ray's own
+    assert (node.Node.start_api_server, services.get_node) == (api_server, get_node)
+
+
+def test_the_registration_wait_falls_back_to_rays_own_when_the_node_table_cannot_be_read(
+    monkeypatch,
+):
+    from ray._private import state
+
+    class Unreadable:
+        def _initialize_global_state(self, options):
+            raise RuntimeError("no GCS")
+
+    monkeypatch.setattr(state, "GlobalState", Unreadable)
+    calls = []
+    wait = _once_registered(lambda address, node_id: calls.append((address, node_id)) or "info")
+    assert wait("127.0.0.1:1", "abc") == "info"
+    assert calls == [("127.0.0.1:1", "abc")]
+
+
+def test_a_local_ray_stops_whole_and_its_monitor_is_killed_first(ray_environ):
+    import ray
+    from ray._private import ray_constants, worker
+
+    from ct_sweeps.local_ray import _kill_monitor
+
+    assert not ray.is_initialized()
+    started = ensure_ray(None, num_cpus=1)
+    assert started == "local"
+    infos = {kind: [i.process for i in v] for kind, v in worker._global_node.all_processes.items()}
+    monitors = infos.pop(ray_constants.PROCESS_TYPE_MONITOR)
+    assert monitors and all(p.poll() is None for p in monitors)
+
+    # the first step of stop_ray: the monitor goes, by SIGKILL, while the rest still runs
+    _kill_monitor()
+    assert [p.returncode for p in monitors] == [-signal.SIGKILL] * len(monitors)
+    assert all(p.poll() is None for ps in infos.values() for p in ps)
+
+    stop_ray(started)
+
+    assert not ray.is_initialized()
+    still = {kind: [p.pid for p in ps if p.poll() is None] for kind, ps in infos.items()}
+    assert not any(still.values()), still
+
+
+def test_a_ray_the_sweep_did_not_start_is_left_running(ray_environ):
+    import ray
+
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        stop_ray(None)
+        assert ray.is_initialized()
+    finally:
+        ray.shutdown()
