@@ -121,8 +121,8 @@ def _quick_start() -> Iterator[None]:
 
 def _once_registered(get_node: Callable[[str, str], Any]) -> Callable[[str, str], Any]:
     """``get_node(gcs_address, node_id)`` called once the node is in the GCS's node table,
-    which is read every 20 ms (for up to 30 s, Ray's own limit); any error reading the table
-    leaves the wait to ``get_node``."""
+    which is read every 20 ms (for up to 30 s, Ray's own limit). An error reading the table,
+    or a table of another layout, leaves the wait to ``get_node``."""
 
     def wrapped(gcs_address: str, node_id: str) -> Any:
         try:
@@ -133,10 +133,11 @@ def _once_registered(get_node: Callable[[str, str], Any]) -> Callable[[str, str]
             try:
                 deadline = time.monotonic() + 30.0
                 while time.monotonic() < deadline:
-                    if any(
-                        n.get("NodeID") == node_id and n.get("Alive") for n in table.node_table()
-                    ):
+                    nodes = table.node_table()
+                    if any(n.get("NodeID") == node_id and n.get("Alive") for n in nodes):
                         break
+                    if any("NodeID" not in n or "Alive" not in n for n in nodes):
+                        break  # a table this code does not know: Ray's own wait
                     time.sleep(0.02)
             finally:
                 table.disconnect()

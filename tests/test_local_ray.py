@@ -36,20 +36,50 @@ def test_a_local_ray_starts_without_a_dashboard_process_and_runs_tasks(ray_envir
     assert (node.Node.start_api_server, services.get_node) == (api_server, get_node)
 
 
-def test_the_registration_wait_falls_back_to_rays_own_when_the_node_table_cannot_be_read(
-    monkeypatch,
-):
-    from ray._private import state
+class _Table:
+    """A stand-in for Ray's GCS node table (``ray._private.state.GlobalState``)."""
 
-    class Unreadable:
-        def _initialize_global_state(self, options):
+    def __init__(self, rows=None, fail=False):
+        self.rows, self.fail, self.reads = rows, fail, 0
+
+    def __call__(self):  # Ray's class is called to make one
+        return self
+
+    def _initialize_global_state(self, options):
+        if self.fail:
             raise RuntimeError("no GCS")
 
-    monkeypatch.setattr(state, "GlobalState", Unreadable)
-    calls = []
-    wait = _once_registered(lambda address, node_id: calls.append((address, node_id)) or "info")
+    def node_table(self):
+        self.reads += 1
+        return self.rows(self.reads) if callable(self.rows) else self.rows
+
+    def disconnect(self):
+        pass
+
+
+def _wait_with(monkeypatch, table: _Table) -> list:
+    from ray._private import state
+
+    monkeypatch.setattr(state, "GlobalState", table)
+    calls: list = []
+    wait = _once_registered(lambda address, node_id: calls.append(node_id) or "info")
     assert wait("127.0.0.1:1", "abc") == "info"
-    assert calls == [("127.0.0.1:1", "abc")]
+    return calls
+
+
+def test_the_registration_wait_reads_the_node_table_until_the_node_is_alive(monkeypatch):
+    alive = [{"NodeID": "abc", "Alive": True}]
+    table = _Table(lambda reads: alive if reads >= 3 else [{"NodeID": "abc", "Alive": False}])
+    assert _wait_with(monkeypatch, table) == ["abc"]  # then Ray's own check, which finds it
+    assert table.reads == 3
+
+
+def test_the_registration_wait_is_left_to_ray_when_the_table_cannot_be_read(monkeypatch):
+    # no GCS to read, or a table of a layout this code does not know: no 30-s spin
+    assert _wait_with(monkeypatch, _Table(fail=True)) == ["abc"]
+    table = _Table([{"node_id": "abc", "state": "ALIVE"}])
+    assert _wait_with(monkeypatch, table) == ["abc"]
+    assert table.reads == 1
 
 
 def test_a_local_ray_stops_whole_and_its_monitor_is_killed_first(ray_environ):
