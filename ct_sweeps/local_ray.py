@@ -1,17 +1,20 @@
 """The Ray a sweep runs on: joining a cluster, or starting and stopping one of its own.
 
 A sweep on one machine starts a Ray of its own (:func:`ensure_ray`), and every second of that
-start is overhead on a short sweep. Three things here trim it, each measured in
+start is overhead on a short sweep. Four things here trim it, each measured in
 ``bench/README.md``:
 
 * :func:`behind_ray_start`: the driver's side work (importing Tune, the MLflow set-up) runs on
   threads at a lower CPU priority while Ray's processes start (seventh pass);
 * :func:`_quick_start`: ``ray.init`` neither waits for a dashboard process the sweep never uses
   nor polls for its raylet once a second (ninth pass);
+* :data:`LOCAL_SYSTEM_CONFIG`: Ray's processes retry a socket that is not listening yet after
+  0.1 s, not 1 s (ninth pass);
 * :func:`stop_ray`: the autoscaler monitor is killed rather than left to time out (eighth pass).
 
-Each leans on Ray's private layout where Ray offers no public switch, and does nothing (Ray
-starts and stops as it always did) where that layout is not found.
+:func:`_quick_start` and :func:`stop_ray` lean on Ray's private layout, where Ray offers no
+public switch, and do nothing (Ray starts and stops as it always did) where that layout is not
+found. A cluster joined by address is used as it is.
 """
 
 from __future__ import annotations
