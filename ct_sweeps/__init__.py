@@ -13,6 +13,8 @@ from the driver.
 ``tracking.py``    MLflow: parent run per sweep, child run per trial, ``sync-mlflow`` backfill
 ``callbacks.py``   the driver's other Tune callback (prepares the report's plotting)
 ``runner.py``      plan (no Ray), run (Tuner: search alg, ASHA, resources, failures), resume
+``local_ray.py``   join a cluster, or start and stop the sweep's own Ray (quickly: no dashboard
+                   process, no one-second polls)
 ``report.py``      results table, ``best_config.yaml``, Pareto front, plots
 ``cli.py``         ``ct-sweep run | resume | report | sync-mlflow``
 ``env.py``         environment defaults set before Ray/MLflow are imported
