@@ -35,8 +35,9 @@ log = logging.getLogger("ct_sweeps")
 
 
 LOCAL_SYSTEM_CONFIG: dict[str, Any] = {
-    # Tune's trial actors never land on the idle workers Ray prestarts for the driver: those
-    # would only cost start-up CPU
+    # Ray's idle workers prestarted for the driver: Tune's trial actors do land on them, but
+    # on 2 cores the trials started no sooner, the workers only took CPU from Ray's own start
+    # (bench/README.md, seventh and ninth passes)
     "prestart_worker_first_driver": False,
     # Ray's processes connect to each other's Unix sockets (the raylet to its object store,
     # a worker to the raylet) and, when a socket is not listening yet, retry after this
@@ -124,8 +125,9 @@ def _quick_start() -> Iterator[None]:
 
 def _once_registered(get_node: Callable[[str, str], Any]) -> Callable[[str, str], Any]:
     """``get_node(gcs_address, node_id)`` called once the node is in the GCS's node table,
-    which is read every 20 ms (for up to 30 s, Ray's own limit). An error reading the table,
-    or a table of another layout, leaves the wait to ``get_node``."""
+    which is read every 20 ms for up to 10 s (it takes 1-2 s); after that, or on an error
+    reading the table, or with a table of another layout, ``get_node``'s own once-a-second
+    wait takes over (Ray gives up after 30 s of it)."""
 
     def wrapped(gcs_address: str, node_id: str) -> Any:
         try:
@@ -134,7 +136,7 @@ def _once_registered(get_node: Callable[[str, str], Any]) -> Callable[[str, str]
             table = state.GlobalState()
             table._initialize_global_state(services._get_gcs_client_options(gcs_address))
             try:
-                deadline = time.monotonic() + 30.0
+                deadline = time.monotonic() + 10.0
                 while time.monotonic() < deadline:
                     nodes = table.node_table()
                     if any(n.get("NodeID") == node_id and n.get("Alive") for n in nodes):
