@@ -75,7 +75,7 @@ def test_the_registration_wait_reads_the_node_table_until_the_node_is_alive(monk
 
 
 def test_the_registration_wait_is_left_to_ray_when_the_table_cannot_be_read(monkeypatch):
-    # no GCS to read, or a table of a layout this code does not know: no 30-s spin
+    # no GCS to read, or a table of a layout this code does not know: no 10-s spin
     assert _wait_with(monkeypatch, _Table(fail=True)) == ["abc"]
     table = _Table([{"node_id": "abc", "state": "ALIVE"}])
     assert _wait_with(monkeypatch, table) == ["abc"]
