@@ -116,3 +116,21 @@ def test_a_ray_the_sweep_did_not_start_is_left_running(ray_environ):
         assert ray.is_initialized()
     finally:
         ray.shutdown()
+
+
+def test_tune_skips_its_callback_count_only_while_usage_statistics_are_off(monkeypatch):
+    from ray.air._internal import usage as air_usage
+
+    from ct_sweeps import local_ray
+
+    own = air_usage.tag_callbacks
+    monkeypatch.setattr(air_usage, "tag_callbacks", own)  # put back after the test
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "1")
+    local_ray.skip_callback_census()
+    assert air_usage.tag_callbacks is own  # statistics on: Tune counts as it always did
+
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    local_ray.skip_callback_census()
+    # off: the count (which imports MLflow through Ray's integration) is skipped
+    assert air_usage.tag_callbacks is not own
+    assert air_usage.tag_callbacks([object()]) is False
