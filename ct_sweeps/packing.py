@@ -15,7 +15,13 @@ setting's records of the epochs since the last report (as ``Trainer`` yields the
 row in ``results.csv`` and its own MLflow child run (unit id ``<trial_id>-<k>``). The checkpoint
 holds the K state dicts (``states.pt``) and, at the end, one ``model_<k>.pt`` per finished
 setting. ``RUN_DIR/packs.json`` lists every pack's settings
-(their Tune-style configs), so reports, ``sync-mlflow`` and ``resume`` read them back.
+(their Tune-style configs), so reports, ``sync-mlflow`` and ``resume`` read them back
+(:class:`PackBook`).
+
+With ``pack: auto`` on CPU trials, the packs of the last round (one per slot, same pack key:
+:func:`last_round`) are sized only when the first of them can start, from how far the other
+slots have got, so that all slots end together (:mod:`ct_sweeps.last_round`); ``packs.json`` is
+rewritten then, and each such trial's config names its settings (``members``).
 """
 
 from __future__ import annotations
@@ -36,14 +42,17 @@ from ct_sweeps.trainable import CF_METRICS, TrialSpec
 
 __all__ = [
     "PACKS_FILE",
+    "PackBook",
     "PackSpec",
     "auto_pack_size",
     "expand_settings",
-    "load_packs",
+    "last_round",
+    "load_book",
     "make_packs",
     "model_file",
     "pack_trainable",
     "save_packs",
+    "setting_traits",
     "unit_id",
 ]
 
@@ -121,6 +130,7 @@ def make_packs(
     pack: int | str,
     slots: int,
     gpu: bool = False,
+    traits: tuple[list[float], list[Any], list[int]] | None = None,
 ) -> list[list[int]]:
     """Split settings (indices into ``settings``) into packs, in the order Tune should start
     them: the most expensive first (:func:`setting_cost`), as each pack goes to the next free
@@ -148,15 +158,10 @@ def make_packs(
     GPU trials (``gpu``) cost differently: a pack's epoch takes about as long as its most
     expensive setting's, whatever K (bench/README.md), so ``auto`` makes the fewest packs
     :func:`_gpu_packs` allows and orders them by their most expensive setting.
-    """
-    from ct_core.packability import can_pack, pack_key
 
-    cost: list[float] = []
-    keys: list[Any] = []  # None: cannot be packed, a pack of its own
-    for s in settings:
-        cfg = trial_config(base, space.resolve(s))
-        cost.append(setting_cost(cfg))
-        keys.append(pack_key(cfg) if can_pack(cfg) else None)
+    ``traits``: :func:`setting_traits` of ``settings``, if already at hand.
+    """
+    cost, keys, _ = traits or setting_traits(settings, base, space)
     slots = max(1, slots)
     pack_cost = max if gpu else sum
     if pack == "auto" and gpu:
@@ -178,6 +183,37 @@ def make_packs(
     else:
         packs = _group_packs(keys, cost, lambda n: int(pack))
     return sorted(packs, key=lambda pk: (-pack_cost(cost[i] for i in pk), pk))
+
+
+def setting_traits(
+    settings: Sequence[Mapping[str, Any]], base: Mapping[str, Any], space: Space
+) -> tuple[list[float], list[Any], list[int]]:
+    """Per setting: its :func:`setting_cost`, its :func:`~ct_core.pack.pack_key` (``None``:
+    it cannot be packed, a pack of its own) and its epochs."""
+    from ct_core.packability import can_pack, pack_key
+
+    cost: list[float] = []
+    keys: list[Any] = []
+    epochs: list[int] = []
+    for s in settings:
+        cfg = trial_config(base, space.resolve(s))
+        cost.append(setting_cost(cfg))
+        keys.append(pack_key(cfg) if can_pack(cfg) else None)
+        epochs.append(int(cfg.train.epochs))
+    return cost, keys, epochs
+
+
+def last_round(packs: Sequence[Sequence[int]], keys: Sequence[Any], slots: int) -> tuple[int, ...]:
+    """The packs (ids, in start order) whose members are settled only when the first of them
+    can start (:mod:`ct_sweeps.last_round`): the last ``slots`` packs, or fewer, as long as they
+    share one pack key. Empty with one slot, or when the last two packs differ."""
+    tail: list[int] = []
+    for i in range(len(packs) - 1, -1, -1):
+        key = keys[packs[i][0]] if packs[i] else None
+        if len(tail) == slots or key is None or (tail and keys[packs[tail[0]][0]] != key):
+            break
+        tail.insert(0, i)
+    return tuple(tail) if len(tail) >= 2 else ()
 
 
 def _gpu_packs(keys: Sequence[Any], cost: Sequence[float], slots: int) -> list[list[int]]:
@@ -297,19 +333,60 @@ def setting_cost(cfg: Any) -> float:
     return 1.0 + cfg.generator.T * cfg.train.nce / (10.0 * 1000.0) * (1.0 - cfg.train.burnin)
 
 
-def save_packs(path: Path, settings: Sequence[Mapping[str, Any]], packs: Sequence[Sequence[int]]):
-    """Write ``packs.json``: each pack's settings (index in the expansion and config)."""
-    doc = {
-        "n_settings": len(settings),
-        "packs": [[{"index": i, "config": dict(settings[i])} for i in p] for p in packs],
+@dataclass(frozen=True)
+class PackBook:
+    """A run's packs as ``packs.json`` holds them: the expanded settings (by index), each pack's
+    members, and the packs of the last round (:func:`last_round`), whose members are settled
+    when the first of them can start and then travel in the trial's config (``members``)."""
+
+    settings: tuple[dict[str, Any], ...]
+    packs: tuple[tuple[int, ...], ...]
+    flex: tuple[int, ...] = ()
+    cost: tuple[float, ...] = ()
+    """:func:`setting_cost` per setting (for sizing the last round; empty when read back)."""
+    epochs: tuple[int, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.packs)
+
+    def members(self, config: Mapping[str, Any]) -> tuple[int, ...]:
+        """The settings (indices) a pack trial trains: its config's ``members``, or the plan's."""
+        m = config.get("members")
+        return tuple(int(i) for i in m) if m is not None else self.packs[int(config["pack"])]
+
+    def configs(self, config: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The Tune-style configs of the settings a pack trial trains."""
+        return [self.settings[i] for i in self.members(config)]
+
+    def with_members(self, members: Mapping[int, Sequence[int]]) -> PackBook:
+        packs = [tuple(sorted(members[j])) if j in members else p for j, p in enumerate(self.packs)]
+        return PackBook(self.settings, tuple(packs), self.flex, self.cost, self.epochs)
+
+
+def save_packs(path: Path, book: PackBook, last_round: Mapping[str, Any] | None = None) -> None:
+    """Write ``packs.json`` (atomically): each pack's settings (index in the expansion and
+    config), which packs form the last round, and what it was dealt out from."""
+    doc: dict[str, Any] = {
+        "n_settings": len(book.settings),
+        "flex": list(book.flex),
+        **({"last_round": dict(last_round)} if last_round else {}),
+        "packs": [[{"index": i, "config": dict(book.settings[i])} for i in p] for p in book.packs],
     }
-    path.write_text(json.dumps(doc, indent=1, default=str))
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1, default=str))
+    os.replace(tmp, path)
 
 
-def load_packs(path: Path) -> list[list[dict[str, Any]]]:
-    """The settings' configs of each pack, as :func:`save_packs` wrote them."""
+def load_book(path: Path) -> PackBook:
+    """A :class:`PackBook` as :func:`save_packs` wrote it (without costs and epochs)."""
     doc = json.loads(path.read_text())
-    return [[s["config"] for s in p] for p in doc["packs"]]
+    settings: dict[int, dict[str, Any]] = {}
+    packs = []
+    for p in doc["packs"]:
+        packs.append(tuple(int(s["index"]) for s in p))
+        settings.update({int(s["index"]): s["config"] for s in p})
+    ordered = tuple(settings[i] for i in range(len(settings)))
+    return PackBook(ordered, tuple(packs), tuple(int(j) for j in doc.get("flex", ())))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -321,7 +398,7 @@ class PackSpec:
     """What every pack trial shares: the per-setting spec and the packs' settings."""
 
     trial: TrialSpec
-    packs: tuple[tuple[dict[str, Any], ...], ...]
+    book: PackBook
     metric: str | None = None
     mode: str = "max"
     report_s: float = 2.0
@@ -408,8 +485,7 @@ def pack_trainable(config: dict[str, Any], spec: PackSpec) -> None:
     from ct_core.packability import can_pack
 
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
-    settings = spec.packs[int(config["pack"])]
-    cfgs = trial_configs(spec.trial, settings)
+    cfgs = trial_configs(spec.trial, spec.book.configs(config))
     data = _dataset(cfgs[0])
 
     states = restore_state(tune.get_checkpoint(), STATES_FILE, _trial_storage_dir())

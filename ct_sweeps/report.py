@@ -268,13 +268,13 @@ def _collect_packs(
 ) -> list[TrialRecord]:
     """One record per setting of each pack trial. A setting that failed inside its pack is an
     ``ERROR`` with its own reason; the others take the trial's status (and its error)."""
-    from ct_sweeps.packing import PACKS_FILE, load_packs, unit_id
+    from ct_sweeps.packing import PACKS_FILE, load_book, unit_id
     from ct_sweeps.tracking import error_reason
 
-    packs = load_packs(run.path / PACKS_FILE)
+    book = load_book(run.path / PACKS_FILE)
     out = []
     for t in sorted(trials, key=lambda t: int(t.config.get("pack", 0))):
-        settings = packs[int(t.config["pack"])]
+        settings = book.configs(t.config)
         status = str(t.status)
         trial_error = error_reason(t) if status == "ERROR" else ""
         path = Path(t.path) if t.path else None

@@ -210,7 +210,7 @@ def _trainable(p: Plan, packs: Any = None) -> Any:
     s = p.sweep.search
     spec = PackSpec(
         trial=p.spec(),
-        packs=tuple(tuple(settings) for settings in packs),
+        book=packs,
         metric=s.metrics[0],
         mode=s.modes[0],
     )
@@ -229,24 +229,57 @@ def _slots(p: Plan) -> int:
     return min(slots, s.max_concurrent) if s.max_concurrent else slots
 
 
-def _plan_packs(p: Plan, run: RunDir) -> list[list[dict[str, Any]]]:
-    """Expand and pack the settings (once per run; ``packs.json`` is read back on resume)."""
-    from ct_sweeps.packing import PACKS_FILE, expand_settings, load_packs, make_packs, save_packs
+def _plan_packs(p: Plan, run: RunDir) -> Any:
+    """Expand and pack the settings (once per run; ``packs.json`` is read back on resume): a
+    :class:`~ct_sweeps.packing.PackBook`. With ``pack: auto`` on CPU trials, the last round's
+    packs are sized when a slot frees up (:mod:`ct_sweeps.last_round`)."""
+    from dataclasses import replace
+
+    from ct_sweeps.packing import (
+        PACKS_FILE,
+        PackBook,
+        expand_settings,
+        last_round,
+        load_book,
+        make_packs,
+        save_packs,
+        setting_traits,
+    )
 
     path = run.path / PACKS_FILE
-    if not path.exists():
-        s = p.sweep.search
-        settings = expand_settings(p.space, s.num_samples, s.seed)
-        slots = _slots(p)
-        packs = make_packs(settings, p.base, p.space, s.pack, slots, gpu=p.sweep.resources.gpu > 0)
-        save_packs(path, settings, packs)
-        run.save_info(packed=True, n_packs=len(packs), slots=slots)
-        log.info("%d settings in %d packs", len(settings), len(packs))
-    return load_packs(path)
+    if path.exists():
+        book = load_book(path)
+        cost, _, epochs = setting_traits(book.settings, p.base, p.space)
+        return replace(book, cost=tuple(cost), epochs=tuple(epochs))
+    s = p.sweep.search
+    settings = expand_settings(p.space, s.num_samples, s.seed)
+    traits = setting_traits(settings, p.base, p.space)
+    slots = _slots(p)
+    gpu = p.sweep.resources.gpu > 0
+    packs = make_packs(settings, p.base, p.space, s.pack, slots, gpu=gpu, traits=traits)
+    flex = last_round(packs, traits[1], slots) if s.pack == "auto" and not gpu else ()
+    book = PackBook(
+        tuple(settings),
+        tuple(tuple(pk) for pk in packs),
+        flex,
+        tuple(traits[0]),
+        tuple(traits[2]),
+    )
+    save_packs(path, book)
+    run.save_info(packed=True, n_packs=len(packs), slots=slots)
+    log.info("%d settings in %d packs", len(settings), len(packs))
+    return book
 
 
 def _trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
+
+
+def _pack_searcher(p: Plan, run: RunDir, book: Any) -> Any:
+    from ct_sweeps.last_round import PackSearcher
+
+    s = p.sweep.search
+    return PackSearcher(book, int(run.info.get("slots", 1)), run.path, s.metrics[0], s.modes[0])
 
 
 def build_tuner(p: Plan, run: RunDir, callbacks: list[Any], packs: Any = None) -> Any:
@@ -254,12 +287,20 @@ def build_tuner(p: Plan, run: RunDir, callbacks: list[Any], packs: Any = None) -
 
     s = p.sweep.search
     single = not s.multi_objective
+    # packs: one trial each, from Tune's grid, or from PackSearcher when the last round is sized
+    # as the sweep goes
+    flex = packs is not None and bool(packs.flex)
+    if packs is None:
+        search_alg, num_samples = _search_alg(p), s.num_samples
+    else:
+        search_alg = _pack_searcher(p, run, packs) if flex else _search_alg(p)
+        num_samples = len(packs) if flex else 1
     tune_config = tune.TuneConfig(
         metric=s.metrics[0] if single else None,
         mode=s.modes[0] if single else None,
-        search_alg=_search_alg(p),
+        search_alg=search_alg,
         scheduler=_scheduler(p),
-        num_samples=1 if packs is not None else s.num_samples,
+        num_samples=num_samples,
         max_concurrent_trials=s.max_concurrent if s.uses_optuna else None,
         reuse_actors=True,
         trial_dirname_creator=_trial_dirname,
@@ -275,7 +316,9 @@ def build_tuner(p: Plan, run: RunDir, callbacks: list[Any], packs: Any = None) -
         callbacks=callbacks,
         verbose=int(os.environ.get("CT_SWEEP_VERBOSE", "1")),
     )
-    if packs is not None:
+    if flex:
+        param_space = {}
+    elif packs is not None:
         param_space = {"pack": tune.grid_search(list(range(len(packs))))}
     else:
         param_space = {} if s.uses_optuna else p.space.ray_param_space()
@@ -723,11 +766,7 @@ def resume(
         exp = str(run_dir.experiment_path)
         if not tune.Tuner.can_restore(exp):
             raise ConfigError(f"{run_dir.path}: nothing to resume (no Tune experiment state)")
-        packs = None
-        if run_dir.info.get("packed"):
-            from ct_sweeps.packing import PACKS_FILE, load_packs
-
-            packs = load_packs(run_dir.path / PACKS_FILE)
+        packs = _plan_packs(p, run_dir) if run_dir.info.get("packed") else None
         return tune.Tuner.restore(
             exp,
             trainable=_trainable(p, packs),

@@ -377,8 +377,8 @@ class MlflowSweepCallback(Callback):
     at the latest once by half its epochs, and at the end; in the sweep's tail, at each
     result), the final model, the status.
 
-    With ``packs`` (the settings of each pack, :mod:`ct_sweeps.packing`) a trial whose config
-    names a ``pack`` logs one child run per setting. ``models`` settings get an MLflow PyTorch
+    With ``packs`` (a :class:`~ct_sweeps.packing.PackBook`) a trial whose config names a
+    ``pack`` logs one child run per setting of that pack (its config's ``members``, if any). ``models`` settings get an MLflow PyTorch
     model: all of them when ``models >= n_settings``, else the best ``models`` by ``metric`` at
     the end of the sweep (every finished setting gets ``checkpoint/model.pt`` when ``models``
     is not ``None``)."""
@@ -551,7 +551,7 @@ class MlflowSweepCallback(Callback):
             return [_Unit(tid, str(trial), trial.config, None)]
         from ct_sweeps.packing import unit_id
 
-        settings = self.packs[int(trial.config["pack"])]
+        settings = self.packs.configs(trial.config)
         return [
             _Unit(unit_id(tid, k), unit_id(str(trial), k), cfg, k) for k, cfg in enumerate(settings)
         ]

@@ -218,6 +218,53 @@ def test_each_setting_is_its_own_mlflow_child_run(packed, tmp_path):
     assert mlflow.pytorch.load_model(local)(torch.zeros(4, 2)).shape == (4, 2)
 
 
+def test_the_last_round_is_dealt_out_as_the_sweep_goes_and_every_setting_stays_one_row(
+    ray_runtime, tmp_path
+):
+    """``pack: auto`` on two slots: 12 settings in 4 packs of 3; the last two packs (one pack
+    key) get their settings only when a slot frees up (ct_sweeps/last_round.py)."""
+    from ct_sweeps import runner
+    from ct_sweeps.packing import PACKS_FILE, load_book
+
+    space = {
+        "train.objective": ["full", "vanilla"],
+        "train.lambda_reg": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
+    }
+    # long enough (a few seconds per pack) for the first packs to report before one ends
+    slow = {"data.n_train": 3000, "train.batch_size": 30, "train.nce": 300, "train.epochs": 40}
+    plan = runner.plan(sweep_file(tmp_path, "flex", "auto", space=space, overrides=slow))
+    out = runner.run(plan, storage=str(tmp_path / "run"))
+    assert (out.n_finished, out.n_errors, out.interrupted) == (12, 0, False)
+    doc = json.loads((out.run_dir / PACKS_FILE).read_text())
+    assert doc["flex"] == [2, 3]
+    assert sum(doc["last_round"]["sizes"]) == 6, doc["last_round"]  # dealt out, not kept
+    book = load_book(out.run_dir / PACKS_FILE)
+    # each trial trained what packs.json says; together, every setting once
+    trained = {}
+    for t in (out.run_dir / "tune").glob("trial_*/params.json"):
+        cfg = json.loads(t.read_text())
+        trained[cfg["pack"]] = book.members(cfg)
+        assert ("members" in cfg) == (cfg["pack"] in (2, 3))
+    assert sorted(trained) == [0, 1, 2, 3]
+    assert tuple(trained[j] for j in range(4)) == book.packs
+    assert sorted(i for m in trained.values() for i in m) == list(range(12))
+    df = out.report.frame
+    assert len(df) == 12 and (df["epochs"] == 40).all()
+    got = sorted((r["train.objective"], float(r["train.lambda_reg"])) for _, r in df.iterrows())
+    assert got == sorted((o, lr) for o in ("full", "vanilla") for lr in space["train.lambda_reg"])
+    _, _, children = mlflow_runs(out.run_dir)
+    assert len(children) == 12 and {c.info.status for c in children} == {"FINISHED"}
+    assert (
+        len(
+            {
+                (c.data.params["train.objective"], c.data.params["train.lambda_reg"])
+                for c in children
+            }
+        )
+        == 12
+    )
+
+
 def test_log_every_thins_mlflow_but_not_the_results(unpacked):
     client, _, children = mlflow_runs(unpacked.run_dir)
     finished = [c for c in children if c.info.status == "FINISHED"]
