@@ -224,16 +224,14 @@ class PackSearcher(Searcher):
         Path(checkpoint_path).write_text(json.dumps(state))
 
     def restore(self, checkpoint_path: str) -> None:
+        # the run directory may have moved since: packs.json is beside Tune's folder, which
+        # holds this file
+        run_path = Path(checkpoint_path).resolve().parent.parent
+        if (run_path / PACKS_FILE).exists():
+            self.run_path = str(run_path)
         state = json.loads(Path(checkpoint_path).read_text())
         self.next = int(state["next"])
         self.live = {str(t): int(j) for t, j in state["live"].items()}
         self.members = {int(j): [int(i) for i in m] for j, m in state["members"].items()}
         self.done = [(float(s), float(c)) for s, c in state.get("done", [])]
         self.book = self.book.with_members(self.members)
-
-    def restore_from_dir(self, checkpoint_dir: str) -> None:
-        # the run directory may have moved since: its packs.json is next to Tune's folder
-        run_path = Path(checkpoint_dir).parent
-        if (run_path / PACKS_FILE).exists():
-            self.run_path = str(run_path)
-        super().restore_from_dir(checkpoint_dir)

@@ -290,18 +290,23 @@ def build_tuner(p: Plan, run: RunDir, callbacks: list[Any], packs: Any = None) -
     # packs: one trial each, from Tune's grid, or from PackSearcher when the last round is sized
     # as the sweep goes
     flex = packs is not None and bool(packs.flex)
+    limit = s.max_concurrent if s.uses_optuna else None
     if packs is None:
         search_alg, num_samples = _search_alg(p), s.num_samples
+    elif flex:
+        search_alg, num_samples = _pack_searcher(p, run, packs), len(packs)
+        # Tune keeps one trial of a searcher pending at a time unless told how many may run
+        # at once: the first packs' workers would then start one after the other (~2 s apart)
+        limit = int(run.info.get("slots", 1))
     else:
-        search_alg = _pack_searcher(p, run, packs) if flex else _search_alg(p)
-        num_samples = len(packs) if flex else 1
+        search_alg, num_samples = _search_alg(p), 1
     tune_config = tune.TuneConfig(
         metric=s.metrics[0] if single else None,
         mode=s.modes[0] if single else None,
         search_alg=search_alg,
         scheduler=_scheduler(p),
         num_samples=num_samples,
-        max_concurrent_trials=s.max_concurrent if s.uses_optuna else None,
+        max_concurrent_trials=limit,
         reuse_actors=True,
         trial_dirname_creator=_trial_dirname,
     )

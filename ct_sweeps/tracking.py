@@ -576,7 +576,10 @@ class MlflowSweepCallback(Callback):
         self._in_tail = self._in_tail or tail
         if not self._best_only:
             return
-        if not self._warm:
+        # a last round sized as the sweep goes (ct_sweeps/last_round.py) is dealt out now, from
+        # how fast the busy slots go: a warm-up now would slow them, and the round be cut wrong
+        dealing = bool(getattr(self.packs, "flex", ())) and not tail
+        if not self._warm and not dealing:
             # the best settings' MLflow models are logged after the last trial: the first
             # save_model in a process takes ~2 s (torch.export's lazy imports); pay it now
             self._warm = True

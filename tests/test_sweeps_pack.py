@@ -460,3 +460,40 @@ def test_interrupted_packed_sweep_resumes_without_rerunning_finished_packs(ray_r
     _, parents, children = mlflow_runs(run_dir)
     assert len(parents) == 1 and len(children) == 4
     assert {c.info.status for c in children} == {"FINISHED"}
+
+
+def test_an_interrupted_sweep_resumes_with_its_last_round_as_dealt(ray_runtime, tmp_path):
+    """``pack: auto`` on two slots, interrupted once the first pack has finished (the last
+    round is dealt out then): the resumed sweep trains every setting once, in the packs that
+    ``packs.json`` names."""
+    from ct_sweeps import runner
+    from ct_sweeps.packing import PACKS_FILE, load_book
+    from ct_sweeps.report import RunDir, collect
+
+    space = {"train.objective": ["full", "vanilla"], "train.lambda_reg": [0.1, 0.2, 0.3, 0.4]}
+    path = sweep_file(
+        tmp_path, "flexresume", "auto", space=space, overrides=INTERRUPTIBLE, checkpoint_every=2
+    )
+    run_dir = tmp_path / "run"
+    rc, log = run_then_interrupt(path, run_dir, ray_runtime)
+    assert rc == 130, log
+    assert json.loads((run_dir / PACKS_FILE).read_text())["flex"]
+
+    out = runner.resume(run_dir)
+    assert (out.n_finished, out.n_errors, out.interrupted) == (8, 0, False)
+    book = load_book(run_dir / PACKS_FILE)
+    trained = {}
+    for t in (run_dir / "tune").glob("trial_*/params.json"):
+        cfg = json.loads(t.read_text())
+        trained[cfg["pack"]] = book.members(cfg)
+    assert tuple(trained[j] for j in range(len(book))) == book.packs
+    assert sorted(i for m in trained.values() for i in m) == list(range(8))
+    records = collect(RunDir.load(run_dir))
+    assert len(records) == 8 and {r.status for r in records} == {"TERMINATED"}
+    n = INTERRUPTIBLE["train.epochs"]
+    for r in records:
+        epochs = [h["epoch"] for h in r.history()]
+        assert epochs[-1] == n and set(epochs) == set(range(1, n + 1))
+    _, parents, children = mlflow_runs(run_dir)
+    assert len(parents) == 1 and len(children) == 8
+    assert {c.info.status for c in children} == {"FINISHED"}
