@@ -18,10 +18,11 @@ setting. ``RUN_DIR/packs.json`` lists every pack's settings
 (their Tune-style configs), so reports, ``sync-mlflow`` and ``resume`` read them back
 (:class:`PackBook`).
 
-With ``pack: auto`` on CPU trials, the packs of the last round (one per slot, same pack key:
-:func:`last_round`) are sized only when the first of them can start, from how far the other
-slots have got, so that all slots end together (:mod:`ct_sweeps.last_round`); ``packs.json`` is
-rewritten then, and each such trial's config names its settings (``members``).
+With ``pack: auto`` on CPU trials, the packs of the last round (one per slot, same pack
+key: :func:`last_round_packs`) are sized only when the first of them can start, from how far
+the other slots have got, so that all slots end together (:mod:`ct_sweeps.last_round`);
+``packs.json`` is rewritten then, and each such trial's config names its settings
+(``members``).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ __all__ = [
     "PackSpec",
     "auto_pack_size",
     "expand_settings",
-    "last_round",
+    "last_round_packs",
     "load_book",
     "make_packs",
     "model_file",
@@ -203,7 +204,9 @@ def setting_traits(
     return cost, keys, epochs
 
 
-def last_round(packs: Sequence[Sequence[int]], keys: Sequence[Any], slots: int) -> tuple[int, ...]:
+def last_round_packs(
+    packs: Sequence[Sequence[int]], keys: Sequence[Any], slots: int
+) -> tuple[int, ...]:
     """The packs (ids, in start order) whose members are settled only when the first of them
     can start (:mod:`ct_sweeps.last_round`): the last ``slots`` packs, or fewer, as long as they
     share one pack key. Empty with one slot, or when the last two packs differ."""
@@ -336,7 +339,7 @@ def setting_cost(cfg: Any) -> float:
 @dataclass(frozen=True)
 class PackBook:
     """A run's packs as ``packs.json`` holds them: the expanded settings (by index), each pack's
-    members, and the packs of the last round (:func:`last_round`), whose members are settled
+    members, and the packs of the last round (:func:`last_round_packs`), whose members are settled
     when the first of them can start and then travel in the trial's config (``members``)."""
 
     settings: tuple[dict[str, Any], ...]
@@ -363,13 +366,13 @@ class PackBook:
         return PackBook(self.settings, tuple(packs), self.flex, self.cost, self.epochs)
 
 
-def save_packs(path: Path, book: PackBook, last_round: Mapping[str, Any] | None = None) -> None:
+def save_packs(path: Path, book: PackBook, dealt: Mapping[str, Any] | None = None) -> None:
     """Write ``packs.json`` (atomically): each pack's settings (index in the expansion and
     config), which packs form the last round, and what it was dealt out from."""
     doc: dict[str, Any] = {
         "n_settings": len(book.settings),
         "flex": list(book.flex),
-        **({"last_round": dict(last_round)} if last_round else {}),
+        **({"last_round": dict(dealt)} if dealt else {}),
         "packs": [[{"index": i, "config": dict(book.settings[i])} for i in p] for p in book.packs],
     }
     tmp = path.with_name(path.name + ".tmp")

@@ -239,7 +239,7 @@ def _plan_packs(p: Plan, run: RunDir) -> Any:
         PACKS_FILE,
         PackBook,
         expand_settings,
-        last_round,
+        last_round_packs,
         load_book,
         make_packs,
         save_packs,
@@ -257,7 +257,7 @@ def _plan_packs(p: Plan, run: RunDir) -> Any:
     slots = _slots(p)
     gpu = p.sweep.resources.gpu > 0
     packs = make_packs(settings, p.base, p.space, s.pack, slots, gpu=gpu, traits=traits)
-    flex = last_round(packs, traits[1], slots) if s.pack == "auto" and not gpu else ()
+    flex = last_round_packs(packs, traits[1], slots) if s.pack == "auto" and not gpu else ()
     book = PackBook(
         tuple(settings),
         tuple(tuple(pk) for pk in packs),

@@ -378,10 +378,10 @@ class MlflowSweepCallback(Callback):
     result), the final model, the status.
 
     With ``packs`` (a :class:`~ct_sweeps.packing.PackBook`) a trial whose config names a
-    ``pack`` logs one child run per setting of that pack (its config's ``members``, if any). ``models`` settings get an MLflow PyTorch
-    model: all of them when ``models >= n_settings``, else the best ``models`` by ``metric`` at
-    the end of the sweep (every finished setting gets ``checkpoint/model.pt`` when ``models``
-    is not ``None``)."""
+    ``pack`` logs one child run per setting of that pack (its config's ``members``, if any).
+    ``models`` settings get an MLflow PyTorch model: all of them when ``models >= n_settings``,
+    else the best ``models`` by ``metric`` at the end of the sweep (every finished setting gets
+    ``checkpoint/model.pt`` when ``models`` is not ``None``)."""
 
     def __init__(
         self,
@@ -563,7 +563,21 @@ class MlflowSweepCallback(Callback):
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
-        self._submit(self._result, trial.trial_id, self._units(trial), result)
+        units = self._units(trial)
+        self._submit(self._result, trial.trial_id, units, result)
+        if self._best_only and not self._warm:
+            if float(result.get("epoch", 0)) >= self._epochs(units) / 2:
+                self._warm_up()
+
+    def _warm_up(self) -> None:
+        """The best settings' MLflow models are logged after the last trial, and the first
+        ``save_model`` in a process takes ~2 s (``torch.export``'s lazy imports): pay that once,
+        in the middle of a trial or at the first trial's end, whichever comes first. Not later:
+        when a slot frees up, the last round of packs is sized from how fast the busy slots go
+        (``ct_sweeps/last_round.py``), and in the tail it would hold up the sweep's end."""
+        if not self._warm:
+            self._warm = True
+            self._submit(warm_model_logging)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         units = self._units(trial)
@@ -576,14 +590,7 @@ class MlflowSweepCallback(Callback):
         self._in_tail = self._in_tail or tail
         if not self._best_only:
             return
-        # a last round sized as the sweep goes (ct_sweeps/last_round.py) is dealt out now, from
-        # how fast the busy slots go: a warm-up now would slow them, and the round be cut wrong
-        dealing = bool(getattr(self.packs, "flex", ())) and not tail
-        if not self._warm and not dealing:
-            # the best settings' MLflow models are logged after the last trial: the first
-            # save_model in a process takes ~2 s (torch.export's lazy imports); pay it now
-            self._warm = True
-            self._submit(warm_model_logging)
+        self._warm_up()
         if tail:
             self._submit(self._prepare_best)
 

@@ -12,7 +12,7 @@ import pytest
 from ray.tune.search import Searcher
 
 from ct_sweeps.last_round import PackSearcher, deal, level, remaining_seconds
-from ct_sweeps.packing import PACKS_FILE, PackBook, last_round, load_book, save_packs
+from ct_sweeps.packing import PACKS_FILE, PackBook, last_round_packs, load_book, save_packs
 
 
 def test_shares_make_every_pack_end_at_the_same_level():
@@ -38,15 +38,20 @@ def test_settings_are_dealt_once_each_close_to_the_targets_and_no_pack_is_empty(
     assert max(len(p) for p in deal(pool, cost, [180.0, 0.0], cap=60)) == 60
 
 
-def test_a_running_pack_has_its_seconds_per_epoch_times_the_epochs_left_to_go():
-    p = {
-        "first": {"epoch": 2.0, "reported": 102.0, "started": 100.0, "arrived": 0.0},
-        "last": {"epoch": 12.0, "reported": 112.0, "started": 100.0, "arrived": 50.0},
-    }
-    assert remaining_seconds(p, 100, now=50.0) == pytest.approx(88.0)  # 1 s per epoch
-    assert remaining_seconds(p, 100, now=53.0) == pytest.approx(85.0)  # 3 s since that report
-    assert remaining_seconds(p, 12, now=60.0) == 0.0
-    assert remaining_seconds({}, 100, now=0.0) is None
+def test_a_running_pack_has_its_recent_seconds_per_epoch_times_the_epochs_left_to_go():
+    def point(epoch: float, reported: float, arrived: float = 0.0) -> dict[str, float]:
+        return {"epoch": epoch, "reported": reported, "started": 100.0, "arrived": arrived}
+
+    # 1 s per epoch over the first 20 epochs, then 2 s per epoch: the recent pace counts
+    points = [point(e, 100.0 + e) for e in range(2, 21, 2)]
+    points += [point(e, 120.0 + 2 * (e - 20)) for e in range(22, 41, 2)]
+    points[-1]["arrived"] = 50.0
+    assert remaining_seconds(points, 100, now=50.0) == pytest.approx(120.0)  # 60 epochs x 2 s
+    assert remaining_seconds(points, 100, now=53.0) == pytest.approx(117.0)  # 3 s since then
+    assert remaining_seconds(points, 40, now=60.0) == 0.0
+    # reports that do not reach 10 epochs back: the pace since the trial's start
+    assert remaining_seconds([point(5, 110.0, 7.0)], 10, now=7.0) == pytest.approx(10.0)
+    assert remaining_seconds([], 100, now=0.0) is None
 
 
 def book(tmp_path: Path) -> PackBook:
@@ -112,8 +117,8 @@ def test_a_restored_searcher_goes_on_where_the_snapshot_left_it(tmp_path):
 def test_the_last_round_is_the_last_packs_that_share_a_pack_key():
     keys = ["ge"] * 4 + ["revise"] * 4
     packs = [[0, 1], [2, 3], [4, 5], [6, 7]]
-    assert last_round(packs, keys, slots=2) == (2, 3)
-    assert last_round(packs, keys, slots=3) == (2, 3)  # the pack before has another key
-    assert last_round(packs, keys, slots=1) == ()
-    assert last_round([[0, 1], [4, 5]], keys, slots=2) == ()  # keys differ
-    assert last_round(packs, [None] * 8, slots=2) == ()  # cannot be packed
+    assert last_round_packs(packs, keys, slots=2) == (2, 3)
+    assert last_round_packs(packs, keys, slots=3) == (2, 3)  # the pack before has another key
+    assert last_round_packs(packs, keys, slots=1) == ()
+    assert last_round_packs([[0, 1], [4, 5]], keys, slots=2) == ()  # keys differ
+    assert last_round_packs(packs, [None] * 8, slots=2) == ()  # cannot be packed
