@@ -551,7 +551,10 @@ class MlflowSweepCallback(Callback):
             return [_Unit(tid, str(trial), trial.config, None)]
         from ct_sweeps.packing import unit_id
 
-        settings = self.packs.configs(trial.config)
+        if isinstance(self.packs, list | tuple):  # pickled by a driver from before PackBook
+            settings = self.packs[int(trial.config["pack"])]
+        else:
+            settings = self.packs.configs(trial.config)
         return [
             _Unit(unit_id(tid, k), unit_id(str(trial), k), cfg, k) for k, cfg in enumerate(settings)
         ]

@@ -317,3 +317,20 @@ def test_the_last_epochs_result_is_left_to_the_trials_end_to_log(tmp_path):
     cb.drain()
     run = client.get_run(rid)
     assert run.data.metrics == {"loss": 0.5} and run.info.status == "FINISHED"
+
+
+def test_a_pack_trial_logs_the_settings_its_config_names(tmp_path):
+    from ct_sweeps.packing import PackBook
+
+    uri, _, exp, parent = _store(tmp_path)
+    cb = _callback(uri, exp, parent, new_parent=True)
+    settings = tuple({"train.lambda_reg": v} for v in (0.1, 0.2, 0.3, 0.4))
+    cb.packs = PackBook(settings, ((0, 1), (2, 3)), flex=(0, 1))
+    planned, dealt = _Trial("a", "RUNNING"), _Trial("b", "RUNNING")
+    planned.config, dealt.config = {"pack": 1}, {"pack": 0, "members": [0, 1, 3]}
+    assert [u.config for u in cb._units(planned)] == [settings[2], settings[3]]
+    assert [u.config for u in cb._units(dealt)] == [settings[0], settings[1], settings[3]]
+    assert [u.id for u in cb._units(dealt)] == ["b-00", "b-01", "b-02"]
+    # a callback pickled by an earlier driver holds the packs as lists of configs
+    cb.packs = [list(settings[:2]), list(settings[2:])]
+    assert [u.config for u in cb._units(planned)] == [settings[2], settings[3]]
