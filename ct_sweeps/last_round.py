@@ -123,8 +123,6 @@ class PackSearcher(Searcher):
         """Each running trial's reports: epoch, its wall clocks, and when it came in."""
         self.done: list[tuple[float, float]] = []
         """(seconds, cost) of each pack trial that ended without an error."""
-        self.dealt_at: dict[str, Any] | None = None
-        """What the last round was dealt out from (kept in ``packs.json``)."""
 
     def set_search_properties(
         self, metric: str | None, mode: str | None, config: dict, **spec: Any
@@ -216,7 +214,7 @@ class PackSearcher(Searcher):
         )
 
     def _record(self, how: dict[str, Any]) -> None:
-        self.dealt_at = how
+        """Rewrite ``packs.json`` with the last round, and what it was dealt out from."""
         save_packs(Path(self.run_path) / PACKS_FILE, self.book, how)
         log.info("last round of packs: %s", how)
 

@@ -34,7 +34,7 @@ import math
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -363,7 +363,7 @@ class PackBook:
 
     def with_members(self, members: Mapping[int, Sequence[int]]) -> PackBook:
         packs = [tuple(sorted(members[j])) if j in members else p for j, p in enumerate(self.packs)]
-        return PackBook(self.settings, tuple(packs), self.flex, self.cost, self.epochs)
+        return replace(self, packs=tuple(packs))
 
 
 def save_packs(path: Path, book: PackBook, dealt: Mapping[str, Any] | None = None) -> None:
