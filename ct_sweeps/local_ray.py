@@ -275,9 +275,10 @@ def behind_ray_start() -> None:
     the raylet has registered, which waits for Ray's agents (Python processes) to start; agents
     slowed by the driver delay it (a whole second, before :func:`_quick_start`, of Ray's
     once-a-second check). Behind them, the trials start sooner (bench/README.md, seventh pass;
-    in the ninth, the Tune import at normal priority gained nothing). The processes Ray starts come from the main thread and keep its priority; a
-    thread started from a lowered one inherits the priority (Linux), so only short-lived work
-    belongs here. Elsewhere (no per-thread priority) nothing changes."""
+    in the ninth, the Tune import at normal priority gained nothing). The processes Ray starts
+    come from the main thread and keep its priority; a thread started from a lowered one
+    inherits the priority (Linux), so only short-lived work belongs here. Elsewhere (no
+    per-thread priority) nothing changes."""
     if not sys.platform.startswith("linux"):  # elsewhere a thread id is not a process id
         return
     tid = threading.get_native_id()
