@@ -4,7 +4,7 @@ For every ``configs/base/<name>.yaml`` in ``--datasets`` the plain ``Trainer`` r
 epochs (``--repeats`` times) as CT (the config as written) and as vanilla; the per-epoch split
 comes from the records' ``time_search`` / ``time_train`` / ``time_eval``. ``per_setting_s`` is
 the extrapolation to the config's full epoch count. ``--pack K`` adds a row per dataset for a
-``PackedTrainer`` of K copies of the CT setting (different seeds): seconds per setting-epoch.
+``PackTrainer`` of K copies of the CT setting (different seeds): seconds per setting-epoch.
 
     python bench/bench_epoch.py                                   # moons, over; 2 epochs
     python bench/bench_epoch.py --datasets all --epochs 3 --pack 8
@@ -33,8 +33,7 @@ def main() -> None:
 
     from ct_core.config import load_config
     from ct_core.data import load_dataset
-    from ct_core.pack import PackedTrainer, can_pack
-    from ct_core.training import Trainer
+    from ct_core.training import PackTrainer, Trainer
 
     names = (
         sorted(p.stem for p in (REPO / "configs/base").glob("*.yaml"))
@@ -80,7 +79,7 @@ def main() -> None:
                 }
             )
             print(table(rows[-1:]).splitlines()[-1], flush=True)
-        if args.pack and can_pack(base):
+        if args.pack:
             cfgs = [
                 load_config(
                     path,
@@ -94,7 +93,7 @@ def main() -> None:
             ]
             recs = []
             for _ in range(args.repeats):
-                recs += [r[0] for r in PackedTrainer(cfgs, data=data).run()]
+                recs += [r[0] for r in PackTrainer(cfgs, data=data).run()]
             med = {
                 k: statistics.median(r[k] for r in recs)
                 for k in ("time_search", "time_train", "time_eval", "seconds")

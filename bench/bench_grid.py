@@ -1,7 +1,7 @@
 """Train a whole sweep grid as packs in this one process, without Ray or MLflow.
 
 The arithmetic of a grid, end to end: the sweep file's settings are expanded (the same
-``ct_sweeps`` space code `ct-sweep` uses), grouped by ``ct_core.pack.pack_key`` and each group is
+``ct_sweeps`` space code `ct-sweep` uses), grouped by ``ct_core.packability.pack_key`` and each group is
 trained as packs of at most ``--pack`` settings on one device. This isolates the compute of a
 grid from the sweep machinery (compare with ``bench_sweep.py``, which goes through ``ct-sweep``),
 and it is how the grids were measured on the lent GPU machine, where Ray and MLflow are not
@@ -27,8 +27,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ct_core.data import load_dataset  # noqa: E402
-from ct_core.pack import PackedTrainer, can_pack, pack_key  # noqa: E402
-from ct_core.training import Trainer  # noqa: E402
+from ct_core.packability import pack_key  # noqa: E402
+from ct_core.training import PackTrainer  # noqa: E402
 from ct_sweeps.schema import load_sweep  # noqa: E402
 from ct_sweeps.space import parse_space, trial_config  # noqa: E402
 
@@ -55,9 +55,8 @@ def main() -> int:
     if args.limit:
         cfgs = cfgs[: args.limit]
     groups: dict[str, list] = defaultdict(list)
-    solo = []
     for c in cfgs:
-        (groups[repr(pack_key(c))] if can_pack(c) else solo).append(c)
+        groups[repr(pack_key(c))].append(c)
 
     t_all = time.perf_counter()
     data = load_dataset(cfgs[0].data)
@@ -68,7 +67,7 @@ def main() -> int:
         for i in range(0, len(g), size):
             chunk = g[i : i + size]
             t0 = time.perf_counter()
-            pt = PackedTrainer(chunk, data=data)
+            pt = PackTrainer(chunk, data=data)
             recs = [r for r in pt.run()][-1]
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
@@ -81,14 +80,6 @@ def main() -> int:
                          "s_per_setting": round(dt / len(chunk), 3),
                          "mean_val_acc": round(sum(accs) / max(len(accs), 1), 4)})  # fmt: skip
             print(rows[-1], flush=True)
-    for c in solo:
-        t0 = time.perf_counter()
-        Trainer(c, data=data).fit()
-        dt = time.perf_counter() - t0
-        rows.append({"pack": len(rows), "settings": 1, "generator": c.generator.type,
-                     "seconds": round(dt, 2), "s_per_setting": round(dt, 3),
-                     "mean_val_acc": float("nan")})  # fmt: skip
-        print(rows[-1], flush=True)
     total = time.perf_counter() - t_all
     dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu x{args.threads}"
     print(f"\n{sweep.name}: {len(cfgs)} settings, {cfgs[0].train.epochs} epochs, device {dev}: "

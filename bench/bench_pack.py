@@ -1,4 +1,4 @@
-"""Plain Trainer x K vs one PackedTrainer of K settings (issue 6, bench c).
+"""K runs of one setting (``Trainer``) vs one ``PackTrainer`` of the K settings (issue 6, bench c).
 
 Settings are drawn (fixed shuffle, nested: the first K of one list) from the paper's OL
 ``gen_params`` grid (reference §7.2): generator {ecco, generic} (``--generator feature``, the
@@ -11,16 +11,14 @@ trains them in one process at once. Both are medians of ``--repeats`` runs, meas
 run; the pack's final weights and records are compared with the plain ones (results-equal check).
 
 With ``--eval-every N`` (``train.eval_every``, 0 in the base config) every setting also computes
-the validation-set counterfactual metrics every N epochs and at the last one, and the pack is timed
-twice per repeat: validation batched over the pack (``PackedTrainer.batch_validation``, the
-default; ``pack_s``) and one ``validation_metrics`` call per setting (the path before;
-``pack_val1_s``); ``eval_s`` / ``eval_val1_s`` are the validation parts (``time_eval``) and
-``dw_val`` the largest weight difference between the two (0: training after validation unchanged).
+the validation-set counterfactual metrics every N epochs and at the last one; ``eval_s`` is the
+pack's validation time (``time_eval``).
 
     python bench/bench_pack.py                    # K in {1, 4, 16}, 2 epochs
     python bench/bench_pack.py --full             # K in {1, 4, 16, 45}, 5 epochs
     python bench/bench_pack.py --generator revise # the REVISE third of the grid
     python bench/bench_pack.py --ks 45 --epochs 5 --eval-every 5   # validation as in the sweeps
+    python bench/bench_pack.py --ks 16,45,90 --skip-plain   # the pack only (no K runs of one)
 """
 
 from __future__ import annotations
@@ -85,14 +83,12 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--generator", choices=sorted(GENERATORS), default="feature")
-    ap.add_argument(
-        "--compact", type=float, default=None, help="PackedTrainer.search_compact (0: mask only)"
-    )
+    ap.add_argument("--skip-plain", action="store_true", help="time the packs only")
     ap.add_argument(
         "--eval-every",
         type=int,
         default=0,
-        help="train.eval_every: validation metrics every N epochs, timed batched and per setting",
+        help="train.eval_every: validation metrics every N epochs",
     )
     ap.add_argument("--csv", default=None, help="default bench/results/pack[_revise][_eval].csv")
     args = ap.parse_args()
@@ -107,11 +103,7 @@ def main() -> None:
     import torch
 
     from ct_core.data import load_dataset
-    from ct_core.pack import PackedTrainer
-    from ct_core.training import Trainer
-
-    if args.compact is not None:
-        PackedTrainer.search_compact = args.compact
+    from ct_core.training import PackTrainer, Trainer
 
     ks = [int(k) for k in args.ks.split(",")]
     cfgs = grid(args.config, args.epochs, args.device, args.nce, args.generator, args.eval_every)
@@ -129,15 +121,11 @@ def main() -> None:
     # warm-up (first-call costs are not the method's; for REVISE this fits or loads the VAE)
     ct = next(c for c in cfgs if c.train.objective != "vanilla")
     list(Trainer(ct.model_copy(deep=True), data=data).run())
-    list(PackedTrainer([ct, *cfgs[:1]], data=data).run())
-    batch_modes = [True, False] if args.eval_every else [True]
-    for b in batch_modes[1:]:
-        PackedTrainer.batch_validation = b
-        list(PackedTrainer([ct, *cfgs[:1]], data=data).run())
+    list(PackTrainer([ct, *cfgs[:1]], data=data).run())
 
     plain_times: list[list[float]] = [[] for _ in cfgs]
     plain_models, plain_hist = [], []
-    for rep in range(args.repeats):
+    for rep in range(0 if args.skip_plain else args.repeats):
         for i, c in enumerate(cfgs):
             t0 = time.perf_counter()
             tr = Trainer(c, data=data)
@@ -147,31 +135,25 @@ def main() -> None:
             if rep == 0:
                 plain_models.append(tr.model.state_dict())
                 plain_hist.append(tr.history)
-    plain_med = [statistics.median(t) for t in plain_times]
+    plain_med = [statistics.median(t) if t else math.nan for t in plain_times]
 
     rows = []
     for K in ks:
-        times: dict[bool, list[float]] = {b: [] for b in batch_modes}
-        evals: dict[bool, list[float]] = {b: [] for b in batch_modes}
-        packs: dict[bool, PackedTrainer] = {}
+        times: list[float] = []
+        evals: list[float] = []
         for _ in range(args.repeats):
-            for b in batch_modes:  # alternate, so that both see the same load
-                PackedTrainer.batch_validation = b
-                t0 = time.perf_counter()
-                pt = PackedTrainer(cfgs[:K], data=data)
-                ev = 0.0
-                for recs in pt.run():
-                    ev += sum(r["time_eval"] for r in recs if r is not None)
-                sync()
-                times[b].append(time.perf_counter() - t0)
-                evals[b].append(ev)
-                packs[b] = pt
-        PackedTrainer.batch_validation = True
-        pt = packs[True]
-        pack_s = statistics.median(times[True])
+            t0 = time.perf_counter()
+            pt = PackTrainer(cfgs[:K], data=data)
+            ev = 0.0
+            for recs in pt.run():
+                ev += sum(r["time_eval"] for r in recs if r is not None)
+            sync()
+            times.append(time.perf_counter() - t0)
+            evals.append(ev)
+        pack_s = statistics.median(times)
         plain_s = sum(plain_med[:K])
         dw, drec = 0.0, 0.0
-        for k, m in enumerate(pt.models()):
+        for k, m in enumerate(pt.models() if plain_models else []):
             for n, v in m.state_dict().items():
                 dw = max(dw, float((v.cpu() - plain_models[k][n].cpu()).abs().max()))
             for r, q in zip(plain_hist[k], pt.histories[k]):
@@ -179,19 +161,6 @@ def main() -> None:
                     if key not in TIME_KEYS and not math.isnan(v):
                         drec = max(drec, abs(v - q[key]))
         se = K * args.epochs
-        val: dict[str, float] = {}
-        if args.eval_every:
-            dw_val = max(
-                float((a.detach() - b.detach()).abs().max())
-                for a, b in zip(packs[True].flat, packs[False].flat)
-            )
-            val = {
-                "pack_val1_s": statistics.median(times[False]),
-                "eval_s": statistics.median(evals[True]),
-                "eval_val1_s": statistics.median(evals[False]),
-                "eval_speedup": statistics.median(evals[False]) / statistics.median(evals[True]),
-                "dw_val": dw_val,
-            }
         rows.append(
             {
                 "K": K,
@@ -204,12 +173,12 @@ def main() -> None:
                 "max_dw": dw,
                 "max_drecord": drec,
                 "equal": dw < 1e-4 and drec < 1e-4,
-                **val,
+                **({"eval_s": statistics.median(evals)} if args.eval_every else {}),
             }
         )
         print(table(rows[-1:]).splitlines()[-1], flush=True)
     print()
-    print(table(rows, "plain Trainer x K vs PackedTrainer(K)"))
+    print(table(rows, "Trainer x K vs PackTrainer(K)"))
     best = rows[-1]
     print(
         f"\nprojection, 100 epochs: {best['pack_per_setting_epoch_s'] * 100 / 60:.2f} CPU-min per "

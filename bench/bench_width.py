@@ -41,7 +41,7 @@ def main() -> None:
     setup(args.threads)
 
     from ct_core.data import load_dataset
-    from ct_core.pack import PackedTrainer
+    from ct_core.training import PackTrainer
 
     ks = [int(k) for k in args.ks.split(",")]
     cfgs = grid(args.config, args.epochs, "cpu", args.nce, args.generator)[: args.n]
@@ -51,14 +51,14 @@ def main() -> None:
         f"{cfgs[0].data.name}: {len(cfgs)} settings ({args.generator}), nce {args.nce}, "
         f"{args.epochs} epochs, K in {ks}, median of {args.repeats}"
     )
-    list(PackedTrainer(cfgs[:2], data=data).run())  # warm-up (first-call costs, REVISE's VAE)
+    list(PackTrainer(cfgs[:2], data=data).run())  # warm-up (first-call costs, REVISE's VAE)
 
     times: dict[int, list[float]] = {k: [] for k in ks}
     for _ in range(args.repeats):
         for k in ks:
             t0 = time.perf_counter()
             for i in range(0, len(cfgs), k):
-                list(PackedTrainer(cfgs[i : i + k], data=data).run())
+                list(PackTrainer(cfgs[i : i + k], data=data).run())
             times[k].append(time.perf_counter() - t0)
 
     first = statistics.median(times[ks[0]])

@@ -7,7 +7,7 @@ Per epoch of one setting, with F = 2·Σ in·out the forward FLOPs of the D-h-�
 * training: n_train · 3F (forward + backward) + nce · (2 or 3) · 3F (x′, x⁺, x_AE rows)
 * accuracy: (n_train + n_val) · F
 
-The measured seconds per setting-epoch (plain ``Trainer`` and a ``PackedTrainer`` of K seeds)
+The measured seconds per setting-epoch (plain ``Trainer`` and a ``PackTrainer`` of K seeds)
 are set against the time the FLOPs would take at this machine's single-thread matmul peak
 (measured here on a 512³ product).
 
@@ -54,8 +54,7 @@ def main() -> None:
 
     from ct_core.config import load_config
     from ct_core.data import load_dataset
-    from ct_core.pack import PackedTrainer
-    from ct_core.training import Trainer
+    from ct_core.training import PackTrainer, Trainer
 
     over = [f"train.epochs={args.epochs}", "train.device=cpu"]
     cfg = load_config(args.config, over)
@@ -77,7 +76,7 @@ def main() -> None:
     list(Trainer(cfg, data=data).run())  # warm-up
     plain = list(Trainer(cfg, data=data).run())
     pack_cfgs = [load_config(args.config, [*over, f"seed={2025 + i}"]) for i in range(args.pack)]
-    packed = [r[0] for r in PackedTrainer(pack_cfgs, data=data).run()] if args.pack else []
+    packed = [r[0] for r in PackTrainer(pack_cfgs, data=data).run()] if args.pack else []
     steps = statistics.median(r["ce_steps"] for r in plain)
 
     def per_epoch(s: float) -> dict[str, float]:

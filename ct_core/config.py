@@ -162,9 +162,26 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Strict):
+    """The classifier: a built-in one (reference §5) or a user's ``nn.Module`` (``factory``)."""
+
     type: Literal["linear", "mlp", "lenet"] = "mlp"
     hidden: list[PosInt] = Field(default_factory=lambda: [32])
     activation: Literal["relu", "swish", "tanh", "sigmoid", "gelu", "elu", "leaky_relu"] = "relu"
+    factory: str | None = None
+    """``"package.module:function"``, called as ``function(n_features=..., n_classes=...)``, that
+    returns an ``nn.Module`` mapping ``(N, n_features)`` to ``(N, n_classes)`` logits; it builds
+    the model instead of ``type``, ``hidden`` and ``activation``. The module is imported wherever
+    the model is built or loaded (trainers, sweep workers, ``load_model``)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        f = self.factory
+        if f is not None:
+            module, sep, attr = f.partition(":")
+            names = module.split(".") + attr.split(".")
+            if not sep or not all(n.isidentifier() for n in names):
+                raise ValueError(f"model.factory must be 'package.module:function', got {f!r}")
+        return self
 
 
 class TrainConfig(_Strict):
@@ -207,7 +224,9 @@ class TrainConfig(_Strict):
 class GeneratorConfig(_Strict):
     """The counterfactual search used during training (reference §3)."""
 
-    type: Literal["generic", "ecco", "revise"] = "ecco"
+    type: str = "ecco"
+    """A registered generator (:func:`ct_core.generators.register_generator`): ``generic``,
+    ``ecco``, ``revise`` or one registered by the user's code."""
     T: PosInt = 30
     tau: Prob = 0.75
     lr: Pos = 0.1
@@ -223,6 +242,16 @@ class GeneratorConfig(_Strict):
     """REVISE: latent size (``null``: 2 for D ≤ 2, else 4, as the reference)."""
     vae_hidden: PosInt | None = None
     vae_epochs: PosInt = 100
+
+    @model_validator(mode="after")
+    def _check(self) -> GeneratorConfig:
+        from ct_core.generators import generator_info
+
+        try:
+            generator_info(self.type)
+        except KeyError as e:
+            raise ValueError(e.args[0]) from None
+        return self
 
 
 class EvaluationConfig(_Strict):
@@ -257,7 +286,7 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _cross(self) -> Config:
-        if self.model.type == "lenet" and self.data.name not in ("mnist",):
+        if self.model.type == "lenet" and not self.model.factory and self.data.name != "mnist":
             raise ValueError("model.type 'lenet' needs 28x28 images (data.name: mnist)")
         return self
 
@@ -469,10 +498,14 @@ def deep_merge(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def load_config(
-    path: str | Path, overrides: Iterable[str] | Mapping[str, Any] | None = None
+    path_or_dict: str | Path | Mapping[str, Any],
+    overrides: Iterable[str] | Mapping[str, Any] | None = None,
 ) -> Config:
-    """Load, override and validate a training config (raises :class:`ConfigError`)."""
-    return parse_config(apply_overrides(load_raw(path), overrides))
+    """Load (a YAML file, or a nested dict of sections), override (``"generator.tau=0.9"``
+    strings or a dotted-path dict) and validate a training config (raises :class:`ConfigError`)."""
+    if isinstance(path_or_dict, Mapping):
+        return parse_config(apply_overrides(path_or_dict, overrides))
+    return parse_config(apply_overrides(load_raw(path_or_dict), overrides))
 
 
 def dump_config(cfg: Config, path: str | Path) -> None:

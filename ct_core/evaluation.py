@@ -5,14 +5,14 @@ and feature sensitivity. All functions are batched over rows; shapes are in the 
   (IP*, Eq. 5), :func:`redundancy` — per counterfactual (§6.1).
 * :func:`accuracy`, :func:`macro_f1`, :func:`fgsm`, :func:`pgd`, :func:`robust_accuracy` (§6.2).
 * :func:`integrated_gradients_sensitivity` — sensitivity to protected features (§6.2, §8.4).
-* :func:`validation_metrics` — a small, fast counterfactual pass used during training;
-  :func:`packed_validation_metrics` — the same for K stacked models in one packed search.
+* :func:`pack_validation_metrics` — a small, fast counterfactual pass used during training, for
+  the K models of a pack at once; :func:`validation_metrics` — the same for one model.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -23,6 +23,8 @@ from torch import Tensor, nn
 if TYPE_CHECKING:
     from ct_core.config import Config
     from ct_core.data.base import Dataset
+    from ct_core.search import Forward
+    from ct_core.stack import ModelStack
 
 __all__ = [
     "accuracy",
@@ -33,7 +35,7 @@ __all__ = [
     "integrated_gradients_sensitivity",
     "macro_f1",
     "mmd_unbiased",
-    "packed_validation_metrics",
+    "pack_validation_metrics",
     "pgd",
     "predict",
     "predict_proba",
@@ -387,94 +389,58 @@ def validation_metrics(
     model: nn.Module,
     data: Dataset,
     cfg: Config,
-    generator: Any = None,
     seed: int | None = None,
     rng: torch.Generator | None = None,
 ) -> dict[str, float]:
-    """Counterfactual quality on ``cfg.evaluation.n_val_individuals`` validation points.
-
-    Targets are drawn uniformly among each point's non-predicted classes; the test-time generator
-    (ECCo, λ_cost = ``evaluation.lambda_cost``, λ_egy = the middle of ``evaluation.lambda_energies``,
-    T and τ from ``evaluation``) searches once. Returns ``val_validity`` (share reaching τ) and,
-    over valid counterfactuals only, ``val_cost``, ``val_implausibility`` (IP) and ``val_mmd``
-    (IP*, per target class then averaged); NaN where nothing is valid. Randomness comes from
-    ``rng`` if given, else from ``seed`` (default ``evaluation.seed``: the same validation points
-    and target draws every call, which is what training uses, so that the metric compares
-    settings and epochs on the same points).
-    :func:`packed_validation_metrics` computes the same for K stacked models at once.
-    """
-    from ct_core.generators import ECCo, search
-
-    ev = cfg.evaluation
-    X, y = _validation_split(data)
-    gen = (
-        rng if rng is not None else torch.Generator().manual_seed(ev.seed if seed is None else seed)
-    )
-    n = min(ev.n_val_individuals, X.shape[0])
-    idx = torch.randperm(X.shape[0], generator=gen)[:n]
-    x0 = X[idx]
-    pred = predict(model, x0)
-    K = data.n_classes
-    # a uniform draw among the K-1 other classes: shift by 1..K-1
-    shift = torch.randint(1, K, (n,), generator=gen)
-    target = (pred + shift) % K
-    if generator is None:
-        generator = ECCo(
-            lambda_cost=ev.lambda_cost,
-            lambda_energy=_validation_lambda_energy(cfg),
-            T=ev.T,
-            energy_reg=cfg.generator.energy_reg,
-            decay=cfg.generator.energy_decay,
-        )
-    dev = _device(model)
+    """Counterfactual quality of one model on ``cfg.evaluation.n_val_individuals`` validation
+    points: :func:`pack_validation_metrics` of a pack of one. Randomness comes from ``rng`` if
+    given, else from ``seed`` (default ``evaluation.seed``: the same validation points and target
+    draws every call, which is what training uses, so that the metric compares settings and
+    epochs on the same points)."""
+    gen = rng if rng is not None else torch.Generator()
+    if rng is None:
+        gen.manual_seed(cfg.evaluation.seed if seed is None else seed)
     was = model.training
     model.eval()
-    res = search(
-        model,
-        x0.to(dev),
-        target.to(dev),
-        generator,
-        T=ev.T,
-        tau=ev.tau,
-        lr=cfg.generator.lr,
-        domain=None if data.domain is None else tuple(b.to(dev) for b in data.domain),
-        mutability=data.mutability if ev.constrained else None,
-    )
-    model.train(was)
-    return _validation_summary(
-        x0, res.x_cf.detach().cpu(), target, res.p_target.detach().cpu(), X, y, cfg, gen
-    )
+    try:
+        return pack_validation_metrics(model, data, [cfg], [gen])[0]
+    finally:
+        model.train(was)
 
 
-def packed_validation_metrics(
-    forward: Callable[[Tensor, Tensor | None], Tensor],
+def pack_validation_metrics(
+    model: ModelStack | nn.Module | Forward,
     data: Dataset,
     cfgs: Sequence[Config],
     rngs: Sequence[torch.Generator] | None = None,
     *,
-    compact: float = 0.75,
+    compact: float | None = None,
 ) -> list[dict[str, float]]:
-    """:func:`validation_metrics` of K stacked models (one per config ``cfgs[k]``) at once.
+    """Validation-set counterfactual quality of K models (one per config ``cfgs[k]``) at once.
 
-    ``forward(x, ks)`` gives the logits ``(K', N, C)`` of the models ``ks`` ``(K',)`` (all K for
-    ``None``) on ``x`` ``(K', N, D)`` on ``data``'s device (the
-    :data:`~ct_core.packed_search.Forward` of :func:`~ct_core.packed_search.packed_search`).
-    Each model's validation points and targets are drawn from its own ``rngs[k]`` (default: a
-    generator seeded with ``cfgs[k].evaluation.seed``) exactly as :func:`validation_metrics`
-    draws them; the K test-time ECCo searches (per-setting ``evaluation`` T, τ, λ's,
-    ``n_val_individuals``, and ``generator`` step size / energy settings) run as one
-    ``(K, N, D)`` :func:`~ct_core.packed_search.packed_search` (one per value of
-    ``evaluation.constrained`` present), and the metrics are then computed per setting, drawing
-    the IP / IP* samples from ``rngs[k]``. So each result, and each generator's state afterwards,
-    equals what :func:`validation_metrics` gives and leaves for that model alone (up to float
-    rounding of the stacked matmuls). ``compact``: as in :func:`packed_search` (results do not
-    depend on it). Returns K dicts with :func:`validation_metrics`' keys.
+    ``model``: a :class:`~ct_core.stack.ModelStack` of K models in evaluation mode, one
+    ``nn.Module`` for every config, or a :data:`~ct_core.search.Forward` (on ``data``'s device).
+    Each setting draws its validation points and, for each, a target uniform among the classes
+    other than the predicted one from its own ``rngs[k]`` (default: a generator seeded with
+    ``cfgs[k].evaluation.seed``). The test-time generator (ECCo, λ_cost = ``evaluation.lambda_cost``,
+    λ_egy = the middle of ``evaluation.lambda_energies``, T and τ from ``evaluation``, step size
+    and energy settings from ``generator``) searches once, all settings together (one search per
+    value of ``evaluation.constrained`` present). Returns per setting ``val_validity`` (share
+    reaching τ) and, over valid counterfactuals only, ``val_cost``, ``val_implausibility`` (IP)
+    and ``val_mmd`` (IP*, per target class then averaged), with IP / IP* samples drawn from
+    ``rngs[k]``; NaN where nothing is valid. ``compact``: as in :func:`~ct_core.search.search`.
     """
-    from ct_core.packed_search import PackedSearchSpec, packed_search
+    from ct_core.generators import ECCo
+    from ct_core.search import as_forward, search
+    from ct_core.stack import ModelStack
 
     K = len(cfgs)
     X, y = _validation_split(data)
-    dev = data.X_train.device
+    if isinstance(model, ModelStack):
+        dev = model.device
+    else:
+        dev = _device(model) if isinstance(model, nn.Module) else data.X_train.device
+    forward = as_forward(model)
     gens = (
         list(rngs)
         if rngs is not None
@@ -488,57 +454,56 @@ def packed_validation_metrics(
     idx = torch.zeros(K, N, dtype=torch.long)
     shift = torch.ones(K, N, dtype=torch.long)
     valid = torch.zeros(K, N, dtype=torch.bool)
-    for k, (g, n) in enumerate(zip(gens, ns)):  # validation_metrics' draws, in its order
+    for k, (g, n) in enumerate(zip(gens, ns)):
         idx[k, :n] = torch.randperm(X.shape[0], generator=g)[:n]
+        # a uniform draw among the C-1 other classes: shift by 1..C-1
         shift[k, :n] = torch.randint(1, C, (n,), generator=g)
         valid[k, :n] = True
     x0 = X[idx]  # (K, N, D)
     x_cf = x0.clone()
     p_target = torch.zeros(K, N, dtype=x0.dtype)
+    target = shift
     if N > 0:
         x0d = x0.to(dev)
-        with torch.no_grad():  # predict(): softmax, then argmax
-            pred = torch.softmax(forward(x0d, None), dim=-1).argmax(-1).cpu()
+        with torch.no_grad():
+            logits = forward(x0d, None)
+            pred = torch.softmax(logits, dim=-1).argmax(-1).cpu()
         target = (pred + shift) % C
-        f32 = dict(dtype=torch.float32, device=dev)
-        spec = PackedSearchSpec(
-            T=[c.evaluation.T for c in cfgs],
-            tau=torch.tensor([c.evaluation.tau for c in cfgs], **f32),
-            lr=torch.tensor([c.generator.lr for c in cfgs], **f32),
-            lambda_cost=torch.tensor([c.evaluation.lambda_cost for c in cfgs], **f32),
-            lambda_energy=[_validation_lambda_energy(c) for c in cfgs],
-            energy_reg=torch.tensor([c.generator.energy_reg for c in cfgs], **f32),
-            decay=[c.generator.energy_decay for c in cfgs],
-            epsilon=torch.full((K,), 0.3, **f32),  # search()'s default ball (x_ae is unused)
-            strict=torch.zeros(K, dtype=torch.bool, device=dev),
-        )
         domain = None if data.domain is None else (data.domain[0].to(dev), data.domain[1].to(dev))
         for constrained in (False, True):  # one search per mutability setting present
             rows = [k for k, c in enumerate(cfgs) if c.evaluation.constrained == constrained]
             if not rows:
                 continue
-            r = torch.tensor(rows, dtype=torch.long)
-            rd = r.to(dev) if len(rows) < K else None
+            sub = [cfgs[k] for k in rows]
+            fwd = forward
+            if len(rows) < K:
+                r_dev = torch.tensor(rows, dtype=torch.long, device=dev)
 
-            def fwd(x: Tensor, ks: Tensor | None, rd: Tensor | None = rd) -> Tensor:
-                if rd is None:  # the whole pack
-                    return forward(x, ks)
-                return forward(x, rd if ks is None else rd[ks])
+                def fwd(x: Tensor, ks: Tensor | None, r: Tensor = r_dev) -> Tensor:
+                    return forward(x, r if ks is None else r[ks])
 
-            res = packed_search(
+            gen = ECCo(
+                lambda_cost=[c.evaluation.lambda_cost for c in sub],
+                lambda_energy=[_validation_lambda_energy(c) for c in sub],
+                T=[c.evaluation.T for c in sub],
+                energy_reg=[c.generator.energy_reg for c in sub],
+                decay=[c.generator.energy_decay for c in sub],
+            )
+            res = search(
                 fwd,
-                x0d[r.to(dev)],
-                target[r].to(dev),
-                valid[r].to(dev),
-                spec if rd is None else spec.select(rows),
+                x0d[rows],
+                target[rows].to(dev),
+                gen,
+                T=[c.evaluation.T for c in sub],
+                tau=[c.evaluation.tau for c in sub],
+                lr=[c.generator.lr for c in sub],
+                valid=valid[rows].to(dev),
                 domain=domain,
                 mutability=data.mutability if constrained else None,
                 compact=compact,
             )
-            x_cf[r] = res.x_cf.detach().cpu()
-            p_target[r] = res.p_target.detach().cpu()
-    else:
-        target = shift
+            x_cf[rows] = res.x_cf.detach().cpu()
+            p_target[rows] = res.p_target.detach().cpu()
     return [
         _validation_summary(
             x0[k, :n], x_cf[k, :n], target[k, :n], p_target[k, :n], X, y, cfgs[k], gens[k]

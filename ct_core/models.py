@@ -1,18 +1,26 @@
-"""Classifiers (reference §5). Any ``nn.Module`` mapping ``(N, D)`` features to ``(N, K)`` logits
-works with the rest of ct; these are the ones the paper uses."""
+"""Classifiers. The paper's (linear, MLP, LeNet; Flux's default initialisation) and any
+``nn.Module`` mapping ``(N, D)`` features to ``(N, C)`` logits, given directly or built by a
+``model.factory`` named in the config.
+
+Loading a model file (:func:`load_model`) of a factory model imports the module its config names
+and calls the factory: load model files only from sources you would run code from."""
 
 from __future__ import annotations
 
+import importlib
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
-from ct_core.config import Config, ModelConfig, parse_config
+from ct_core.config import Config, ConfigError, ModelConfig, parse_config
 
-__all__ = ["LeNet", "build_model", "load_model", "save_model"]
+if TYPE_CHECKING:
+    from ct_core.data.base import Dataset
+
+__all__ = ["LeNet", "build_model", "check_factory", "check_model", "load_model", "save_model"]
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -64,9 +72,18 @@ class LeNet(nn.Module):
 
 
 def build_model(
-    cfg: ModelConfig, n_features: int, n_classes: int, generator: torch.Generator | None = None
+    cfg: ModelConfig,
+    n_features: int,
+    n_classes: int,
+    generator: torch.Generator | None = None,
+    seed: int | None = None,
 ) -> nn.Module:
-    """Linear (multinomial logistic regression), MLP (``hidden`` sizes, ``activation``) or LeNet."""
+    """The model ``cfg`` describes: linear (multinomial logistic regression), MLP (``hidden``
+    sizes, ``activation``) or LeNet, initialised from ``generator``; or what ``cfg.factory``
+    returns, built with torch's global generator seeded with ``seed`` (and restored after), so
+    that a seed gives the same initial weights wherever the model is built."""
+    if cfg.factory:
+        return _from_factory(cfg.factory, n_features, n_classes, seed)
     act = _ACTIVATIONS[cfg.activation]
     if cfg.type == "linear":
         model: nn.Module = nn.Sequential(nn.Linear(n_features, n_classes))
@@ -86,18 +103,96 @@ def build_model(
     return model
 
 
+def _from_factory(path: str, n_features: int, n_classes: int, seed: int | None) -> nn.Module:
+    module, _, attr = path.partition(":")
+    try:
+        fn: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            fn = getattr(fn, part)
+    except Exception as e:  # ImportError, AttributeError, or the module's own error
+        raise ConfigError(f"model.factory {path!r} cannot be imported: {e}") from None
+    if not callable(fn):
+        raise ConfigError(f"model.factory {path!r} is not callable")
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        try:
+            model = fn(n_features=n_features, n_classes=n_classes)
+        except Exception as e:
+            raise ConfigError(
+                f"model.factory {path!r} failed when called with n_features={n_features}, "
+                f"n_classes={n_classes}: {type(e).__name__}: {e}"
+            ) from None
+    if not isinstance(model, nn.Module):
+        raise ConfigError(
+            f"model.factory {path!r} returned a {type(model).__name__}, not a torch.nn.Module"
+        )
+    return model
+
+
+def check_model(model: nn.Module, n_features: int, n_classes: int, what: str = "model") -> None:
+    """Raise :class:`ConfigError` (naming ``what``) unless ``model`` maps ``(N, n_features)``
+    float32 features to ``(N, n_classes)`` logits and can train in a pack
+    (:class:`ct_core.stack.ModelStack`)."""
+    from ct_core.stack import ModelStack
+
+    try:
+        ModelStack([model])
+    except ValueError as e:
+        raise ConfigError(f"{what}: {e}") from None
+    x = torch.zeros(2, n_features, device=_device(model))
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except Exception as e:
+        raise ConfigError(
+            f"{what}: the model fails on a (2, {n_features}) batch of features: "
+            f"{type(e).__name__}: {e}"
+        ) from None
+    finally:
+        model.train(was)
+    shape = tuple(getattr(out, "shape", ()))
+    if shape != (2, n_classes):
+        raise ConfigError(
+            f"{what}: the model maps (2, {n_features}) features to {shape or type(out).__name__}; "
+            f"CT needs (N, n_classes) = (2, {n_classes}) logits"
+        )
+
+
+def check_factory(cfg: Config, data: Dataset | None = None) -> None:
+    """Build ``cfg``'s ``model.factory`` model for its data's shape and check it
+    (:func:`check_model`); raises :class:`ConfigError` naming ``model.factory``. Loads the data
+    (``data`` if given). Nothing to check without a factory."""
+    if not cfg.model.factory:
+        return
+    if data is None:
+        from ct_core.data import load_dataset
+
+        data = load_dataset(cfg.data)
+    model = build_model(cfg.model, data.n_features, data.n_classes, seed=cfg.seed)
+    check_model(model, data.n_features, data.n_classes, f"model.factory {cfg.model.factory!r}")
+
+
+def _device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
 def save_model(model: nn.Module, cfg: Config, path: str | Path, **meta: Any) -> None:
     """Write the state dict, the resolved config and shape metadata (safe to load)."""
-    torch.save(
-        {"state_dict": model.state_dict(), "config": cfg.to_dict(), "meta": meta},
-        Path(path),
-    )
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state, "config": cfg.to_dict(), "meta": meta}, Path(path))
 
 
 def load_model(
     path: str | Path, map_location: str | torch.device = "cpu"
 ) -> tuple[nn.Module, Config]:
-    """Load a model written by :func:`save_model` (or a run directory holding ``model.pt``)."""
+    """Load a model written by :func:`save_model` (or a run directory holding ``model.pt``).
+
+    The file holds tensors and plain data only (read with ``weights_only=True``); a factory
+    model is rebuilt by importing and calling the ``model.factory`` its config names."""
     p = Path(path)
     if p.is_dir():
         p = p / "model.pt"

@@ -1,4 +1,4 @@
-"""The CT objective (paper Eq. 1–3 and the ridge term; reference §1.4).
+"""The CT objective (paper Eq. 1–3 and the ridge term; reference §1.4), per setting of a pack.
 
 With M the logits and energy E_θ(x, y⁺) = −M(x)[y⁺], for the n_b counterfactual pairs assigned to
 a mini-batch:
@@ -10,10 +10,14 @@ a mini-batch:
 * total: ``λ_class·class + λ_div·div + λ_reg·reg + λ_adv·adv`` (Eq. 1)
 
 x′, x⁺ and x_AE are constants with respect to θ; gradients flow through M at those points.
+Every function works on K settings at once: logits ``(K, n, C)``, targets ``(K, n)``, and a
+``mask`` ``(K, n)`` of the pairs that exist (settings with fewer pairs are padded); means run
+over a setting's own pairs, so each setting's terms are what it gets alone.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -26,90 +30,108 @@ __all__ = [
     "Weights",
     "adversarial_loss",
     "contrastive_divergence",
+    "ct_loss",
     "energy",
     "ridge",
-    "total_loss",
 ]
 
 
 def energy(logits: Tensor, target: Tensor) -> Tensor:
-    """E(x, y⁺) = −M(x)[y⁺]: ``(N, K), (N,) -> (N,)``."""
-    return -logits.gather(1, target[:, None]).squeeze(1)
+    """E(x, y⁺) = −M(x)[y⁺]: ``(K, n, C), (K, n) -> (K, n)``."""
+    return -logits.gather(-1, target[..., None]).squeeze(-1)
 
 
-def contrastive_divergence(logits_cf: Tensor, logits_pos: Tensor, target: Tensor) -> Tensor:
-    """Eq. 2: mean energy differential E(x⁺) − E(x′) over pairs; ``(N, K), (N, K), (N,) -> ()``.
+def _mean(v: Tensor, mask: Tensor | None) -> Tensor:
+    """Mean over the last dimension of the masked entries ``(K, n) -> (K,)`` (0 with none)."""
+    if mask is None:
+        return v.mean(-1)
+    return torch.where(mask, v, 0.0).sum(-1) / mask.sum(-1).clamp_min(1).to(v.dtype)
+
+
+def contrastive_divergence(
+    logits_cf: Tensor, logits_pos: Tensor, target: Tensor, mask: Tensor | None = None
+) -> Tensor:
+    """Eq. 2: mean energy differential E(x⁺) − E(x′) over pairs, per setting ``(K,)``.
 
     Minimising it lowers the energy of the target-class sample x⁺ and raises that of the
     counterfactual x′, so the model learns to place y⁺ where real y⁺ data lie.
     """
-    return (energy(logits_pos, target) - energy(logits_cf, target)).mean()
+    return _mean(energy(logits_pos, target) - energy(logits_cf, target), mask)
 
 
-def ridge(logits_cf: Tensor, logits_pos: Tensor, target: Tensor) -> Tensor:
-    """Ridge penalty on both energies: mean of E(x⁺)² + E(x′)²; ``-> ()``."""
-    return (energy(logits_pos, target).square() + energy(logits_cf, target).square()).mean()
+def ridge(
+    logits_cf: Tensor, logits_pos: Tensor, target: Tensor, mask: Tensor | None = None
+) -> Tensor:
+    """Ridge penalty on both energies: mean of E(x⁺)² + E(x′)², per setting ``(K,)``."""
+    return _mean(energy(logits_pos, target).square() + energy(logits_cf, target).square(), mask)
 
 
-def adversarial_loss(logits_ae: Tensor, y_true: Tensor) -> Tensor:
-    """Eq. 3: cross-entropy of nascent counterfactuals against the factuals' true labels."""
-    return F.cross_entropy(logits_ae, y_true)
+def adversarial_loss(logits_ae: Tensor, y_true: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Eq. 3: cross-entropy of nascent counterfactuals against the factuals' true labels,
+    per setting ``(K,)``."""
+    ce = F.cross_entropy(logits_ae.flatten(0, 1), y_true.flatten(), reduction="none")
+    return _mean(ce.view(y_true.shape), mask)
 
 
 @dataclass(frozen=True)
 class Weights:
-    """λ's of the objective; terms an objective does not use have weight 0."""
+    """λ's of the objective per setting, ``(K,)`` each; terms an objective does not use have
+    weight 0."""
 
-    class_: float = 1.0
-    div: float = 0.5
-    reg: float = 0.1
-    adv: float = 0.25
+    class_: Tensor
+    div: Tensor
+    reg: Tensor
+    adv: Tensor
 
     @classmethod
-    def from_config(cls, t: TrainConfig) -> Weights:
+    def from_configs(cls, ts: Sequence[TrainConfig], device: torch.device | str = "cpu") -> Weights:
         """``full`` uses all four terms; ``energy`` (ablation "CD") class + div + reg;
         ``adversarial`` (ablation "AR") class + adv; ``vanilla`` class only."""
-        div = t.lambda_div if t.objective in ("full", "energy") else 0.0
-        reg = t.lambda_reg if t.objective in ("full", "energy") else 0.0
-        adv = t.lambda_adv if t.objective in ("full", "adversarial") else 0.0
-        return cls(t.lambda_class, div, reg, adv)
+
+        def vec(vals: list[float]) -> Tensor:
+            return torch.tensor(vals, dtype=torch.float32, device=device)
+
+        on_div = [t.objective in ("full", "energy") for t in ts]
+        on_adv = [t.objective in ("full", "adversarial") for t in ts]
+        return cls(
+            vec([t.lambda_class for t in ts]),
+            vec([t.lambda_div if on else 0.0 for t, on in zip(ts, on_div)]),
+            vec([t.lambda_reg if on else 0.0 for t, on in zip(ts, on_div)]),
+            vec([t.lambda_adv if on else 0.0 for t, on in zip(ts, on_adv)]),
+        )
 
 
-def total_loss(
-    model: torch.nn.Module,
-    xb: Tensor,
-    yb: Tensor,
+def ct_loss(
+    logits: Tensor,
+    y: Tensor,
     w: Weights,
-    x_cf: Tensor | None = None,
-    x_pos: Tensor | None = None,
     target: Tensor | None = None,
-    x_ae: Tensor | None = None,
     y_factual: Tensor | None = None,
+    mask: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Eq. 1 on one mini-batch ``xb`` ``(B, D)`` and its chunk of counterfactual pairs ``(n_b, D)``.
+    """Eq. 1 per setting from one forward over a mini-batch and its chunk of pairs.
 
-    One forward pass over the concatenation of all inputs. Returns the total and each term
-    (detached) for logging.
+    ``logits`` ``(K, B + 2m [+ m], C)``: the batch's B rows, then the m counterfactuals x′, the m
+    samples x⁺ and, where present, the m nascent counterfactuals x_AE; ``y`` ``(K, B)`` (or a
+    shared ``(B,)``) the batch's labels, ``target`` ``(K, m)`` y⁺, ``y_factual`` ``(K, m)`` the
+    factuals' labels, ``mask`` ``(K, m)`` the pairs that exist. Without ``target`` (no pairs this
+    epoch) only the class loss counts. Returns the total ``(K,)`` and the terms ``(K,)``.
     """
-    zero = xb.new_zeros(())
-    if x_cf is None or x_cf.shape[0] == 0:
-        logits = model(xb)
-        cl = F.cross_entropy(logits, yb)
-        return w.class_ * cl, {"class_loss": cl.detach(), "div": zero, "reg": zero, "adv": zero}
-    b, m = xb.shape[0], x_cf.shape[0]
-    parts = [xb, x_cf, x_pos]
-    if w.adv:
-        parts.append(x_ae)
-    logits = model(torch.cat(parts))
-    lb, lcf, lpos = logits[:b], logits[b : b + m], logits[b + m : b + 2 * m]
-    cl = F.cross_entropy(lb, yb)
-    div = contrastive_divergence(lcf, lpos, target)
-    reg = ridge(lcf, lpos, target)
-    adv = adversarial_loss(logits[b + 2 * m :], y_factual) if w.adv else zero
-    total = w.class_ * cl + w.div * div + w.reg * reg + w.adv * adv
-    return total, {
-        "class_loss": cl.detach(),
-        "div": div.detach(),
-        "reg": reg.detach(),
-        "adv": adv.detach(),
-    }
+    K, B = logits.shape[0], y.shape[-1]
+    yb = y.expand(K, B)
+    cl = F.cross_entropy(logits[:, :B].flatten(0, 1), yb.flatten(), reduction="none")
+    cl = cl.view(K, B).mean(1)
+    if target is None:
+        zero = torch.zeros_like(cl)
+        return w.class_ * cl, {"class_loss": cl, "div": zero, "reg": zero, "adv": zero}
+    m = target.shape[1]
+    lcf, lpos = logits[:, B : B + m], logits[:, B + m : B + 2 * m]
+    div = contrastive_divergence(lcf, lpos, target, mask)
+    reg = ridge(lcf, lpos, target, mask)
+    loss = w.class_ * cl + w.div * div + w.reg * reg
+    adv = torch.zeros_like(cl)
+    if logits.shape[1] > B + 2 * m:  # λ_adv = 0 everywhere leaves x_AE out of the forward
+        assert y_factual is not None
+        adv = torch.where(w.adv > 0, adversarial_loss(logits[:, B + 2 * m :], y_factual, mask), 0.0)
+        loss = loss + w.adv * adv
+    return loss, {"class_loss": cl, "div": div, "reg": reg, "adv": adv}

@@ -1,28 +1,31 @@
-"""The CT epoch loop (paper Algorithm 1 as the authors' code runs it; reference §1.1–1.3).
+"""The CT epoch loop (the paper's Algorithm 1 as the authors' code runs it), for K settings at once.
 
-Per epoch e:
+Per epoch e, for every setting:
 
 1. If CT is on (objective ≠ vanilla and e > round(burnin·epochs)), one sweep of ``nce``
-   counterfactuals is generated against the model *as it is at the start of the epoch*: factuals
-   drawn without replacement from the training set, each target drawn uniformly among the classes
-   other than the one predicted, x⁺ drawn uniformly from the target class, one batched search.
-   Only converged counterfactuals are *mature*; the others are replaced by their x⁺ (zero
-   contrastive term, reference §1.3). Immutable features are then protected on x⁺ (§2.2).
-2. The sweep is split into contiguous, nearly equal chunks, one per mini-batch (chunk i is not
-   related to the samples of batch i). Mini-batches are not shuffled unless asked.
-3. Each batch minimises Eq. 1 (:mod:`ct_core.objective`); a batch whose loss is non-finite is
-   skipped and counted, and an epoch in which every batch was skipped stops the run.
+   counterfactuals is generated against the model as it is at the start of the epoch, and split
+   into one chunk per mini-batch (:mod:`ct_core.counterfactuals`).
+2. Each mini-batch minimises Eq. 1 (:mod:`ct_core.objective`) on the batch and its chunk of
+   pairs. Mini-batches are not shuffled unless asked (``train.shuffle``).
+3. A batch whose loss is non-finite is skipped and counted; an epoch in which every batch was
+   skipped ends the setting (its record says why, ``failed``).
 
-:class:`Trainer` owns all state, including the one random generator everything is drawn from, so
-``Trainer(cfg, checkpoint=t.state_dict())`` continues exactly where ``t`` stopped.
+:class:`PackTrainer` trains K settings that share data, model architecture and the epoch loop's
+shape (:func:`ct_core.packability.check_packable`) as one computation: the K models are one
+:class:`~ct_core.stack.ModelStack`, an epoch's K sweeps one search, each mini-batch one
+forward/backward and one masked step of :class:`~ct_core.optim.StackedOptimizer`. Each setting
+owns a ``torch.Generator`` seeded with its ``seed`` that everything of that setting is drawn
+from, in the same order whatever the pack, so a pack of K reproduces K runs of one within float
+rounding. :class:`Trainer` is the view of a pack of one. All state is in
+:meth:`PackTrainer.state_dicts` (one checkpoint per setting, the same format for a pack of one):
+``PackTrainer(cfgs, checkpoints=t.state_dicts())`` continues exactly where ``t`` stopped.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,22 +33,26 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ct_core.config import Config, parse_config
-from ct_core.constraints import protect_immutable
+from ct_core.config import Config, ConfigError, parse_config
+from ct_core.counterfactuals import Pairs, counterfactual_pairs
 from ct_core.data.base import Dataset
-from ct_core.generators import Generator, SearchResult, make_generator, search
-from ct_core.models import build_model
-from ct_core.objective import Weights, total_loss
+from ct_core.generators import make_generator
+from ct_core.generators.base import Generator
+from ct_core.models import build_model, check_model
+from ct_core.objective import Weights, ct_loss
+from ct_core.optim import StackedOptimizer
+from ct_core.packability import check_packable
+from ct_core.stack import ModelStack
 
 __all__ = [
+    "CHECKPOINT_VERSION",
     "RECORD_KEYS",
-    "CounterfactualBatch",
     "NonFiniteLossError",
+    "PackTrainer",
     "Trainer",
     "load_checkpoint",
     "resolve_device",
     "save_checkpoint",
-    "train",
 ]
 
 CHECKPOINT_VERSION = 1
@@ -55,42 +62,312 @@ RECORD_KEYS = (
     "mature", "ce_steps", "skipped_batches", "time_search", "time_train", "time_eval", "seconds",
 )  # fmt: skip
 """Keys of every per-epoch record (``train.eval_every`` adds ``ct_core.evaluation``'s
-validation counterfactual metrics)."""
+validation counterfactual metrics; a setting's last record has ``failed`` if it failed)."""
+
+TERMS = ("loss", "class_loss", "div", "reg", "adv")
 
 
 class NonFiniteLossError(RuntimeError):
-    """Raised when every mini-batch of an epoch had a non-finite loss."""
+    """Raised by :class:`Trainer` when every mini-batch of an epoch had a non-finite loss."""
 
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        from ct_core.config import ConfigError
-
         raise ConfigError("train.device: 'cuda' was requested but no CUDA device is available")
     return torch.device(name)
 
 
-@dataclass
-class CounterfactualBatch:
-    """One epoch's counterfactual sweep, ready to be chunked over mini-batches (all ``(nce, ·)``)."""
+class PackTrainer:
+    """Counterfactual training of K settings at once (see the module docstring).
 
-    x_cf: Tensor  # mature counterfactuals x′ (x⁺ where not mature)
-    x_pos: Tensor  # target-class samples x⁺, immutables protected
-    target: Tensor  # y⁺
-    x_ae: Tensor  # nascent counterfactuals within the ε-ball
-    y_factual: Tensor  # ground-truth labels of the factuals
-    result: SearchResult
-    mature: Tensor
+    ``data`` defaults to ``load_dataset(cfgs[0].data)``; ``checkpoints`` are K
+    :meth:`state_dicts` (all at the same epoch) to resume from; ``models`` K modules to train
+    (default: built from each ``cfg.model`` and ``seed``), updated in place by :meth:`models`.
+    Iterate :meth:`run` to train: one list of K records per epoch, ``None`` for a setting that
+    failed before. Records' ``time_*``/``seconds`` are the pack's wall time divided by the number
+    of live settings.
+    """
+
+    def __init__(
+        self,
+        cfgs: Sequence[Config],
+        data: Dataset | None = None,
+        checkpoints: Sequence[dict[str, Any]] | None = None,
+        device: str | torch.device | None = None,
+        models: Sequence[nn.Module] | None = None,
+    ):
+        check_packable(cfgs)
+        self.cfgs = list(cfgs)
+        c0 = self.cfgs[0]
+        self.K = K = len(self.cfgs)
+        if c0.train.threads:
+            torch.set_num_threads(max(c.train.threads for c in self.cfgs))
+        self.device = torch.device(device) if device else resolve_device(c0.train.device)
+        if data is None:
+            from ct_core.data import load_dataset
+
+            data = load_dataset(c0.data)
+        self.data = d = data.to(self.device) if data.X_train.device != self.device else data
+        self.rngs = [torch.Generator().manual_seed(c.seed) for c in self.cfgs]
+        if models is None:
+            built = [
+                build_model(c.model, d.n_features, d.n_classes, generator=g, seed=c.seed)
+                for c, g in zip(self.cfgs, self.rngs)
+            ]
+            if c0.model.factory:
+                check_model(
+                    built[0], d.n_features, d.n_classes, f"model.factory {c0.model.factory!r}"
+                )
+            self._modules: list[nn.Module | None] = [None] * K
+        else:
+            if len(models) != K:
+                raise ValueError(f"expected {K} models, got {len(models)}")
+            for m in models:
+                check_model(m, d.n_features, d.n_classes)
+            built, self._modules = list(models), list(models)
+        self.stack = ModelStack(built, self.device)
+        self.optimizer = StackedOptimizer(
+            self.stack.flat, c0.train.optimizer, c0.train.lr, self.stack.sizes
+        )
+        self.weights = Weights.from_configs([c.train for c in self.cfgs], self.device)
+        self._generator: Generator | None = None
+        self._cpu = self.device.type == "cpu"
+        self.epoch = 0
+        self.histories: list[list[dict[str, Any]]] = [[] for _ in range(K)]
+        self.failed: list[str | None] = [None] * K
+        if checkpoints is not None:
+            self.load_state_dicts(checkpoints)
+
+    # ------------------------------------------------------------------ models and state
+
+    @property
+    def generator(self) -> Generator:
+        """The K settings' search generator (REVISE fits or loads its VAE on first use)."""
+        if self._generator is None:
+            self._generator = make_generator(
+                [c.generator for c in self.cfgs],
+                self.data,
+                data_key=self.cfgs[0].data.model_dump(mode="json"),
+                device=self.device,
+            )
+        return self._generator
+
+    def models(self) -> list[nn.Module]:
+        """The K trained models as ordinary modules in evaluation mode (the modules given to
+        the trainer, with the trained weights written into them)."""
+        self._modules = [self.stack.module(k, into=m) for k, m in enumerate(self._modules)]
+        return list(self._modules)  # type: ignore[arg-type]
+
+    def state_dicts(self) -> list[dict[str, Any]]:
+        """K checkpoints: weights (the module's ``state_dict()``), optimiser state
+        (``torch.optim`` form without ``param_groups``), random state, history, config; a failed
+        setting's also has ``failed``."""
+        out = []
+        for k, c in enumerate(self.cfgs):
+            sd: dict[str, Any] = {
+                "version": CHECKPOINT_VERSION,
+                "epoch": self.epoch,
+                "model": self.stack.state_dict(k),
+                "optimizer": self.optimizer.state_dict(k, self.stack.shapes),
+                "rng": self.rngs[k].get_state(),
+                "history": [dict(r) for r in self.histories[k]],
+                "config": c.to_dict(),
+            }
+            if self.failed[k] is not None:
+                sd["failed"] = self.failed[k]
+            out.append(sd)
+        return out
+
+    def load_state_dicts(self, states: Sequence[dict[str, Any]]) -> None:
+        if len(states) != self.K:
+            raise ValueError(f"expected {self.K} checkpoints, got {len(states)}")
+        epochs = {int(s["epoch"]) for s in states}
+        if len(epochs) != 1:
+            raise ValueError(f"checkpoints of one pack must share the epoch, got {sorted(epochs)}")
+        for k, s in enumerate(states):
+            if s.get("version") != CHECKPOINT_VERSION:
+                raise ValueError(f"unsupported checkpoint version {s.get('version')!r}")
+            self.stack.load_state_dict(k, s["model"])
+            self.optimizer.load_state_dict(k, s["optimizer"])
+            self.rngs[k].set_state(s["rng"])
+            self.histories[k] = [dict(r) for r in s["history"]]
+            self.failed[k] = s.get("failed")
+        self.optimizer.sync_uniform()
+        self.epoch = epochs.pop()
+
+    # ------------------------------------------------------------------ loop
+
+    def run(self) -> Iterator[list[dict[str, Any] | None]]:
+        """Train the remaining epochs, yielding K records (``None`` for failed settings)."""
+        epochs = self.cfgs[0].train.epochs
+        while self.epoch < epochs and any(f is None for f in self.failed):
+            records = self._train_epoch(self.epoch + 1)
+            self.epoch += 1
+            for k, r in enumerate(records):
+                if r is not None:
+                    self.histories[k].append(r)
+            yield records
+
+    def fit(self) -> list[nn.Module]:
+        """Train to the end and return the K models."""
+        for _ in self.run():
+            pass
+        return self.models()
+
+    def counterfactuals(self, rows: Sequence[int], nces: Sequence[int]) -> Pairs:
+        """One sweep of ``nces[j]`` counterfactuals for each setting ``rows[j]`` against the
+        models as they are (drawing from those settings' generators)."""
+        self.stack.train(False)
+        return counterfactual_pairs(
+            self.stack, self.data, self.cfgs, self.rngs, rows, nces, self.generator
+        )
+
+    def _ct_active(self, k: int, epoch: int) -> bool:
+        t = self.cfgs[k].train
+        return t.objective != "vanilla" and epoch > round(t.burnin * t.epochs)
+
+    def _batches(self, alive: list[bool]) -> tuple[list[Tensor], Tensor | None]:
+        """The mini-batches' row indices, and the settings' row orders ``(K, n)`` where some
+        setting shuffles (each draws its permutation first in its epoch, alone or packed)."""
+        n, dev = self.data.X_train.shape[0], self.device
+        batches = list(torch.arange(n, device=dev).split(self.cfgs[0].train.batch_size))
+        if not any(c.train.shuffle for c in self.cfgs):
+            return batches, None
+        orders = [
+            torch.randperm(n, generator=g) if c.train.shuffle and ok else torch.arange(n)
+            for c, g, ok in zip(self.cfgs, self.rngs, alive)
+        ]
+        return batches, torch.stack(orders).to(dev)
+
+    def _train_epoch(self, epoch: int) -> list[dict[str, Any] | None]:
+        t0 = time.perf_counter()
+        d, K, dev = self.data, self.K, self.device
+        X, y = d.X_train, d.y_train
+        alive = [f is None for f in self.failed]
+        alive_t = torch.tensor(alive, device=dev)
+        batches, orders = self._batches(alive)
+        nb = len(batches)
+        A = [k for k in range(K) if alive[k] and self._ct_active(k, epoch)]
+        pairs = self.counterfactuals(A, [max(self.cfgs[k].train.nce, nb) for k in A]) if A else None
+        ces = pairs.chunks(K, nb) if pairs is not None else None
+        t_search = time.perf_counter() - t0
+
+        w = self.weights
+        use_adv = pairs is not None and bool((w.adv[pairs.rows] > 0).any())
+        self.stack.train(True)
+        logs: list[Tensor] = []  # per batch (5, K): loss, class, div, reg, adv
+        oks: list[Tensor] = []
+        for i, idx in enumerate(batches):
+            rows = idx if orders is None else orders[:, idx]
+            xb, yb = X[rows], y[rows]  # (B, D), (B,) shared, or (K, B, D), (K, B)
+            with torch.enable_grad():
+                if ces is None:
+                    loss, terms = ct_loss(self.stack(xb), yb, w)
+                else:  # one forward over the batch and its chunk of pairs, all K at once
+                    parts = [xb.expand(K, -1, -1), ces["x_cf"][:, i], ces["x_pos"][:, i]]
+                    if use_adv:
+                        parts.append(ces["x_ae"][:, i])
+                    logits = self.stack(torch.cat(parts, dim=1))
+                    loss, terms = ct_loss(
+                        logits,
+                        yb,
+                        w,
+                        ces["target"][:, i],
+                        ces["y_factual"][:, i],
+                        ces["mask"][:, i],
+                    )
+                ok = torch.isfinite(loss) & alive_t
+                # on the CPU a look at the mask is free: take the unmasked path when all is well
+                all_ok = self._cpu and bool(ok.all())
+                objective = loss.sum() if all_ok else torch.where(ok, loss, 0.0).sum()
+                (grad,) = torch.autograd.grad(objective, self.stack.flat)
+            self.optimizer.step(grad, None if all_ok else ok)
+            logs.append(torch.stack([loss, *(terms[t] for t in TERMS[1:])]).detach())
+            oks.append(ok)
+        ok_all = torch.stack(oks)  # (nb, K)
+        sums = torch.where(ok_all[:, None, :], torch.stack(logs).double(), 0.0).sum(0)
+        skipped = (~ok_all & alive_t).sum(0).tolist()
+        if self.optimizer.uniform_step is None:
+            self.optimizer.sync_uniform()
+        t_train = time.perf_counter() - t0 - t_search
+
+        self.stack.train(False)
+        acc = self._accuracy()
+        sums_l = dict(zip(TERMS, sums.tolist()))
+        mature = dict(zip(A, pairs.mean(pairs.mature))) if pairs is not None else {}
+        steps = dict(zip(A, pairs.mean(pairs.result.steps))) if pairs is not None else {}
+        records: list[dict[str, Any] | None] = []
+        due: list[int] = []  # settings whose validation metrics are due this epoch
+        t_eval0 = time.perf_counter()
+        for k in range(K):
+            if not alive[k]:
+                records.append(None)
+                continue
+            done = nb - skipped[k]
+            rec: dict[str, Any] = {"epoch": float(epoch)}
+            rec.update({key: v[k] / done if done else math.nan for key, v in sums_l.items()})
+            rec.update({key: v[k] for key, v in acc.items()})
+            rec["mature"] = mature.get(k, math.nan)
+            rec["ce_steps"] = steps.get(k, math.nan)
+            rec["skipped_batches"] = float(skipped[k])
+            if done == 0:
+                self.failed[k] = rec["failed"] = (
+                    f"epoch {epoch}: the loss was non-finite (NaN/Inf) in all {nb} mini-batches; "
+                    "the run cannot continue (try a smaller train.lr or a larger train.lambda_reg)"
+                )
+            else:
+                every = self.cfgs[k].train.eval_every
+                if every and (epoch % every == 0 or epoch == self.cfgs[k].train.epochs):
+                    due.append(k)
+            records.append(rec)
+        if due:
+            from ct_core.evaluation import pack_validation_metrics
+
+            # the same validation points and targets at every epoch and for every setting (its
+            # own generator, seeded with evaluation.seed): a selection metric comparable across
+            # a sweep, and a model that does not depend on eval_every
+            cfgs = [self.cfgs[k] for k in due]
+            rngs = [torch.Generator().manual_seed(c.evaluation.seed) for c in cfgs]
+            metrics = pack_validation_metrics(self.stack.forward_fn(due), d, cfgs, rngs)
+            for k, m in zip(due, metrics):
+                records[k].update(m)  # type: ignore[union-attr]
+        t_eval = time.perf_counter() - t_eval0
+        total, n_alive = time.perf_counter() - t0, max(sum(alive), 1)
+        for rec in records:
+            if rec is not None:
+                rec["time_search"] = t_search / n_alive
+                rec["time_train"] = t_train / n_alive
+                rec["time_eval"] = t_eval / n_alive
+                rec["seconds"] = total / n_alive
+        return records
+
+    @torch.no_grad()
+    def _accuracy(self) -> dict[str, list[float]]:
+        d, K = self.data, self.K
+        out: dict[str, list[float]] = {}
+        for split in ("train", "val"):
+            X, y = d.split(split)
+            if X.shape[0] == 0:
+                out[f"{split}_acc"] = [math.nan] * K
+                continue
+            logits = self.stack(X)
+            out[f"{split}_acc"] = (logits.argmax(-1) == y).float().mean(1).tolist()
+            if split == "val":
+                ce = F.cross_entropy(logits.flatten(0, 1), y.repeat(K), reduction="none")
+                out["val_loss"] = ce.view(K, -1).mean(1).tolist()
+        return out
 
 
 class Trainer:
-    """Counterfactual training of one configuration.
+    """Counterfactual training of one configuration: the view of a :class:`PackTrainer` of one.
 
     ``data`` defaults to ``ct_core.data.load_dataset(cfg.data)``; ``checkpoint`` is a dict from
-    :meth:`state_dict` to resume from. Iterate :meth:`run` to train; it yields one record of
-    metrics per epoch (see docs/architecture.md) and leaves the trained model in ``.model``.
+    :meth:`state_dict` to resume from; ``model`` a module to train (default: built from
+    ``cfg.model``). Iterate :meth:`run` to train; it yields one record per epoch (see
+    docs/architecture.md) and raises :class:`NonFiniteLossError` for an epoch whose every batch
+    was non-finite. :attr:`model` is the trained model.
     """
 
     def __init__(
@@ -99,82 +376,49 @@ class Trainer:
         data: Dataset | None = None,
         checkpoint: dict[str, Any] | None = None,
         device: str | torch.device | None = None,
+        model: nn.Module | None = None,
     ):
         self.cfg = cfg
-        if cfg.train.threads:
-            torch.set_num_threads(cfg.train.threads)
-        self.device = torch.device(device) if device else resolve_device(cfg.train.device)
-        if data is None:
-            from ct_core.data import load_dataset
+        self.pack = PackTrainer(
+            [cfg],
+            data,
+            None if checkpoint is None else [checkpoint],
+            device,
+            None if model is None else [model],
+        )
+        self.data, self.device, self.rng = self.pack.data, self.pack.device, self.pack.rngs[0]
 
-            data = load_dataset(cfg.data)
-        self.data = data.to(self.device) if data.X_train.device != self.device else data
-        self.rng = torch.Generator().manual_seed(cfg.seed)
-        self.model = build_model(
-            cfg.model, self.data.n_features, self.data.n_classes, generator=self.rng
-        ).to(self.device)
-        self.optimizer = _optimizer(cfg, self.model)
-        self.weights = Weights.from_config(cfg.train)
-        self.needs_counterfactuals = cfg.train.objective != "vanilla"
-        self._generator: Generator | None = None
-        self.epoch = 0
-        self.history: list[dict[str, float]] = []
-        # per-class index lists of the training set, for drawing x⁺
-        y = self.data.y_train.cpu()
-        order = torch.argsort(y, stable=True)
-        counts = torch.bincount(y, minlength=self.data.n_classes)
-        self._class_sorted = order
-        self._class_counts = counts
-        self._class_offsets = torch.cumsum(counts, 0) - counts
-        if checkpoint is not None:
-            self.load_state_dict(checkpoint)
+    @property
+    def epoch(self) -> int:
+        return self.pack.epoch
 
-    # ------------------------------------------------------------------ state
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return self.pack.histories[0]
+
+    @property
+    def model(self) -> nn.Module:
+        """The model with the weights as trained so far (the same module object every time)."""
+        return self.pack.models()[0]
 
     @property
     def generator(self) -> Generator:
-        if self._generator is None:
-            self._generator = make_generator(
-                self.cfg.generator,
-                self.data,
-                data_key=self.cfg.data.model_dump(mode="json"),
-                device=self.device,
-            )
-        return self._generator
+        return self.pack.generator
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume: weights, optimiser, random state, history, config."""
-        return {
-            "version": CHECKPOINT_VERSION,
-            "epoch": self.epoch,
-            "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
-            "optimizer": _to_cpu(self.optimizer.state_dict()),
-            "rng": self.rng.get_state(),
-            "history": [dict(r) for r in self.history],
-            "config": self.cfg.to_dict(),
-        }
+        return self.pack.state_dicts()[0]
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("version") != CHECKPOINT_VERSION:
-            raise ValueError(f"unsupported checkpoint version {state.get('version')!r}")
-        self.model.load_state_dict(state["model"])
-        opt = dict(state["optimizer"])
-        # a pack's checkpoint (ct_core.pack) leaves out the param groups: they follow from cfg
-        opt.setdefault("param_groups", self.optimizer.state_dict()["param_groups"])
-        self.optimizer.load_state_dict(opt)
-        self.rng.set_state(state["rng"])
-        self.epoch = int(state["epoch"])
-        self.history = [dict(r) for r in state["history"]]
+        self.pack.load_state_dicts([state])
 
-    # ------------------------------------------------------------------ loop
-
-    def run(self) -> Iterator[dict[str, float]]:
+    def run(self) -> Iterator[dict[str, Any]]:
         """Train the remaining epochs, yielding one metrics record after each."""
-        while self.epoch < self.cfg.train.epochs:
-            record = self._train_epoch(self.epoch + 1)
-            self.epoch += 1
-            self.history.append(record)
-            yield record
+        for (rec,) in self.pack.run():
+            if rec is not None and "failed" in rec:
+                raise NonFiniteLossError(rec["failed"])
+            if rec is not None:
+                yield rec
 
     def fit(self) -> nn.Module:
         """Train to the end and return the model."""
@@ -182,174 +426,9 @@ class Trainer:
             pass
         return self.model
 
-    def _ct_active(self, epoch: int) -> bool:
-        burnin_epochs = round(self.cfg.train.burnin * self.cfg.train.epochs)
-        return self.needs_counterfactuals and epoch > burnin_epochs
-
-    def _train_epoch(self, epoch: int) -> dict[str, float]:
-        t0 = time.perf_counter()
-        cfg, d = self.cfg, self.data
-        X, y = d.X_train, d.y_train
-        n = X.shape[0]
-        if cfg.train.shuffle:
-            order = torch.randperm(n, generator=self.rng).to(self.device)
-        else:
-            order = torch.arange(n, device=self.device)
-        batches = order.split(cfg.train.batch_size)
-        nb = len(batches)
-
-        ces: CounterfactualBatch | None = None
-        chunks: tuple[Tensor, ...] = ()
-        if self._ct_active(epoch):
-            self.model.eval()
-            ces = self.counterfactuals(max(cfg.train.nce, nb))
-            chunks = torch.arange(ces.x_cf.shape[0], device=self.device).tensor_split(nb)
-        t_search = time.perf_counter() - t0
-
-        self.model.train()
-        sums = {"loss": 0.0, "class_loss": 0.0, "div": 0.0, "reg": 0.0, "adv": 0.0}
-        skipped = 0
-        for i, idx in enumerate(batches):
-            kw: dict[str, Tensor] = {}
-            if ces is not None:
-                c = chunks[i]
-                kw = dict(
-                    x_cf=ces.x_cf[c],
-                    x_pos=ces.x_pos[c],
-                    target=ces.target[c],
-                    x_ae=ces.x_ae[c],
-                    y_factual=ces.y_factual[c],
-                )
-            loss, terms = total_loss(self.model, X[idx], y[idx], self.weights, **kw)
-            if not torch.isfinite(loss):
-                skipped += 1
-                continue
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            sums["loss"] += float(loss.detach())
-            for k, v in terms.items():
-                sums[k] += float(v)
-        if skipped == nb:
-            raise NonFiniteLossError(
-                f"epoch {epoch}: the loss was non-finite (NaN/Inf) in all {nb} mini-batches; "
-                "the run cannot continue (try a smaller train.lr or a larger train.lambda_reg)"
-            )
-        t_train = time.perf_counter() - t0 - t_search
-
-        done = nb - skipped
-        rec: dict[str, float] = {"epoch": float(epoch)}
-        rec.update({k: v / done for k, v in sums.items()})
-        rec.update(self._accuracy())
-        rec["mature"] = float(ces.mature.float().mean()) if ces is not None else math.nan
-        rec["ce_steps"] = float(ces.result.steps.float().mean()) if ces is not None else math.nan
-        rec["skipped_batches"] = float(skipped)
-        t_eval0 = time.perf_counter()
-        k = cfg.train.eval_every
-        if k and (epoch % k == 0 or epoch == cfg.train.epochs):
-            from ct_core.evaluation import validation_metrics
-
-            self.model.eval()
-            # the same validation points and targets at every epoch and for every setting (its
-            # own generator, seeded with evaluation.seed): a selection metric comparable across
-            # a sweep, and a model that does not depend on eval_every
-            rec.update(validation_metrics(self.model, d, cfg))
-        rec["time_search"] = t_search
-        rec["time_train"] = t_train
-        rec["time_eval"] = time.perf_counter() - t_eval0
-        rec["seconds"] = time.perf_counter() - t0
-        return rec
-
-    @torch.no_grad()
-    def _accuracy(self) -> dict[str, float]:
-        self.model.eval()
-        d = self.data
-        out = {}
-        for split in ("train", "val"):
-            X, y = d.split(split)
-            if X.shape[0] == 0:
-                out[f"{split}_acc"] = math.nan
-                continue
-            logits = self.model(X)
-            out[f"{split}_acc"] = float((logits.argmax(1) == y).float().mean())
-            if split == "val":
-                out["val_loss"] = float(F.cross_entropy(logits, y))
-        return out
-
-    # ------------------------------------------------------------------ counterfactuals
-
-    def counterfactuals(self, nce: int) -> CounterfactualBatch:
-        """One sweep of ``nce`` counterfactuals against the current model (reference §1.2)."""
-        cfg, d, g = self.cfg, self.data, self.rng
-        X, y = d.X_train, d.y_train
-        n, k = X.shape[0], d.n_classes
-        if nce <= n:
-            idx = torch.randperm(n, generator=g)[:nce]
-        else:
-            idx = torch.randint(n, (nce,), generator=g)
-        idx = idx.to(self.device)
-        x0, y0 = X[idx], y[idx]
-        with torch.no_grad():
-            pred = self.model(x0).argmax(1).cpu()
-        # y⁺ uniform over the classes other than the predicted one
-        r = torch.randint(k - 1, (nce,), generator=g)
-        target = r + (r >= pred).long()
-        # x⁺ uniform (with replacement) from the target class of the training data
-        counts = self._class_counts[target]
-        u = torch.rand(nce, generator=g)
-        pick = self._class_offsets[target] + (u * counts).long().clamp_max(counts - 1).clamp_min(0)
-        pos_idx = self._class_sorted[pick].to(self.device)
-        x_pos = X[pos_idx]
-        target = target.to(self.device)
-        if (counts == 0).any():
-            # a class absent from the training data: keep the pair but make it inert
-            x_pos = torch.where((counts == 0).to(self.device)[:, None], x0, x_pos)
-
-        gc, tc = cfg.generator, cfg.train
-        res = search(
-            self.model,
-            x0,
-            target,
-            self.generator,
-            T=gc.T,
-            tau=gc.tau,
-            lr=gc.lr,
-            domain=d.domain,
-            mutability=d.mutability,
-            epsilon=tc.epsilon,
-            epsilon_norm=tc.epsilon_norm,
-            epsilon_strict=tc.epsilon_strict,
-        )
-        mature = res.converged
-        if tc.mature == "converged_or_exhausted":
-            mature = mature | res.exhausted
-        x_cf = torch.where(mature[:, None], res.x_cf, x_pos)
-        x_pos = protect_immutable(x_cf, x_pos, d.mutability)
-        return CounterfactualBatch(x_cf, x_pos, target, res.x_ae, y0, res, mature)
-
-
-def _optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
-    t = cfg.train
-    if t.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=t.lr)
-    return torch.optim.Adam(model.parameters(), lr=t.lr, amsgrad=t.optimizer == "amsgrad")
-
-
-def _to_cpu(obj: Any) -> Any:
-    if isinstance(obj, Tensor):
-        return obj.detach().cpu().clone()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_to_cpu(v) for v in obj]
-    return obj
-
-
-def train(
-    cfg: Config, data: Dataset | None = None, checkpoint: dict[str, Any] | None = None
-) -> Iterator[dict[str, float]]:
-    """Convenience generator: ``for record in train(cfg): ...`` (see :class:`Trainer`)."""
-    yield from Trainer(cfg, data=data, checkpoint=checkpoint).run()
+    def counterfactuals(self, nce: int) -> Pairs:
+        """One sweep of ``nce`` counterfactuals against the current model (``(1, nce, ...)``)."""
+        return self.pack.counterfactuals([0], [nce])
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:

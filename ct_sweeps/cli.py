@@ -25,7 +25,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ct_sweeps.env import set_defaults
 
@@ -160,23 +160,10 @@ def check_features(p: Plan) -> None:
     ``data.*`` (cheap for synthetic data and MNIST; a tabular set is loaded once).
     """
     from ct_core.config import ConfigError
-    from ct_sweeps.space import trial_config
 
     fields = ("immutable", "increase_only", "decrease_only")
-    configs = [p.base_cfg]
-    if any(e.key.startswith("data.") for e in p.space.entries):
-        try:
-            points = p.space.grid_points()
-        except Exception:
-            points = []
-        for point in points:
-            if any(k.startswith("data.") for k in point):
-                try:
-                    configs.append(trial_config(p.base, point))
-                except ConfigError:
-                    continue  # reported by the space validation already
     seen: set[str] = set()
-    for cfg in configs:
+    for cfg in _variants(p, ("data.",)):
         data = cfg.data
         if not any(getattr(data, f) for f in fields):
             continue
@@ -195,6 +182,40 @@ def check_features(p: Plan) -> None:
             continue
         for f in fields:
             resolve_features(getattr(data, f), names, f"data.{f}")
+
+
+def _variants(p: Plan, prefixes: tuple[str, ...]) -> list[Any]:
+    """The base config and each grid point's config that changes a field under ``prefixes``."""
+    from ct_core.config import ConfigError
+    from ct_sweeps.space import trial_config
+
+    configs = [p.base_cfg]
+    if any(e.key.startswith(prefixes) for e in p.space.entries):
+        try:
+            points = p.space.grid_points()
+        except Exception:
+            points = []
+        for point in points:
+            if any(k.startswith(prefixes) for k in point):
+                try:
+                    configs.append(trial_config(p.base, point))
+                except ConfigError:
+                    continue  # reported by the space validation already
+    return configs
+
+
+def check_factories(p: Plan) -> None:
+    """Each ``model.factory`` of the sweep must build a model of its data's shape: an error
+    here, before Ray starts, rather than in every trial. Only a sweep that names a factory
+    imports torch (and the factory's module) in the driver."""
+    from ct_core.models import check_factory
+
+    seen: set[str] = set()
+    for cfg in _variants(p, ("data.", "model.")):
+        key = cfg.data.model_dump_json() + cfg.model.model_dump_json()
+        if cfg.model.factory and key not in seen:
+            seen.add(key)
+            check_factory(cfg)
 
 
 def _mlflow_hint(uri: str | None) -> str:
@@ -298,6 +319,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         flush=True,
     )
     check_features(plan)
+    check_factories(plan)
     if args.dry_run:
         for e in plan.space.entries:
             print(f"  {e.key}: {e.describe()}")

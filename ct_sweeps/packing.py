@@ -2,10 +2,9 @@
 
 A sweep whose settings are known up front (``grid``/``random`` without ASHA) is expanded before
 Ray runs it (:func:`expand_settings`), the settings are grouped by
-:func:`ct_core.pack.pack_key` (same data, model shape and epoch loop), and each group is split into
-packs of at most K settings (:func:`make_packs`). One Tune trial trains one pack with
-:class:`ct_core.pack.PackedTrainer` (bitwise equal to K plain ``Trainer`` runs on the CPU); a
-setting that cannot be packed (``can_pack`` false) is a pack of one trained by ``Trainer``.
+:func:`ct_core.packability.pack_key` (same data, model and epoch loop), and each group is split
+into packs of at most K settings (:func:`make_packs`). One Tune trial trains one pack with
+:class:`ct_core.training.PackTrainer` (equal to K runs of one within float rounding).
 
 The trial reports ``{"epoch": e, "settings": {"<k>": [record, ...], ...}, <metric>: best}`` at most
 every ``report_s`` seconds (handed to Tune by a thread of its own while it trains on:
@@ -137,10 +136,10 @@ def make_packs(
     them: the most expensive first (:func:`setting_cost`), as each pack goes to the next free
     trial slot (longest-processing-time-first list scheduling).
 
-    Only settings with the same :func:`~ct_core.pack.pack_key` share a pack; one that cannot be
-    packed is a pack of its own. With a fixed ``pack`` K, a group of n settings becomes
-    ``ceil(n / K)`` packs of even sizes. With ``auto``, these plans are simulated on ``slots``
-    slots and the one that ends soonest is kept (the fewest packs on a near tie):
+    Only settings with the same :func:`~ct_core.packability.pack_key` share a pack. With a fixed
+    ``pack`` K, a group of n settings becomes ``ceil(n / K)`` packs of even sizes. With
+    ``auto``, these plans are simulated on ``slots`` slots and the one that ends soonest is kept
+    (the fewest packs on a near tie):
 
     * per group, packs of :func:`auto_pack_size` settings (about two per slot), or of the
       most settings allowed if that still makes two packs per slot;
@@ -189,9 +188,9 @@ def make_packs(
 def setting_traits(
     settings: Sequence[Mapping[str, Any]], base: Mapping[str, Any], space: Space
 ) -> tuple[list[float], list[Any], list[int]]:
-    """Per setting: its :func:`setting_cost`, its :func:`~ct_core.pack.pack_key` (``None``:
-    it cannot be packed, a pack of its own) and its epochs."""
-    from ct_core.packability import can_pack, pack_key
+    """Per setting: its :func:`setting_cost`, its :func:`~ct_core.packability.pack_key` and its
+    epochs."""
+    from ct_core.packability import pack_key
 
     cost: list[float] = []
     keys: list[Any] = []
@@ -199,7 +198,7 @@ def setting_traits(
     for s in settings:
         cfg = trial_config(base, space.resolve(s))
         cost.append(setting_cost(cfg))
-        keys.append(pack_key(cfg) if can_pack(cfg) else None)
+        keys.append(pack_key(cfg))
         epochs.append(int(cfg.train.epochs))
     return cost, keys, epochs
 
@@ -410,43 +409,6 @@ class PackSpec:
     the last epoch are always reported."""
 
 
-class _Solo:
-    """A setting that cannot be packed, trained by ``Trainer`` behind the pack interface."""
-
-    def __init__(self, cfg: Any, data: Any, states: Sequence[dict[str, Any]] | None):
-        from ct_sweeps.trainable import load_trainer_class
-
-        self.cfg = cfg
-        state = states[0] if states else None
-        self.failed: list[str | None] = [state.get("failed") if state else None]
-        self.trainer = load_trainer_class("ct_core.training:Trainer")(cfg, data, checkpoint=state)
-
-    def run(self) -> Any:
-        from ct_core.training import NonFiniteLossError
-
-        if self.failed[0] is not None:
-            return
-        try:
-            for rec in self.trainer.run():
-                yield [rec]
-        except NonFiniteLossError as e:
-            self.failed[0] = str(e)
-            yield [{"epoch": float(self.trainer.epoch + 1), "failed": str(e)}]
-
-    @property
-    def histories(self) -> list[list[dict[str, Any]]]:
-        return [self.trainer.history]
-
-    def state_dicts(self) -> list[dict[str, Any]]:
-        sd = self.trainer.state_dict()
-        if self.failed[0] is not None:
-            sd["failed"] = self.failed[0]
-        return [sd]
-
-    def models(self) -> list[Any]:
-        return [self.trainer.model]
-
-
 def _clean(rec: Mapping[str, Any]) -> dict[str, Any]:
     """A record Tune can store: floats, and the failure reason as text."""
     out: dict[str, Any] = {}
@@ -484,8 +446,7 @@ def pack_trainable(config: dict[str, Any], spec: PackSpec) -> None:
     from ray import tune
 
     from ct_core.models import save_model
-    from ct_core.pack import PackedTrainer
-    from ct_core.packability import can_pack
+    from ct_core.training import PackTrainer
 
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     cfgs = trial_configs(spec.trial, spec.book.configs(config))
@@ -493,10 +454,7 @@ def pack_trainable(config: dict[str, Any], spec: PackSpec) -> None:
 
     states = restore_state(tune.get_checkpoint(), STATES_FILE, _trial_storage_dir())
 
-    if len(cfgs) == 1 and not can_pack(cfgs[0]):
-        trainer: Any = _Solo(cfgs[0], data, states)
-    else:
-        trainer = PackedTrainer(cfgs, data=data, checkpoints=states)
+    trainer = PackTrainer(cfgs, data=data, checkpoints=states)
     epochs, every = cfgs[0].train.epochs, spec.trial.checkpoint_every
     # the last value of the search metric per setting (CF metrics come every eval_every epochs)
     last: dict[int, float] = {}

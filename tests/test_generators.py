@@ -1,4 +1,5 @@
-"""The batched counterfactual search and the generators that plug into it (reference §1.3, §3)."""
+"""The batched counterfactual search and the generators that plug into it: single searches
+(K = 1, 2-D factuals), the penalties, and the registry ``generator.type`` is checked against."""
 
 import pytest
 import torch
@@ -38,7 +39,7 @@ def test_energy_schedule_matches_the_reference():
     assert energy_schedule(1, 5) == 0.0  # T = 5: the penalty vanishes (reference §9.12)
 
 
-@pytest.mark.parametrize("gen", GENERATORS, ids=lambda g: g.name)
+@pytest.mark.parametrize("gen", GENERATORS, ids=lambda g: type(g).__name__)
 def test_batched_search_equals_one_sample_at_a_time(gen):
     model = _model()
     x = _factuals(64)
@@ -52,7 +53,7 @@ def test_batched_search_equals_one_sample_at_a_time(gen):
         assert one.steps.item() == batch.steps[i].item()
 
 
-@pytest.mark.parametrize("gen", GENERATORS, ids=lambda g: g.name)
+@pytest.mark.parametrize("gen", GENERATORS, ids=lambda g: type(g).__name__)
 def test_each_sample_stops_when_it_reaches_tau(gen):
     model = _model()
     x = _factuals(100)
@@ -70,7 +71,7 @@ def test_each_sample_stops_when_it_reaches_tau(gen):
     assert torch.equal(longer.x_cf[res.converged], res.x_cf[res.converged])
 
 
-@pytest.mark.parametrize("gen", GENERATORS, ids=lambda g: g.name)
+@pytest.mark.parametrize("gen", GENERATORS, ids=lambda g: type(g).__name__)
 def test_constraints_bind_at_every_step(gen):
     model = _model(d=3)
     x = _factuals(150, d=3)
@@ -122,3 +123,50 @@ def test_factuals_already_at_tau_are_not_converged():
     res = search(model, x, t, Generic(), T=10, tau=0.5)
     assert res.initially_valid.all() and not res.converged.any()
     assert (res.steps == 0).all() and torch.equal(res.x_cf, x)
+
+
+def test_ecco_penalty_is_the_l1_cost_plus_the_scheduled_energy_term_per_setting():
+    """Two settings in one penalty call: their own λ's and T (T = 5 switches the energy off)."""
+    x0 = torch.zeros(2, 3, 2)
+    x = torch.ones(2, 3, 2)
+    logits = torch.tensor([[0.5, -1.0]]).expand(2, 3, 2)
+    target = torch.ones(2, 3, dtype=torch.long)
+    gen = ECCo(lambda_cost=[0.1, 0.2], lambda_energy=[2.0, 2.0], T=[50, 5], energy_reg=[0.5, 0.5])
+    w = {n: v[:, None] for n, v in gen.weights.items()}
+    pen = gen.penalty(x, x0, logits, target, 3, w)
+    e = 1.0  # −logit of the target
+    phi = energy_schedule(3, 50)
+    assert pen[0].tolist() == pytest.approx([0.1 * 2 + 2.0 * phi * (e + 0.5 * e * e)] * 3)
+    assert pen[1].tolist() == pytest.approx([0.2 * 2] * 3)
+
+
+def test_generator_type_is_checked_against_the_registry_and_names_the_allowed_values():
+    from ct_core.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match=r"generator.type must be one of ecco, generic, revise"):
+        parse_config({"generator": {"type": "gravitational"}})
+
+
+def test_a_registered_penalty_function_is_a_generator_type():
+    from ct_core.config import parse_config
+    from ct_core.generators import (
+        generator_info,
+        make_generator,
+        register_generator,
+        unregister_generator,
+    )
+
+    @register_generator("test_l2")
+    def l2(x, x0, logits, target, t, w):
+        return w["lambda_cost"] * (x - x0).square().sum(-1)
+
+    try:
+        cfg = parse_config({"generator": {"type": "test_l2", "lambda_cost": 0.01}})
+        assert generator_info("test_l2").family == "feature"
+        gen = make_generator(cfg.generator)
+        model = _model()
+        x = _factuals(40)
+        res = search(model, x, _targets(model, x), gen, T=30, tau=0.9)
+        assert res.converged.any() and torch.isfinite(res.x_cf).all()
+    finally:
+        unregister_generator("test_l2")

@@ -167,7 +167,7 @@ def test_trial_workers_import_torch_ahead_and_the_driver_never_does(ray_runtime)
         from ct_sweeps import trainable
 
         trainable.imports_ahead_done()
-        return trainable._IMPORT_AHEAD is not None, "ct_core.pack" in sys.modules
+        return trainable._IMPORT_AHEAD is not None, "ct_core.training" in sys.modules
 
     assert ray.get(in_a_worker.remote()) == (True, True)
 

@@ -1,5 +1,5 @@
-"""The CT epoch loop (reference §1.1–1.3): sampling, maturity, burn-in, non-finite losses,
-resume, and Proposition 3.1 on protected features."""
+"""The CT epoch loop of one setting (Algorithm 1): sampling, maturity, burn-in, non-finite
+losses, resume, and Proposition 3.1 on protected features."""
 
 import io
 import math
@@ -23,15 +23,13 @@ def test_targets_differ_from_the_prediction_and_x_plus_comes_from_the_target_cla
     data = gaussian_dataset(n=600, d=2)
     tr = Trainer(_cfg(), data=data)
     ces = tr.counterfactuals(200)
-    with torch.no_grad():
-        pred = tr.model(data.X_train).argmax(1)
+    x_pos, target = ces.x_pos[0], ces.target[0]
     # every x+ (before protection there is none here) is a training point of class y+
-    rows = (ces.x_pos[:, None, :] == data.X_train[None]).all(-1)
+    rows = (x_pos[:, None, :] == data.X_train[None]).all(-1)
     assert rows.any(1).all()
     src = rows.float().argmax(1)
-    assert torch.equal(data.y_train[src], ces.target)
-    assert ces.x_cf.shape == (200, 2)
-    assert pred.shape == (data.X_train.shape[0],)
+    assert torch.equal(data.y_train[src], target)
+    assert ces.x_cf.shape == (1, 200, 2)
 
 
 def test_targets_are_never_the_predicted_class_multiclass():
@@ -46,17 +44,18 @@ def test_targets_are_never_the_predicted_class_multiclass():
     idx = torch.randperm(data.X_train.shape[0], generator=tr.rng)[:300]
     with torch.no_grad():
         pred = tr.model(data.X_train[idx]).argmax(1)
-    assert (ces.target != pred).all()
-    assert set(ces.target.tolist()) <= {0, 1, 2}
+    assert (ces.target[0] != pred).all()
+    assert set(ces.target[0].tolist()) <= {0, 1, 2}
 
 
 def test_only_converged_counterfactuals_are_mature_and_others_become_x_plus():
     data = gaussian_dataset()
     tr = Trainer(_cfg(), data=data)
     ces = tr.counterfactuals(150)
-    assert torch.equal(ces.mature, ces.result.converged)
-    assert torch.equal(ces.x_cf[~ces.mature], ces.x_pos[~ces.mature])
-    assert torch.equal(ces.x_cf[ces.mature], ces.result.x_cf[ces.mature])
+    res, mature = ces.result, ces.mature[0]
+    assert torch.equal(mature, res.converged[0])
+    assert torch.equal(ces.x_cf[0][~mature], ces.x_pos[0][~mature])
+    assert torch.equal(ces.x_cf[0][mature], res.x_cf[0][mature])
     alt = Trainer(_cfg(mature="converged_or_exhausted"), data=data)
     ces2 = alt.counterfactuals(150)
     assert torch.equal(ces2.mature, ces2.result.converged | ces2.result.exhausted)

@@ -1,53 +1,193 @@
-"""Counterfactual generators: one batched search loop (:func:`search`) with pluggable penalties.
+"""Counterfactual generators: what each one adds to the one batched search (:func:`search`).
 
-``make_generator`` builds the configured one: Generic, ECCo or REVISE (whose VAE is trained once
-per dataset and cached).
+A generator is registered under a name, the value of ``generator.type`` (the config schema
+accepts exactly the registered names), together with what the sweep driver needs to know without
+importing torch: whether it searches a latent space and which config fields the settings of one
+pack must share for it. Feature-space generators pack with one another (a pack may mix Generic
+and ECCo settings); a latent generator packs only with settings of its own type that share its
+latent space (REVISE: one VAE, so the same data section and ``generator.vae_*``).
+
+Adding a generator takes its penalty and a registration, nothing in the search loop::
+
+    from ct_core.generators import register_generator
+
+    @register_generator("l2")
+    def l2(x, x0, logits, target, t, w):  # (K, N, D), (K, N, D), (K, N, C), (K, N), int, dict
+        return w["lambda_cost"] * (x - x0).square().sum(-1)  # (K, N)
+
+This package's ``__init__`` stays free of torch (:mod:`ct_core.config` and the sweep driver read
+the registry); the classes and :func:`search` are loaded on first use.
 """
 
 from __future__ import annotations
 
-import torch
+import importlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from ct_core.config import GeneratorConfig
-from ct_core.data.base import Dataset
-from ct_core.generators.base import Generator, l1_distance
-from ct_core.generators.ecco import ECCo, energy_schedule
-from ct_core.generators.generic import Generic
-from ct_core.generators.revise import REVISE
-from ct_core.generators.search import SearchResult, ball_distance, search
-from ct_core.generators.vae import VAE, cached_vae, train_vae
+if TYPE_CHECKING:
+    import torch
+
+    from ct_core.config import GeneratorConfig
+    from ct_core.data.base import Dataset
+    from ct_core.generators.base import Generator
 
 __all__ = [
     "ECCo",
     "Generator",
+    "GeneratorInfo",
     "Generic",
+    "LatentGenerator",
     "REVISE",
     "SearchResult",
     "VAE",
-    "ball_distance",
     "energy_schedule",
+    "generator_info",
+    "generator_names",
     "l1_distance",
     "make_generator",
+    "register_generator",
     "search",
     "train_vae",
+    "unregister_generator",
 ]
+
+_LAZY = {
+    "Generator": "ct_core.generators.base",
+    "LatentGenerator": "ct_core.generators.base",
+    "l1_distance": "ct_core.generators.base",
+    "Generic": "ct_core.generators.generic",
+    "ECCo": "ct_core.generators.ecco",
+    "energy_schedule": "ct_core.generators.ecco",
+    "REVISE": "ct_core.generators.revise",
+    "VAE": "ct_core.generators.vae",
+    "cached_vae": "ct_core.generators.vae",
+    "train_vae": "ct_core.generators.vae",
+    "SearchResult": "ct_core.search",
+    "search": "ct_core.search",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@dataclass(frozen=True)
+class GeneratorInfo:
+    """A registered generator: its implementation and how it packs."""
+
+    name: str
+    target: Any
+    """A :class:`~ct_core.generators.base.Generator` subclass, a penalty function (see the module
+    docstring), or ``"module:attribute"`` naming one (imported on first use)."""
+    latent: bool = False
+    """Searches a latent space (the class is a ``LatentGenerator``): packs only with its own type."""
+    shared: tuple[str, ...] = ()
+    """Dotted config fields that every setting of a pack must share for this generator."""
+
+    def load(self) -> Any:
+        if isinstance(self.target, str):
+            module, _, attr = self.target.partition(":")
+            return getattr(importlib.import_module(module), attr)
+        return self.target
+
+    @property
+    def family(self) -> str:
+        """What the settings of one pack must agree on: ``feature`` (any feature-space
+        generator) or ``latent:<name>``."""
+        return f"latent:{self.name}" if self.latent else "feature"
+
+
+_REGISTRY: dict[str, GeneratorInfo] = {}
+
+
+def register_generator(
+    name: str,
+    target: Any = None,
+    *,
+    latent: bool = False,
+    shared: Sequence[str] = (),
+) -> Any:
+    """Register ``target`` (a ``Generator`` subclass, a penalty function, or ``"module:attr"``)
+    as ``generator.type: name``; without ``target``, a decorator. Registering a name again
+    replaces it. Returns ``target``."""
+
+    def add(t: Any) -> Any:
+        if not name or not isinstance(name, str):
+            raise ValueError(f"a generator's name must be a non-empty string, got {name!r}")
+        _REGISTRY[name] = GeneratorInfo(name, t, bool(latent), tuple(shared))
+        return t
+
+    return add if target is None else add(target)
+
+
+def unregister_generator(name: str) -> None:
+    """Forget the generator ``name`` (a no-op for a name not registered)."""
+    _REGISTRY.pop(name, None)
+
+
+def generator_names() -> tuple[str, ...]:
+    """The registered ``generator.type`` values, sorted."""
+    return tuple(sorted(_REGISTRY))
+
+
+def generator_info(name: str) -> GeneratorInfo:
+    """The registration of ``generator.type`` ``name`` (``KeyError`` naming the allowed ones)."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(
+            f"generator.type must be one of {', '.join(generator_names())}, got {name!r}"
+        ) from None
+
+
+register_generator("generic", "ct_core.generators.generic:Generic")
+register_generator("ecco", "ct_core.generators.ecco:ECCo")
+register_generator(
+    "revise",
+    "ct_core.generators.revise:REVISE",
+    latent=True,
+    shared=("generator.vae_latent", "generator.vae_hidden", "generator.vae_epochs"),
+)
 
 
 def make_generator(
-    cfg: GeneratorConfig,
+    cfgs: GeneratorConfig | Sequence[GeneratorConfig],
     data: Dataset | None = None,
     *,
     data_key: dict | None = None,
     device: torch.device | str = "cpu",
 ) -> Generator:
-    """The generator ``cfg`` describes. REVISE needs ``data`` (its VAE is fitted on
-    ``data.X_train``; ``data_key`` — e.g. the data config — keys the on-disk cache)."""
-    if cfg.type == "generic":
-        return Generic(cfg.lambda_cost)
-    if cfg.type == "ecco":
-        return ECCo(cfg.lambda_cost, cfg.lambda_energy, cfg.T, cfg.energy_reg, cfg.energy_decay)
-    if data is None:
-        raise ValueError("generator.type 'revise' needs the dataset to fit its VAE")
-    key = data_key if data_key is not None else {"name": data.name}
-    vae = cached_vae(key, data.X_train.cpu(), cfg.vae_latent, cfg.vae_hidden, cfg.vae_epochs)
-    return REVISE(vae.to(device), cfg.lambda_cost)
+    """The generator of K settings' searches (one config, or K that may share a search: see
+    :func:`ct_core.packability.check_packable`). Settings of different feature-space types
+    share one :class:`~ct_core.generators.base.Mixture`. ``data`` (with ``data_key``, e.g. the
+    data config, keying the on-disk cache) is what latent generators fit their model on."""
+    from ct_core.generators.base import Generator, Mixture, PenaltyFunction
+
+    cfgs = [cfgs] if not isinstance(cfgs, Sequence) else list(cfgs)
+    groups: dict[str, list[int]] = {}
+    for k, c in enumerate(cfgs):
+        groups.setdefault(c.type, []).append(k)
+    parts = []
+    for name, rows in groups.items():
+        info = generator_info(name)
+        target = info.load()
+        sub = [cfgs[k] for k in rows]
+        if isinstance(target, type) and issubclass(target, Generator):
+            if target.latent != info.latent:
+                raise TypeError(f"generator {name!r}: registered latent={info.latent}")
+            gen = target.from_configs(sub, data, data_key=data_key, device=device)
+        elif callable(target):
+            fields = PenaltyFunction.fields
+            gen = PenaltyFunction(target, **{f: [getattr(c, f) for c in sub] for f in fields})
+        else:
+            raise TypeError(f"generator {name!r} is neither a Generator class nor a function")
+        parts.append((gen.to(device), rows))
+    if len(parts) == 1:
+        return parts[0][0]
+    if any(g.latent for g, _ in parts):
+        raise ValueError("a latent generator shares its search only with its own type")
+    return Mixture(parts, len(cfgs)).to(device)
