@@ -1,4 +1,5 @@
-"""One epoch's counterfactual sweep (paper Algorithm 1; reference §1.2–1.3), for K settings.
+"""One epoch's counterfactual sweep (the paper's Algorithm 1 as the authors'
+code runs it), for K settings.
 
 For each setting that trains with CT this epoch, drawn from its own random generator in this
 order: ``nce`` factuals without replacement from the training set (with replacement if ``nce``

@@ -1,4 +1,4 @@
-"""The CT objective (paper Eq. 1–3 and the ridge term; reference §1.4), per setting of a pack.
+"""The CT objective (paper Eq. 1–3 and the ridge term), per setting of a pack.
 
 With M the logits and energy E_θ(x, y⁺) = −M(x)[y⁺], for the n_b counterfactual pairs assigned to
 a mini-batch:

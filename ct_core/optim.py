@@ -3,7 +3,7 @@
 A pack's parameters are one ``(K, P)`` matrix (:class:`ct_core.stack.ModelStack`). Adam is
 elementwise, so one Adam over the matrix is K independent Adams, with two things
 ``torch.optim.Adam`` cannot do on one tensor: skip the update of one setting whose loss was
-non-finite while the others step (reference §1.1: that batch is skipped for that setting), and
+non-finite while the others step (the authors' code skips that batch), and
 keep a step count per setting for the bias corrections. K separate parameter tensors in
 ``torch.optim.Adam`` could, at K times the operations per step, which is most of a small
 model's step. So the arithmetic below is ``torch.optim.Adam``'s own single-tensor update

@@ -1,4 +1,5 @@
-"""The one batched counterfactual search every generator plugs into (reference §1.3, §3).
+"""The one batched counterfactual search every generator plugs into (the search of the paper's
+Algorithm 1 as the authors' code runs it).
 
 K settings' searches run as one: factuals ``x0`` ``(K, N, D)``, targets ``(K, N)``, and per
 setting ``T``, ``τ``, step size η and ε as ``(K,)`` tensors (a single search is K = 1). Per

@@ -1,5 +1,6 @@
-"""K classifiers of one architecture evaluated as one: the models of a pack (reference §5 for
-the built-in ones; any ``nn.Module`` mapping ``(N, D)`` features to ``(N, C)`` logits).
+"""K classifiers of one architecture evaluated as one: the models of a pack (the built-in ones
+of :mod:`ct_core.models`, or any ``nn.Module`` mapping ``(N, D)`` features to ``(N, C)``
+logits).
 
 The K models' parameters are one ``(K, P)`` matrix (:attr:`ModelStack.flat`; the optimiser of
 :mod:`ct_core.optim` steps it as one tensor), buffers are stacked ``(K, ...)``, and a forward on
@@ -39,14 +40,18 @@ class ModelStack:
 
     The models are copied: training changes :attr:`flat`, not them (:meth:`module` writes a
     setting's weights back into a module). ``fast_path`` false evaluates linear stacks through
-    ``torch.func`` too (for comparisons).
+    ``torch.func`` too (default: :attr:`fast_path`).
     """
+
+    fast_path: bool = True
+    """Whether linear stacks take the batched-matmul path (false: ``torch.func`` for every
+    model; ``bench/bench_stack.py`` compares the two)."""
 
     def __init__(
         self,
         models: Sequence[nn.Module],
         device: torch.device | str | None = None,
-        fast_path: bool = True,
+        fast_path: bool | None = None,
     ):
         if not models:
             raise ValueError("a model stack needs at least one model")
@@ -82,7 +87,8 @@ class ModelStack:
             n: torch.stack([dict(m.named_buffers())[n].detach() for m in models]).to(dev)
             for n, _ in ref.named_buffers()
         }
-        self._chain = _linear_chain(self.template) if fast_path else None
+        fast = type(self).fast_path if fast_path is None else fast_path
+        self._chain = _linear_chain(self.template) if fast else None
 
     @property
     def K(self) -> int:

@@ -33,7 +33,7 @@ def test_defaults_follow_the_reference_code():
         ({"train": {"epsilon": 0}}, "train.epsilon: must be in (0, inf), got 0"),
         ({"train": {"burnin": 1.0}}, "train.burnin: must be in [0, 1), got 1.0"),
         ({"train": {"objective": "ful"}}, "train.objective: must be 'full', 'vanilla'"),
-        ({"generator": {"type": "dice"}}, "generator.type: must be 'generic', 'ecco' or 'revise'"),
+        ({"generator": {"type": "dice"}}, "generator.type must be one of ecco, generic, revise"),
         ({"data": {"name": "iris"}}, "data.name must be one of lin_sep, over"),
         ({"generator": {"taux": 1}}, "generator.taux: unknown key; allowed keys: type, T, tau"),
         ({"trian": {}}, "trian: unknown key"),

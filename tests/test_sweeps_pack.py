@@ -497,3 +497,47 @@ def test_an_interrupted_sweep_resumes_with_its_last_round_as_dealt(ray_runtime, 
     _, parents, children = mlflow_runs(run_dir)
     assert len(parents) == 1 and len(children) == 8
     assert {c.info.status for c in children} == {"FINISHED"}
+
+
+def test_a_users_model_and_generator_pack_in_a_real_sweep_and_equal_their_runs_alone(tmp_path):
+    """``ct-sweep run`` (its own process and local Ray) of a grid whose model is a user's
+    residual network from ``model.factory`` and whose generators are ECCo and a user's penalty
+    named by import path, both in tests/user_models, on ``PYTHONPATH`` for the driver and Ray's
+    workers as a user's package would be: the four settings train as one pack, and each
+    setting's final model equals that setting trained alone."""
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    from ct_core.models import load_model
+    from ct_core.training import Trainer
+
+    user = ROOT / "tests" / "user_models"
+    space = {
+        "generator.type": ["ecco", "ct_test_models:squared_cost"],
+        "train.lambda_reg": [0.1, 0.5],
+    }
+    overrides = {"model.factory": "ct_test_models:residual_mlp"}
+    sweep = sweep_file(tmp_path, "factory", 4, space=space, overrides=overrides)
+    path = os.pathsep.join(p for p in (str(user), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "RAY_AUTH_MODE": "disabled", "CT_SWEEP_VERBOSE": "0"}
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "ct_sweeps.cli", "run", str(sweep), "--storage", str(run_dir)]
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["packed"] is True and info["n_packs"] == 1
+    files = sorted(run_dir.glob("tune/trial_*/checkpoint_*/model_*.pt"))
+    assert len(files) == 4
+    sys.path.insert(0, str(user))
+    try:
+        for f in files:
+            swept, cfg = load_model(f)
+            assert type(swept).__name__ == "ResidualMLP"
+            alone = Trainer(cfg).fit()
+            for (name, v), w in zip(swept.state_dict().items(), alone.state_dict().values()):
+                assert torch.allclose(v, w, atol=1e-5), (f.name, name)
+    finally:
+        sys.path.remove(str(user))

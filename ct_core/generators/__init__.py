@@ -15,8 +15,10 @@ Adding a generator takes its penalty and a registration, nothing in the search l
     def l2(x, x0, logits, target, t, w):  # (K, N, D), (K, N, D), (K, N, C), (K, N), int, dict
         return w["lambda_cost"] * (x - x0).square().sum(-1)  # (K, N)
 
-This package's ``__init__`` stays free of torch (:mod:`ct_core.config` and the sweep driver read
-the registry); the classes and :func:`search` are loaded on first use.
+``generator.type: "package.module:l2"`` names such a function (or ``Generator`` subclass) without
+a registration in code; it is imported where the config is validated, which is how it reaches a
+sweep's workers. This package's ``__init__`` stays free of torch (:mod:`ct_core.config` and the
+sweep driver read the registry); the classes and :func:`search` are loaded on first use.
 """
 
 from __future__ import annotations
@@ -135,12 +137,25 @@ def generator_names() -> tuple[str, ...]:
 
 
 def generator_info(name: str) -> GeneratorInfo:
-    """The registration of ``generator.type`` ``name`` (``KeyError`` naming the allowed ones)."""
+    """The registration of ``generator.type`` ``name`` (``KeyError`` naming the allowed ones).
+
+    A name ``"package.module:attribute"`` that is not registered yet is imported and registered:
+    a penalty function, or a ``Generator`` subclass (``latent`` and ``shared`` from the class).
+    That is how a generator of one's own reaches every process of a sweep."""
+    if name not in _REGISTRY and ":" in name:
+        module, _, attr = name.partition(":")
+        try:
+            target = getattr(importlib.import_module(module), attr)
+        except Exception as e:  # ImportError, AttributeError or the module's own error
+            raise KeyError(f"generator.type {name!r} cannot be imported: {e}") from None
+        latent = bool(getattr(target, "latent", False))
+        register_generator(name, target, latent=latent, shared=getattr(target, "shared", ()))
     try:
         return _REGISTRY[name]
     except KeyError:
         raise KeyError(
-            f"generator.type must be one of {', '.join(generator_names())}, got {name!r}"
+            f"generator.type must be one of {', '.join(generator_names())} (or "
+            f"'package.module:attribute' of a generator), got {name!r}"
         ) from None
 
 

@@ -1,8 +1,9 @@
 """What a counterfactual generator plugs into the one search loop (:mod:`ct_core.search`).
 
-A generator defines the penalties of the search objective (reference §3: the common objective
-is ``yloss(M(x′), y⁺) + Σ_k λ_k·pen_k(x′)``), once, batched over K settings and N factuals, and
-for latent-space generators how a search state maps to and from feature space. Everything else
+A generator defines the penalties of the search objective (the common objective of the
+authors' generators is ``yloss(M(x′), y⁺) + Σ_k λ_k·pen_k(x′)``), once, batched over K settings
+and N factuals, and for latent-space generators how a search state maps to and from feature
+space. Everything else
 (gradient steps, constraints, per-sample convergence, the adversarial-example bookkeeping, the
 compaction of finished rows) belongs to the loop.
 

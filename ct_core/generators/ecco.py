@@ -1,5 +1,5 @@
 """ECCo: Generic plus an energy penalty that pulls counterfactuals towards low energy under the
-model, i.e. towards where the model itself places the target class (reference §3)."""
+model, i.e. towards where the model itself places the target class."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def energy_schedule(t: Any, T: Any) -> Any:
     """φ_t = a·(b + t)^(−0.9) with b = round(T/25), a = b/10 (CE.jl's polynomial decay); for
     numbers or tensors of per-setting ``T``.
 
-    Note the reference's consequence for short searches: T = 5 gives b = 0, a = 0, so the energy
+    Note the consequence for short searches: T = 5 gives b = 0, a = 0, so the energy
     penalty vanishes and ECCo equals Generic. ``round`` is Julia's (and Python's and torch's)
     half-to-even.
     """

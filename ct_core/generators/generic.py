@@ -1,4 +1,4 @@
-"""Generic (Wachter-style) generator: target loss plus an L1 cost penalty (reference §3)."""
+"""Generic (Wachter-style) generator: target loss plus an L1 cost penalty."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from ct_core.generators.base import Generator, Weights, l1_distance
 
 
 class Generic(Generator):
-    """Penalty ``λ_cost·‖x′ − x‖₁`` (λ_cost = 0.001 in the reference's training runs)."""
+    """Penalty ``λ_cost·‖x′ − x‖₁`` (λ_cost = 0.001 in the authors' training runs)."""
 
     def __init__(self, lambda_cost: float | Sequence[float] | Tensor = 0.001):
         super().__init__(lambda_cost=lambda_cost)

@@ -1,7 +1,7 @@
-"""REVISE: the search runs in the latent space of a VAE (reference §3).
+"""REVISE: the search runs in the latent space of a VAE.
 
 The state is a latent code z, initialised at the encoder mean of the factual; the counterfactual
-is the decoded point. Unlike the reference code (which ignores mutability in latent space), ct
+is the decoded point. Unlike the authors' code (which ignores mutability in latent space), ct
 projects the decoded point onto what the mutability constraints allow, so REVISE respects them.
 The settings of one search share the VAE (one per data set and ``generator.vae_*``).
 """

@@ -43,3 +43,8 @@ def with_batchnorm(n_features: int, n_classes: int) -> nn.Module:
 
 
 NOT_CALLABLE = 3
+
+
+def squared_cost(x, x0, logits, target, t, w):
+    """A generator's penalty: ``λ_cost·‖x′ − x‖₂²`` per row, ``(K, N)``."""
+    return w["lambda_cost"] * (x - x0).square().sum(-1)
