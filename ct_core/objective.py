@@ -41,11 +41,14 @@ def energy(logits: Tensor, target: Tensor) -> Tensor:
     return -logits.gather(-1, target[..., None]).squeeze(-1)
 
 
-def _mean(v: Tensor, mask: Tensor | None) -> Tensor:
-    """Mean over the last dimension of the masked entries ``(K, n) -> (K,)`` (0 with none)."""
+def _mean(v: Tensor, mask: Tensor | None, count: Tensor | None = None) -> Tensor:
+    """Mean over the last dimension of the masked entries ``(K, n) -> (K,)`` (0 with none);
+    ``count`` the masked entries per setting, if at hand."""
     if mask is None:
         return v.mean(-1)
-    return torch.where(mask, v, 0.0).sum(-1) / mask.sum(-1).clamp_min(1).to(v.dtype)
+    if count is None:
+        count = mask.sum(-1).clamp_min(1).to(v.dtype)
+    return torch.where(mask, v, 0.0).sum(-1) / count
 
 
 def contrastive_divergence(
@@ -66,11 +69,13 @@ def ridge(
     return _mean(energy(logits_pos, target).square() + energy(logits_cf, target).square(), mask)
 
 
-def adversarial_loss(logits_ae: Tensor, y_true: Tensor, mask: Tensor | None = None) -> Tensor:
+def adversarial_loss(
+    logits_ae: Tensor, y_true: Tensor, mask: Tensor | None = None, count: Tensor | None = None
+) -> Tensor:
     """Eq. 3: cross-entropy of nascent counterfactuals against the factuals' true labels,
     per setting ``(K,)``."""
     ce = F.cross_entropy(logits_ae.flatten(0, 1), y_true.flatten(), reduction="none")
-    return _mean(ce.view(y_true.shape), mask)
+    return _mean(ce.view(y_true.shape), mask, count)
 
 
 @dataclass(frozen=True)
@@ -118,20 +123,23 @@ def ct_loss(
     epoch) only the class loss counts. Returns the total ``(K,)`` and the terms ``(K,)``.
     """
     K, B = logits.shape[0], y.shape[-1]
-    yb = y.expand(K, B)
-    cl = F.cross_entropy(logits[:, :B].flatten(0, 1), yb.flatten(), reduction="none")
+    cl = F.cross_entropy(logits[:, :B].flatten(0, 1), y.expand(K, B).flatten(), reduction="none")
     cl = cl.view(K, B).mean(1)
     if target is None:
         zero = torch.zeros_like(cl)
         return w.class_ * cl, {"class_loss": cl, "div": zero, "reg": zero, "adv": zero}
     m = target.shape[1]
-    lcf, lpos = logits[:, B : B + m], logits[:, B + m : B + 2 * m]
-    div = contrastive_divergence(lcf, lpos, target, mask)
-    reg = ridge(lcf, lpos, target, mask)
+    count = None if mask is None else mask.sum(-1).clamp_min(1).to(cl.dtype)
+    # one gather per energy: Eq. 2 and the ridge share them
+    e_cf = energy(logits[:, B : B + m], target)
+    e_pos = energy(logits[:, B + m : B + 2 * m], target)
+    div = _mean(e_pos - e_cf, mask, count)
+    reg = _mean(e_pos.square() + e_cf.square(), mask, count)
     loss = w.class_ * cl + w.div * div + w.reg * reg
     adv = torch.zeros_like(cl)
     if logits.shape[1] > B + 2 * m:  # λ_adv = 0 everywhere leaves x_AE out of the forward
         assert y_factual is not None
-        adv = torch.where(w.adv > 0, adversarial_loss(logits[:, B + 2 * m :], y_factual, mask), 0.0)
+        adv_k = adversarial_loss(logits[:, B + 2 * m :], y_factual, mask, count)
+        adv = torch.where(w.adv > 0, adv_k, 0.0)
         loss = loss + w.adv * adv
     return loss, {"class_loss": cl, "div": div, "reg": reg, "adv": adv}

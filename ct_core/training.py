@@ -134,6 +134,9 @@ class PackTrainer:
         self.weights = Weights.from_configs([c.train for c in self.cfgs], self.device)
         self._generator: Generator | None = None
         self._cpu = self.device.type == "cpu"
+        # the labels of the unshuffled batches, as the class loss reads them
+        bs = c0.train.batch_size
+        self._labels = [yb.expand(K, -1).contiguous() for yb in d.y_train.split(bs)]
         self.epoch = 0
         self.histories: list[list[dict[str, Any]]] = [[] for _ in range(K)]
         self.failed: list[str | None] = [None] * K
@@ -261,7 +264,8 @@ class PackTrainer:
         oks: list[Tensor] = []
         for i, idx in enumerate(batches):
             rows = idx if orders is None else orders[:, idx]
-            xb, yb = X[rows], y[rows]  # (B, D), (B,) shared, or (K, B, D), (K, B)
+            xb = X[rows]  # (B, D) shared, or (K, B, D)
+            yb = self._labels[i] if orders is None else y[rows]  # (K, B)
             with torch.enable_grad():
                 if ces is None:
                     loss, terms = ct_loss(self.stack(xb), yb, w)

@@ -8,7 +8,7 @@ from the driver.
 ``schema.py``      the sweep YAML (pydantic, unknown keys rejected) and ``--set`` overrides
 ``space.py``       grid axes, distributions, conditional entries; validation of every point
 ``trainable.py``   the Tune trainable: one trial = one Trainer run, report + checkpoint per epoch
-``packing.py``     packs: K settings of a grid/random sweep per trial (``ct_core.pack``), planned
+``packing.py``     packs: K settings of a grid/random sweep per trial (``PackTrainer``), planned
                    up front (``search.pack``), each setting still its own row and MLflow run
 ``last_round.py``  the last round of packs sized when a slot frees up (``PackSearcher``), so
                    that the slots end together
