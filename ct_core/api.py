@@ -1,13 +1,5 @@
 """The Python API behind ``ct train``: train one configuration, on the paper's models or one's
-own ``nn.Module``, and get the model, its history and its metrics (docs/python-api.md).
-
-    import ct_core
-
-    cfg = ct_core.load_config("configs/base/moons.yaml", overrides=["train.epochs=20"])
-    result = ct_core.train(cfg)                  # or ct_core.train(cfg, model=my_module)
-    result.history.tail()                        # one row per epoch
-    result.save("runs/moons")                    # what `ct train --out runs/moons` writes
-"""
+own ``nn.Module``, and get the model, its history and its metrics (docs/python-api.md)."""
 
 from __future__ import annotations
 
@@ -47,12 +39,11 @@ class TrainResult:
     history: pd.DataFrame
     """One row per epoch; the columns of ``history.csv``."""
     metrics: dict[str, Any]
-    """What ``metrics.json`` holds: test accuracy and macro F1, epochs, seconds, and the last
-    epoch's record as ``final_<key>``."""
+    """``metrics.json``: test accuracy and macro F1, epochs, seconds, ``final_<key>``."""
     config: Config
     data: Dataset
     checkpoint: dict[str, Any]
-    """The trainer's state (``checkpoint.pt``): ``train(cfg, checkpoint=...)`` continues it."""
+    """The trainer's state: ``train(cfg, checkpoint=...)`` continues it."""
 
     def save(self, out: str | Path) -> Path:
         """Write ``config.yaml``, ``model.pt``, ``history.csv``, ``metrics.json`` and
@@ -125,13 +116,8 @@ def history_frame(history: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """Records as a DataFrame: columns in the order keys first appear, ``epoch`` an integer."""
     import pandas as pd
 
-    keys: list[str] = []
-    for r in history:
-        keys += [k for k in r if k not in keys]
-    frame = pd.DataFrame(list(history), columns=keys)
-    if "epoch" in frame:
-        frame["epoch"] = frame["epoch"].astype(int)
-    return frame
+    frame = pd.DataFrame(list(history))
+    return frame.astype({"epoch": int}) if "epoch" in frame else frame
 
 
 def _metrics(

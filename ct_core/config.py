@@ -14,6 +14,7 @@ is one setting away (``train.mature``, ``train.epsilon_strict``, ``evaluation.le
 from __future__ import annotations
 
 import copy
+import importlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -416,15 +417,6 @@ def set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
     cur[parts[-1]] = value
 
 
-def get_dotted(d: Mapping[str, Any], key: str) -> Any:
-    cur: Any = d
-    for p in key.split("."):
-        if not isinstance(cur, Mapping) or p not in cur:
-            raise KeyError(key)
-        cur = cur[p]
-    return cur
-
-
 def apply_overrides(
     raw: Mapping[str, Any], overrides: Iterable[str] | Mapping[str, Any] | None
 ) -> dict[str, Any]:
@@ -506,6 +498,15 @@ def load_config(
     if isinstance(path_or_dict, Mapping):
         return parse_config(apply_overrides(path_or_dict, overrides))
     return parse_config(apply_overrides(load_raw(path_or_dict), overrides))
+
+
+def import_object(path: str) -> Any:
+    """The object ``"package.module:attribute"`` names (``model.factory``, ``generator.type``)."""
+    module, _, attr = path.partition(":")
+    obj = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 def dump_config(cfg: Config, path: str | Path) -> None:

@@ -1,5 +1,4 @@
-"""One epoch's counterfactual sweep (the paper's Algorithm 1 as the authors'
-code runs it), for K settings.
+"""One epoch's counterfactual sweep (Algorithm 1 as the authors' code runs it), K settings.
 
 For each setting that trains with CT this epoch, drawn from its own random generator in this
 order: ``nce`` factuals without replacement from the training set (with replacement if ``nce``
@@ -8,7 +7,7 @@ and x⁺ uniform (with replacement) from the target class. All settings' searche
 (:func:`ct_core.search.search`) against the models as they are at the start of the epoch. Only
 converged counterfactuals are *mature* (or also those that exhausted T, ``train.mature``); the
 others are replaced by their x⁺ (zero contrastive term). Immutable features are then protected
-on x⁺ (§2.2). :meth:`Pairs.chunks` splits each setting's sweep into contiguous, nearly equal
+on x⁺ (the paper's point-mass prior). :meth:`Pairs.chunks` splits each setting's sweep into contiguous, nearly equal
 chunks, one per mini-batch (chunk i is not related to the samples of batch i).
 """
 
@@ -33,19 +32,17 @@ __all__ = ["Pairs", "counterfactual_pairs"]
 
 @dataclass
 class Pairs:
-    """The sweeps of settings ``rows`` ``(KA,)``, padded to the largest ``nce`` (``valid``)."""
+    """The sweeps of settings ``rows`` ``(KA,)``, padded to the largest ``nce`` (``valid``):
+    mature counterfactuals ``x_cf`` (x⁺ where not mature), target-class samples ``x_pos``
+    (immutables protected), nascent counterfactuals ``x_ae`` within the ε-ball, all
+    ``(KA, N, D)``; ``target`` y⁺ and the factuals' labels ``y_factual``, ``(KA, N)``."""
 
     rows: Tensor
     x_cf: Tensor
-    """``(KA, N, D)`` mature counterfactuals x′ (x⁺ where not mature)."""
     x_pos: Tensor
-    """``(KA, N, D)`` target-class samples x⁺, immutables protected."""
     x_ae: Tensor
-    """``(KA, N, D)`` nascent counterfactuals within the ε-ball."""
     target: Tensor
-    """``(KA, N)`` y⁺."""
     y_factual: Tensor
-    """``(KA, N)`` the factuals' ground-truth labels."""
     valid: Tensor
     mature: Tensor
     result: SearchResult

@@ -434,18 +434,10 @@ def pack_validation_metrics(
     from ct_core.search import as_forward, search
     from ct_core.stack import ModelStack
 
-    K = len(cfgs)
-    X, y = _validation_split(data)
-    if isinstance(model, ModelStack):
-        dev = model.device
-    else:
-        dev = _device(model) if isinstance(model, nn.Module) else data.X_train.device
-    forward = as_forward(model)
-    gens = (
-        list(rngs)
-        if rngs is not None
-        else [torch.Generator().manual_seed(c.evaluation.seed) for c in cfgs]
-    )
+    K, (X, y), forward = len(cfgs), _validation_split(data), as_forward(model)
+    dev = model.device if isinstance(model, ModelStack) else data.X_train.device
+    dev = _device(model) if isinstance(model, nn.Module) else dev
+    gens = list(rngs or [torch.Generator().manual_seed(c.evaluation.seed) for c in cfgs])
     if len(gens) != K:
         raise ValueError(f"expected {K} random generators, got {len(gens)}")
     C = data.n_classes

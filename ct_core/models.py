@@ -7,7 +7,6 @@ and calls the factory: load model files only from sources you would run code fro
 
 from __future__ import annotations
 
-import importlib
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from ct_core.config import Config, ConfigError, ModelConfig, parse_config
+from ct_core.config import Config, ConfigError, ModelConfig, import_object, parse_config
 
 if TYPE_CHECKING:
     from ct_core.data.base import Dataset
@@ -81,9 +80,12 @@ def build_model(
     """The model ``cfg`` describes: linear (multinomial logistic regression), MLP (``hidden``
     sizes, ``activation``) or LeNet, initialised from ``generator``; or what ``cfg.factory``
     returns, built with torch's global generator seeded with ``seed`` (and restored after), so
-    that a seed gives the same initial weights wherever the model is built."""
+    that a seed gives the same initial weights wherever the model is built, and checked
+    (:func:`check_model`)."""
     if cfg.factory:
-        return _from_factory(cfg.factory, n_features, n_classes, seed)
+        model = _from_factory(cfg.factory, n_features, n_classes, seed)
+        check_model(model, n_features, n_classes, f"model.factory {cfg.factory!r}")
+        return model
     act = _ACTIVATIONS[cfg.activation]
     if cfg.type == "linear":
         model: nn.Module = nn.Sequential(nn.Linear(n_features, n_classes))
@@ -104,11 +106,8 @@ def build_model(
 
 
 def _from_factory(path: str, n_features: int, n_classes: int, seed: int | None) -> nn.Module:
-    module, _, attr = path.partition(":")
     try:
-        fn: Any = importlib.import_module(module)
-        for part in attr.split("."):
-            fn = getattr(fn, part)
+        fn = import_object(path)
     except Exception as e:  # ImportError, AttributeError, or the module's own error
         raise ConfigError(f"model.factory {path!r} cannot be imported: {e}") from None
     if not callable(fn):
@@ -162,17 +161,14 @@ def check_model(model: nn.Module, n_features: int, n_classes: int, what: str = "
 
 
 def check_factory(cfg: Config, data: Dataset | None = None) -> None:
-    """Build ``cfg``'s ``model.factory`` model for its data's shape and check it
-    (:func:`check_model`); raises :class:`ConfigError` naming ``model.factory``. Loads the data
-    (``data`` if given). Nothing to check without a factory."""
-    if not cfg.model.factory:
-        return
-    if data is None:
-        from ct_core.data import load_dataset
+    """Build ``cfg``'s ``model.factory`` model for its data (``data``, or loaded) and check it
+    (:func:`check_model`); raises :class:`ConfigError` naming ``model.factory``."""
+    if cfg.model.factory:
+        if data is None:
+            from ct_core.data import load_dataset
 
-        data = load_dataset(cfg.data)
-    model = build_model(cfg.model, data.n_features, data.n_classes, seed=cfg.seed)
-    check_model(model, data.n_features, data.n_classes, f"model.factory {cfg.model.factory!r}")
+            data = load_dataset(cfg.data)
+        build_model(cfg.model, data.n_features, data.n_classes, seed=cfg.seed)
 
 
 def _device(model: nn.Module) -> torch.device:

@@ -26,14 +26,7 @@ from torch import Tensor
 
 from ct_core.config import TrainConfig
 
-__all__ = [
-    "Weights",
-    "adversarial_loss",
-    "contrastive_divergence",
-    "ct_loss",
-    "energy",
-    "ridge",
-]
+__all__ = ["Weights", "adversarial_loss", "contrastive_divergence", "ct_loss", "energy", "ridge"]
 
 
 def energy(logits: Tensor, target: Tensor) -> Tensor:
@@ -52,21 +45,22 @@ def _mean(v: Tensor, mask: Tensor | None, count: Tensor | None = None) -> Tensor
 
 
 def contrastive_divergence(
-    logits_cf: Tensor, logits_pos: Tensor, target: Tensor, mask: Tensor | None = None
+    e_cf: Tensor, e_pos: Tensor, mask: Tensor | None = None, count: Tensor | None = None
 ) -> Tensor:
-    """Eq. 2: mean energy differential E(x⁺) − E(x′) over pairs, per setting ``(K,)``.
+    """Eq. 2: mean energy differential E(x⁺) − E(x′) over pairs, from the energies ``(K, n)``
+    of the counterfactuals and the target-class samples, per setting ``(K,)``.
 
     Minimising it lowers the energy of the target-class sample x⁺ and raises that of the
     counterfactual x′, so the model learns to place y⁺ where real y⁺ data lie.
     """
-    return _mean(energy(logits_pos, target) - energy(logits_cf, target), mask)
+    return _mean(e_pos - e_cf, mask, count)
 
 
 def ridge(
-    logits_cf: Tensor, logits_pos: Tensor, target: Tensor, mask: Tensor | None = None
+    e_cf: Tensor, e_pos: Tensor, mask: Tensor | None = None, count: Tensor | None = None
 ) -> Tensor:
     """Ridge penalty on both energies: mean of E(x⁺)² + E(x′)², per setting ``(K,)``."""
-    return _mean(energy(logits_pos, target).square() + energy(logits_cf, target).square(), mask)
+    return _mean(e_pos.square() + e_cf.square(), mask, count)
 
 
 def adversarial_loss(
@@ -130,11 +124,10 @@ def ct_loss(
         return w.class_ * cl, {"class_loss": cl, "div": zero, "reg": zero, "adv": zero}
     m = target.shape[1]
     count = None if mask is None else mask.sum(-1).clamp_min(1).to(cl.dtype)
-    # one gather per energy: Eq. 2 and the ridge share them
     e_cf = energy(logits[:, B : B + m], target)
     e_pos = energy(logits[:, B + m : B + 2 * m], target)
-    div = _mean(e_pos - e_cf, mask, count)
-    reg = _mean(e_pos.square() + e_cf.square(), mask, count)
+    div = contrastive_divergence(e_cf, e_pos, mask, count)
+    reg = ridge(e_cf, e_pos, mask, count)
     loss = w.class_ * cl + w.div * div + w.reg * reg
     adv = torch.zeros_like(cl)
     if logits.shape[1] > B + 2 * m:  # λ_adv = 0 everywhere leaves x_AE out of the forward

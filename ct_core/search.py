@@ -20,9 +20,8 @@ not depend on it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -46,21 +45,19 @@ PerSetting = float | Sequence[float] | Tensor
 
 @dataclass
 class SearchResult:
-    """Per row of the search (shapes ``(K, N, ...)``, or ``(N, ...)`` for a 2-D ``x0``)."""
+    """Per row of the search, ``(K, N, ...)`` (``(N, ...)`` for a 2-D ``x0``): final
+    counterfactuals ``x_cf`` (decoded for latent generators); ``converged``, p(y⁺|x′) reached τ
+    within T steps (factuals already at τ do not count: the authors' search returns before
+    marking them converged); gradient ``steps`` taken; ``x_ae``, the last point within the
+    ε-ball of the factual (adversarial example); final target probability ``p_target``;
+    ``initially_valid``, the factual already had p(y⁺|x) ≥ τ."""
 
     x_cf: Tensor
-    """Final counterfactuals ``(K, N, D)`` (decoded for latent generators)."""
     converged: Tensor
-    """bool: p(y⁺|x′) reached τ within T steps (factuals already at τ do not count, as in the
-    reference, where the search returns before marking them converged)."""
     steps: Tensor
-    """int64: gradient steps taken."""
     x_ae: Tensor
-    """The last point within the ε-ball of the factual (adversarial example)."""
     p_target: Tensor
-    """Final probability of the target class."""
     initially_valid: Tensor
-    """bool: the factual already had p(y⁺|x) ≥ τ."""
 
     @property
     def exhausted(self) -> Tensor:
@@ -75,19 +72,6 @@ def _ball(delta: Tensor, norm: str) -> Tensor:
     if norm == "1":
         return delta.abs().sum(dim=-1)
     return delta.square().sum(dim=-1).sqrt()
-
-
-@contextmanager
-def _frozen(model: nn.Module) -> Iterator[None]:
-    """Stop gradients into a module's parameters for the search (it only needs ∇ₓ)."""
-    flags = [p.requires_grad for p in model.parameters()]
-    for p in model.parameters():
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, f in zip(model.parameters(), flags):
-            p.requires_grad_(f)
 
 
 def as_forward(model: ModelStack | nn.Module | Forward) -> Forward:
@@ -168,6 +152,19 @@ def search(
     def within(d: Tensor, p: dict[str, Tensor]) -> Tensor:
         return torch.where(p["strict"], d < p["eps"], d <= p["eps"])
 
+    # the working block: settings ks (K',) and their rows ns (K', N'); None = everything
+    ks: Tensor | None = None
+    ns: Tensor | None = None
+
+    def columns() -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """The working settings' search parameters and generator weights, ``(K', 1)`` each."""
+
+        def col(v: Tensor) -> Tensor:
+            return (v if ks is None else v[ks])[:, None]
+
+        return {n: col(v) for n, v in params.items()}, {n: col(v) for n, v in weights.items()}
+
+    p, gw = columns()
     # the full-size results (rows leave the working block only once they stopped)
     out: dict[str, Tensor] = {
         "converged": torch.zeros(K, N, dtype=torch.bool, device=dev),
@@ -182,88 +179,69 @@ def search(
         with torch.no_grad():
             out["state"] = generator.encode(x0)  # type: ignore[attr-defined]
             out["x_cur"] = to_x(out["state"], x0)
-        cols = {n: v[:, None] for n, v in params.items()}
-        ok0 = within(_ball(out["x_cur"] - x0, epsilon_norm), cols)
+        ok0 = within(_ball(out["x_cur"] - x0, epsilon_norm), p)
         out["x_ae"] = torch.where(ok0[..., None], out["x_cur"], x0)
     out["x0"], out["target"] = x0, target
 
-    # the working block: settings ks (K',) and their rows ns (K', N'); None = everything
-    ks: Tensor | None = None
-    ns: Tensor | None = None
     w = dict(out)  # working tensors, (K', N', ...)
 
-    def columns() -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """The working settings' search parameters and generator weights, ``(K', 1)`` each."""
+    active = (valid.clone() if valid is not None else torch.ones(K, N, dtype=torch.bool)).to(dev)
 
-        def col(v: Tensor) -> Tensor:
-            return (v if ks is None else v[ks])[:, None]
-
-        return {n: col(v) for n, v in params.items()}, {n: col(v) for n, v in weights.items()}
-
-    p, gw = columns()
-    active = valid.to(dev).clone() if valid is not None else torch.ones(K, N, dtype=torch.bool)
-    active = active.to(dev)
-
-    frozen = _frozen(model) if isinstance(model, nn.Module) else nullcontext()
-    with frozen:
-        for t in range(1, t_max + 2):
-            x0w, tgt = w["x0"], w["target"]
-            s = w["state"].detach().requires_grad_(True)
-            with torch.enable_grad():
-                x = to_x(s, x0w) if latent else s
-                logits = forward(x, ks)
-                with torch.no_grad():
-                    prob = F.softmax(logits.detach(), dim=-1).gather(-1, tgt[..., None])
-                    prob = prob.squeeze(-1)
-                    w["p_target"] = torch.where(active, prob, w["p_target"])
-                    done = active & (prob >= p["tau"])
-                    if t == 1:  # factuals already at τ return unconverged (§1.3)
-                        w["initially_valid"] = done
-                    else:
-                        w["converged"] = w["converged"] | done
-                    keep = active & ~done & (p["T"] >= t)
-                    # one host sync per iteration: running rows per setting, or whether any
-                    if compact > 0:
-                        nk = keep.sum(1)
-                        k_live, n_max = torch.stack([(nk > 0).sum(), nk.max()]).tolist()
-                    else:
-                        n_max = int(keep.any())
-                if n_max == 0:
-                    break
-                ce = F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), reduction="none")
-                loss = ce.view(keep.shape) + generator.penalty(x, x0w, logits, tgt, t, gw)
-                (grad,) = torch.autograd.grad(loss.sum(), s)
+    for t in range(1, t_max + 2):
+        x0w, tgt = w["x0"], w["target"]
+        s = w["state"].detach().requires_grad_(True)
+        with torch.enable_grad():
+            x = to_x(s, x0w) if latent else s
+            logits = forward(x, ks)
             with torch.no_grad():
-                delta = torch.nan_to_num(
-                    -p["lr"][..., None] * grad, nan=0.0, posinf=0.0, neginf=0.0
-                )
-                s = s.detach()
-                k3 = keep[..., None]
-                if latent:  # steps in latent space, unconstrained; to_x binds the decoded point
-                    s_new = s + delta
-                    x_new = to_x(s_new, x0w)
-                    w["x_cur"] = torch.where(k3, x_new, w["x_cur"])
+                prob = F.softmax(logits.detach(), -1).gather(-1, tgt[..., None]).squeeze(-1)
+                w["p_target"] = torch.where(active, prob, w["p_target"])
+                done = active & (prob >= p["tau"])
+                if t == 1:  # factuals already at τ return unconverged
+                    w["initially_valid"] = done
                 else:
-                    s_new = clamp_domain(s + mask_step(delta, mutability), domain)
-                    x_new = s_new
-                w["state"] = torch.where(k3, s_new, s)
-                w["steps"] = w["steps"] + keep.long()
-                ok = within(_ball(x_new - x0w, epsilon_norm), p)
-                w["x_ae"] = torch.where(k3 & ok[..., None], x_new, w["x_ae"])
-                active = keep
+                    w["converged"] = w["converged"] | done
+                keep = active & ~done & (p["T"] >= t)
+                # one host sync per iteration: running rows per setting, or whether any
+                if compact > 0:
+                    nk = keep.sum(1)
+                    k_live, n_max = torch.stack([(nk > 0).sum(), nk.max()]).tolist()
+                else:
+                    n_max = int(keep.any())
+            if n_max == 0:
+                break
+            ce = F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), reduction="none")
+            loss = ce.view(keep.shape) + generator.penalty(x, x0w, logits, tgt, t, gw)
+            (grad,) = torch.autograd.grad(loss.sum(), s)
+        with torch.no_grad():
+            delta = torch.nan_to_num(-p["lr"][..., None] * grad, nan=0.0, posinf=0.0, neginf=0.0)
+            s = s.detach()
+            k3 = keep[..., None]
+            if latent:  # steps in latent space, unconstrained; to_x binds the decoded point
+                s_new = s + delta
+                x_new = to_x(s_new, x0w)
+                w["x_cur"] = torch.where(k3, x_new, w["x_cur"])
+            else:
+                s_new = clamp_domain(s + mask_step(delta, mutability), domain)
+                x_new = s_new
+            w["state"] = torch.where(k3, s_new, s)
+            w["steps"] = w["steps"] + keep.long()
+            ok = within(_ball(x_new - x0w, epsilon_norm), p)
+            w["x_ae"] = torch.where(k3 & ok[..., None], x_new, w["x_ae"])
+            active = keep
 
-                # compaction: drop settings without running rows, move running rows to the front
-                if compact > 0 and k_live * n_max <= compact * active.numel():
-                    _scatter(out, w, ks, ns)
-                    kidx = (nk > 0).nonzero().squeeze(1)
-                    order = torch.argsort((~active[kidx]).to(torch.int8), dim=1, stable=True)
-                    nidx = order[:, :n_max]  # (K'', N'') rows of the working block
-                    base_ns = torch.arange(N, device=dev).expand(K, N) if ns is None else ns
-                    ks = kidx if ks is None else ks[kidx]
-                    ns = base_ns[kidx[:, None], nidx]
-                    w = {name: v[kidx[:, None], nidx] for name, v in w.items()}
-                    active = active[kidx[:, None], nidx]
-                    p, gw = columns()
+            # compaction: drop settings without running rows, move running rows to the front
+            if compact > 0 and k_live * n_max <= compact * active.numel():
+                _scatter(out, w, ks, ns)
+                kidx = (nk > 0).nonzero().squeeze(1)
+                order = torch.argsort((~active[kidx]).to(torch.int8), dim=1, stable=True)
+                nidx = order[:, :n_max]  # (K'', N'') rows of the working block
+                base_ns = torch.arange(N, device=dev).expand(K, N) if ns is None else ns
+                ks = kidx if ks is None else ks[kidx]
+                ns = base_ns[kidx[:, None], nidx]
+                w = {name: v[kidx[:, None], nidx] for name, v in w.items()}
+                active = active[kidx[:, None], nidx]
+                p, gw = columns()
 
     _scatter(out, w, ks, ns)
     res = SearchResult(
@@ -274,9 +252,7 @@ def search(
         p_target=out["p_target"],
         initially_valid=out["initially_valid"],
     )
-    if single:
-        res = SearchResult(*(getattr(res, f)[0] for f in res.__dataclass_fields__))
-    return res
+    return SearchResult(*(getattr(res, f.name)[0] for f in fields(res))) if single else res
 
 
 def _scatter(

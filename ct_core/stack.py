@@ -1,14 +1,13 @@
-"""K classifiers of one architecture evaluated as one: the models of a pack (the built-in ones
-of :mod:`ct_core.models`, or any ``nn.Module`` mapping ``(N, D)`` features to ``(N, C)``
-logits).
+"""K classifiers of one architecture evaluated as one: the models of a pack (built-in, or any
+``nn.Module`` mapping ``(N, D)`` features to ``(N, C)`` logits).
 
-The K models' parameters are one ``(K, P)`` matrix (:attr:`ModelStack.flat`; the optimiser of
-:mod:`ct_core.optim` steps it as one tensor), buffers are stacked ``(K, ...)``, and a forward on
-``(K, N, D)`` (or a shared ``(N, D)``) gives ``(K, N, C)`` logits through ``torch.func``:
-``functional_call`` of one template module under ``vmap`` over the K parameter sets. Plain
-stacks of ``nn.Linear`` layers and elementwise activations (the paper's linear models and MLPs)
-take a batched-matmul path instead, behind the same interface: on the paper's small MLPs
-``vmap``'s per-operation dispatch costs more than the arithmetic (``bench/bench_stack.py``).
+The K models' parameters are one ``(K, P)`` matrix (:attr:`ModelStack.flat`, stepped as one
+tensor by :mod:`ct_core.optim`), buffers are stacked ``(K, ...)``, and a forward on ``(K, N, D)``
+(or a shared ``(N, D)``) gives ``(K, N, C)`` logits through ``torch.func``: ``functional_call``
+of one template module under ``vmap`` over the K parameter sets. Plain stacks of ``nn.Linear``
+and elementwise activations (the paper's linear models and MLPs) take a batched-matmul path
+behind the same interface: on the paper's small MLPs ``vmap``'s per-operation dispatch costs
+more than the arithmetic (``bench/bench_stack.py``).
 
 What the search relies on: a model treats the rows of a batch independently. BatchNorm does not
 (its statistics mix factuals with counterfactuals, and settings' running statistics would be
@@ -89,10 +88,6 @@ class ModelStack:
         }
         fast = type(self).fast_path if fast_path is None else fast_path
         self._chain = _linear_chain(self.template) if fast else None
-
-    @property
-    def K(self) -> int:
-        return self.flat.shape[0]
 
     @property
     def device(self) -> torch.device:

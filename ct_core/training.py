@@ -116,10 +116,6 @@ class PackTrainer:
                 build_model(c.model, d.n_features, d.n_classes, generator=g, seed=c.seed)
                 for c, g in zip(self.cfgs, self.rngs)
             ]
-            if c0.model.factory:
-                check_model(
-                    built[0], d.n_features, d.n_classes, f"model.factory {c0.model.factory!r}"
-                )
             self._modules: list[nn.Module | None] = [None] * K
         else:
             if len(models) != K:

@@ -35,13 +35,17 @@ def _grad(fn):
     return m.weight.grad, m.bias.grad
 
 
+def _energies(m, x_cf, x_pos, target):
+    return energy(m(x_cf), target), energy(m(x_pos), target)
+
+
 def test_energy_is_minus_the_target_logit():
     logits = torch.tensor([[[1.0, 2.0], [3.0, -4.0]]])
     assert torch.equal(energy(logits, TARGET), torch.tensor([[-2.0, -3.0]]))
 
 
 def test_contrastive_divergence_gradient():
-    gw, gb = _grad(lambda m: contrastive_divergence(m(X_CF), m(X_POS), TARGET))
+    gw, gb = _grad(lambda m: contrastive_divergence(*_energies(m, X_CF, X_POS, TARGET)))
     # d/dW_y of mean(W_y·x' − W_y·x+) = mean over pairs of (x' − x+) in row y
     want = torch.zeros(2, 2)
     for j in range(2):
@@ -51,7 +55,7 @@ def test_contrastive_divergence_gradient():
 
 def test_ridge_gradient():
     m0 = _linear()
-    gw, gb = _grad(lambda m: ridge(m(X_CF), m(X_POS), TARGET))
+    gw, gb = _grad(lambda m: ridge(*_energies(m, X_CF, X_POS, TARGET)))
     want_w, want_b = torch.zeros(2, 2), torch.zeros(2)
     with torch.no_grad():
         for j in range(2):
@@ -83,12 +87,12 @@ def test_each_setting_averages_over_its_own_pairs_only():
     target = torch.tensor([[1, 0], [0, 1]])
     mask = torch.tensor([[True, True], [True, False]])
     with torch.no_grad():
-        div = contrastive_divergence(m(x_cf), m(x_pos), target, mask)
-        reg = ridge(m(x_cf), m(x_pos), target, mask)
-        alone = contrastive_divergence(m(x_cf[1:, :1]), m(x_pos[1:, :1]), target[1:, :1])
-        first = contrastive_divergence(m(X_CF), m(X_POS), TARGET)
-    assert torch.allclose(div, torch.cat([first, alone]))
-    assert torch.allclose(reg[1:], ridge(m(x_cf[1:, :1]), m(x_pos[1:, :1]), target[1:, :1]))
+        div = contrastive_divergence(*_energies(m, x_cf, x_pos, target), mask)
+        reg = ridge(*_energies(m, x_cf, x_pos, target), mask)
+        alone = _energies(m, x_cf[1:, :1], x_pos[1:, :1], target[1:, :1])
+        first = contrastive_divergence(*_energies(m, X_CF, X_POS, TARGET))
+    assert torch.allclose(div, torch.cat([first, contrastive_divergence(*alone)]))
+    assert torch.allclose(reg[1:], ridge(*alone))
 
 
 def test_ct_loss_weights_the_terms_as_the_objective_says_per_setting():
@@ -103,8 +107,8 @@ def test_ct_loss_weights_the_terms_as_the_objective_says_per_setting():
     inputs = torch.cat([xb[None], X_CF, X_POS, x_ae], dim=1).expand(2, -1, -1)
     total, terms = ct_loss(m(inputs), yb, w, TARGET.expand(2, -1), y_f.expand(2, -1))
     cl = torch.nn.functional.cross_entropy(m(xb), yb)
-    div = contrastive_divergence(m(X_CF), m(X_POS), TARGET)[0]
-    reg = ridge(m(X_CF), m(X_POS), TARGET)[0]
+    div = contrastive_divergence(*_energies(m, X_CF, X_POS, TARGET))[0]
+    reg = ridge(*_energies(m, X_CF, X_POS, TARGET))[0]
     adv = adversarial_loss(m(x_ae), y_f)[0]
     assert torch.allclose(total[0], cl + 0.3 * div + 0.2 * reg + 0.7 * adv)
     assert torch.allclose(total[1], cl + 0.3 * div + 0.2 * reg)  # "energy": no adversarial term

@@ -1,24 +1,19 @@
-"""Counterfactual generators: what each one adds to the one batched search (:func:`search`).
+"""Counterfactual generators: what each adds to the one batched search (:func:`search`).
 
-A generator is registered under a name, the value of ``generator.type`` (the config schema
-accepts exactly the registered names), together with what the sweep driver needs to know without
-importing torch: whether it searches a latent space and which config fields the settings of one
-pack must share for it. Feature-space generators pack with one another (a pack may mix Generic
-and ECCo settings); a latent generator packs only with settings of its own type that share its
-latent space (REVISE: one VAE, so the same data section and ``generator.vae_*``).
-
-Adding a generator takes its penalty and a registration, nothing in the search loop::
-
-    from ct_core.generators import register_generator
+A generator is registered under its ``generator.type`` name (the config schema accepts exactly
+the registered names) with what the sweep driver needs to know without importing torch: whether
+it searches a latent space, and which config fields the settings of one pack must share for it.
+Feature-space generators pack with one another, each setting with its own penalty; a latent one
+only with its own type (REVISE: one VAE, so the same data and ``generator.vae_*``). A new
+generator is a penalty and a registration, nothing in the search loop::
 
     @register_generator("l2")
     def l2(x, x0, logits, target, t, w):  # (K, N, D), (K, N, D), (K, N, C), (K, N), int, dict
         return w["lambda_cost"] * (x - x0).square().sum(-1)  # (K, N)
 
-``generator.type: "package.module:l2"`` names such a function (or ``Generator`` subclass) without
-a registration in code; it is imported where the config is validated, which is how it reaches a
-sweep's workers. This package's ``__init__`` stays free of torch (:mod:`ct_core.config` and the
-sweep driver read the registry); the classes and :func:`search` are loaded on first use.
+``generator.type: "package.module:l2"`` names one by import path (imported where the config is
+validated: how it reaches a sweep's workers). This ``__init__`` stays free of torch; the classes
+and :func:`search` load on first use.
 """
 
 from __future__ import annotations
@@ -28,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ct_core.config import import_object
+
 if TYPE_CHECKING:
     import torch
 
@@ -35,40 +32,16 @@ if TYPE_CHECKING:
     from ct_core.data.base import Dataset
     from ct_core.generators.base import Generator
 
-__all__ = [
-    "ECCo",
-    "Generator",
-    "GeneratorInfo",
-    "Generic",
-    "LatentGenerator",
-    "REVISE",
-    "SearchResult",
-    "VAE",
-    "energy_schedule",
-    "generator_info",
-    "generator_names",
-    "l1_distance",
-    "make_generator",
-    "register_generator",
-    "search",
-    "train_vae",
-    "unregister_generator",
-]
-
 _LAZY = {
-    "Generator": "ct_core.generators.base",
-    "LatentGenerator": "ct_core.generators.base",
-    "l1_distance": "ct_core.generators.base",
-    "Generic": "ct_core.generators.generic",
-    "ECCo": "ct_core.generators.ecco",
-    "energy_schedule": "ct_core.generators.ecco",
-    "REVISE": "ct_core.generators.revise",
-    "VAE": "ct_core.generators.vae",
-    "cached_vae": "ct_core.generators.vae",
-    "train_vae": "ct_core.generators.vae",
-    "SearchResult": "ct_core.search",
-    "search": "ct_core.search",
+    **dict.fromkeys(("Generator", "LatentGenerator", "l1_distance"), "ct_core.generators.base"),
+    **dict.fromkeys(("Generic",), "ct_core.generators.generic"),
+    **dict.fromkeys(("ECCo", "energy_schedule"), "ct_core.generators.ecco"),
+    **dict.fromkeys(("REVISE",), "ct_core.generators.revise"),
+    **dict.fromkeys(("VAE", "cached_vae", "train_vae"), "ct_core.generators.vae"),
+    **dict.fromkeys(("SearchResult", "search"), "ct_core.search"),
 }
+__all__ = [*_LAZY, "GeneratorInfo", "generator_info", "generator_names", "make_generator"]
+__all__ += ["register_generator", "unregister_generator"]
 
 
 def __getattr__(name: str) -> Any:
@@ -91,10 +64,7 @@ class GeneratorInfo:
     """Dotted config fields that every setting of a pack must share for this generator."""
 
     def load(self) -> Any:
-        if isinstance(self.target, str):
-            module, _, attr = self.target.partition(":")
-            return getattr(importlib.import_module(module), attr)
-        return self.target
+        return import_object(self.target) if isinstance(self.target, str) else self.target
 
     @property
     def family(self) -> str:
@@ -107,19 +77,13 @@ _REGISTRY: dict[str, GeneratorInfo] = {}
 
 
 def register_generator(
-    name: str,
-    target: Any = None,
-    *,
-    latent: bool = False,
-    shared: Sequence[str] = (),
+    name: str, target: Any = None, *, latent: bool = False, shared: Sequence[str] = ()
 ) -> Any:
     """Register ``target`` (a ``Generator`` subclass, a penalty function, or ``"module:attr"``)
     as ``generator.type: name``; without ``target``, a decorator. Registering a name again
     replaces it. Returns ``target``."""
 
     def add(t: Any) -> Any:
-        if not name or not isinstance(name, str):
-            raise ValueError(f"a generator's name must be a non-empty string, got {name!r}")
         _REGISTRY[name] = GeneratorInfo(name, t, bool(latent), tuple(shared))
         return t
 
@@ -143,9 +107,8 @@ def generator_info(name: str) -> GeneratorInfo:
     a penalty function, or a ``Generator`` subclass (``latent`` and ``shared`` from the class).
     That is how a generator of one's own reaches every process of a sweep."""
     if name not in _REGISTRY and ":" in name:
-        module, _, attr = name.partition(":")
         try:
-            target = getattr(importlib.import_module(module), attr)
+            target = import_object(name)
         except Exception as e:  # ImportError, AttributeError or the module's own error
             raise KeyError(f"generator.type {name!r} cannot be imported: {e}") from None
         latent = bool(getattr(target, "latent", False))
@@ -192,8 +155,7 @@ def make_generator(
         target = info.load()
         sub = [cfgs[k] for k in rows]
         if isinstance(target, type) and issubclass(target, Generator):
-            if target.latent != info.latent:
-                raise TypeError(f"generator {name!r}: registered latent={info.latent}")
+            assert target.latent == info.latent, f"generator {name!r}: registered as latent"
             gen = target.from_configs(sub, data, data_key=data_key, device=device)
         elif callable(target):
             fields = PenaltyFunction.fields

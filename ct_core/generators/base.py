@@ -3,9 +3,8 @@
 A generator defines the penalties of the search objective (the common objective of the
 authors' generators is ``yloss(M(x′), y⁺) + Σ_k λ_k·pen_k(x′)``), once, batched over K settings
 and N factuals, and for latent-space generators how a search state maps to and from feature
-space. Everything else
-(gradient steps, constraints, per-sample convergence, the adversarial-example bookkeeping, the
-compaction of finished rows) belongs to the loop.
+space. Everything else (gradient steps, constraints, per-row convergence, the adversarial-example
+bookkeeping, the compaction of finished rows) belongs to the loop.
 
 Per-setting weights (λ's, a schedule's T, ...) are ``(K,)`` tensors in :attr:`Generator.weights`.
 The loop hands :meth:`Generator.penalty` those of the settings still searching, as ``(K', 1)``

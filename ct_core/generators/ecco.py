@@ -4,12 +4,15 @@ model, i.e. towards where the model itself places the target class."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from ct_core.generators.base import Generator, Weights, l1_distance
+
+if TYPE_CHECKING:
+    from ct_core.config import GeneratorConfig
 
 Num = float | Sequence[float] | Tensor
 
@@ -49,7 +52,7 @@ class ECCo(Generator):
         )
 
     @classmethod
-    def from_configs(cls, cfgs, data=None, **kw):  # type: ignore[no-untyped-def]
+    def from_configs(cls, cfgs: Sequence[GeneratorConfig], *args: Any, **kw: Any) -> ECCo:
         return cls(*([getattr(c, f) for c in cfgs] for f in cls.fields))
 
     def penalty(
