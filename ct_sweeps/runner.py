@@ -742,7 +742,7 @@ def run(
     run_dir = _new_run_dir(p, storage)
 
     def factory(tracking: TrackingSetup | None) -> Any:
-        # packs train with ct_core.pack; a stand-in trainer (CT_SWEEPS_TRAINER) runs unpacked
+        # packs train with PackTrainer; a stand-in trainer (CT_SWEEPS_TRAINER) runs unpacked
         packed = p.sweep.search.packs and TRAINER == "ct_core.training:Trainer"
         packs = _plan_packs(p, run_dir) if packed else None
         return build_tuner(p, run_dir, _tracking(p, run_dir, tracking, packs), packs)

@@ -74,6 +74,7 @@ class GeneratorInfo:
 
 
 _REGISTRY: dict[str, GeneratorInfo] = {}
+_BY_PATH: dict[str, GeneratorInfo] = {}  # generator.type values that name an import path
 
 
 def register_generator(
@@ -103,23 +104,24 @@ def generator_names() -> tuple[str, ...]:
 def generator_info(name: str) -> GeneratorInfo:
     """The registration of ``generator.type`` ``name`` (``KeyError`` naming the allowed ones).
 
-    A name ``"package.module:attribute"`` that is not registered yet is imported and registered:
+    A name ``"package.module:attribute"`` that is not registered is imported (once per process):
     a penalty function, or a ``Generator`` subclass (``latent`` and ``shared`` from the class).
     That is how a generator of one's own reaches every process of a sweep."""
-    if name not in _REGISTRY and ":" in name:
-        try:
-            target = import_object(name)
-        except Exception as e:  # ImportError, AttributeError or the module's own error
-            raise KeyError(f"generator.type {name!r} cannot be imported: {e}") from None
-        latent = bool(getattr(target, "latent", False))
-        register_generator(name, target, latent=latent, shared=getattr(target, "shared", ()))
-    try:
+    if name in _REGISTRY:
         return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(
-            f"generator.type must be one of {', '.join(generator_names())} (or "
-            f"'package.module:attribute' of a generator), got {name!r}"
-        ) from None
+    if ":" in name:
+        if name not in _BY_PATH:
+            try:
+                target = import_object(name)
+            except Exception as e:  # ImportError, AttributeError or the module's own error
+                raise KeyError(f"generator.type {name!r} cannot be imported: {e}") from None
+            latent = bool(getattr(target, "latent", False))
+            _BY_PATH[name] = GeneratorInfo(name, target, latent, getattr(target, "shared", ()))
+        return _BY_PATH[name]
+    raise KeyError(
+        f"generator.type must be one of {', '.join(generator_names())} (or "
+        f"'package.module:attribute' of a generator), got {name!r}"
+    )
 
 
 register_generator("generic", "ct_core.generators.generic:Generic")
