@@ -1,4 +1,4 @@
-"""The typed configuration of one CT training run (design.md, "Training config").
+"""The typed configuration of one CT training run.
 
 One schema, validated once, used by ``ct train``, the sweep trainables and every YAML under
 ``configs/``. Fields are addressed by dotted paths (``generator.tau``); :func:`apply_overrides`

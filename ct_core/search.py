@@ -108,7 +108,7 @@ def search(
     ``model``: a :class:`~ct_core.stack.ModelStack` of K models, one ``nn.Module`` for all K, or a
     :data:`Forward`. ``generator`` holds the K settings' penalty weights. ``T`` maximum steps,
     ``tau`` decision threshold, ``lr`` the step size η of plain gradient descent (0.1 in the
-    reference), ``epsilon`` / ``epsilon_norm`` / ``epsilon_strict`` the ball nascent
+    authors' code), ``epsilon`` / ``epsilon_norm`` / ``epsilon_strict`` the ball nascent
     counterfactuals must stay in to serve as adversarial examples (``≤ ε``, or ``< ε``): each a
     number or one value per setting. ``valid`` ``(K, N)`` marks real rows (settings with fewer
     rows are padded). ``domain`` bounds apply after every step; ``mutability`` codes of
