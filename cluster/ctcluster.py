@@ -351,12 +351,12 @@ def _wait(what: str, check, timeout: float, procs: list[dict]) -> None:
 
 def prepare_mlflow_store(db: Path) -> bool:
     """Make the server's sqlite store before its first start as a sweep's own store is made
-    (ct_sweeps/sqlite_store.py): copied from a migrated template, in SQLite's WAL mode on a local
+    (ct_sweeps/record/store.py): copied from a migrated template, in SQLite's WAL mode on a local
     file system, so that logging costs the server less and the UI's reads do not block writes.
     `False` (MLflow then makes the store itself): the store exists, or ct is not installed in
     the Python running this script."""
     try:
-        from ct_sweeps.sqlite_store import new_sqlite_store
+        from ct_sweeps.record.store import new_sqlite_store
     except ImportError:
         return False
     return new_sqlite_store(f"sqlite:///{db}", wal="auto")
@@ -366,7 +366,7 @@ def fold_mlflow_store(db: Path) -> None:
     """After the server stopped: fold a WAL store's log back into `mlflow.db`, so that the file
     alone holds every run (a server stopped by a signal may not have done it)."""
     try:
-        from ct_sweeps.sqlite_store import checkpoint
+        from ct_sweeps.record.store import checkpoint
     except ImportError:
         return
     checkpoint(f"sqlite:///{db}")

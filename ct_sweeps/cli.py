@@ -27,10 +27,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ct_sweeps.env import set_defaults
+from ct_sweeps.run.env import set_defaults
 
 if TYPE_CHECKING:
-    from ct_sweeps.runner import Outcome, Plan
+    from ct_sweeps.runner import Outcome
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -152,51 +152,6 @@ def check_address(address: str | None) -> None:
         ) from None
 
 
-def check_features(p: Plan) -> None:
-    """Feature names in ``data.immutable`` / ``increase_only`` / ``decrease_only`` must exist.
-
-    The data set is only loaded inside the trials, so without this check a typo would start Ray
-    and fail every trial. Checked for the base config and each grid point that changes
-    ``data.*`` (cheap for synthetic data and MNIST; a tabular set is loaded once).
-    """
-    from ct_core.config import ConfigError
-    from ct_sweeps.space import trial_config
-
-    fields = ("immutable", "increase_only", "decrease_only")
-    configs = [p.base_cfg]
-    if any(e.key.startswith("data.") for e in p.space.entries):
-        try:
-            points = p.space.grid_points()
-        except Exception:
-            points = []
-        for point in points:
-            if any(k.startswith("data.") for k in point):
-                try:
-                    configs.append(trial_config(p.base, point))
-                except ConfigError:
-                    continue  # reported by the space validation already
-    seen: set[str] = set()
-    for cfg in configs:
-        data = cfg.data
-        if not any(getattr(data, f) for f in fields):
-            continue
-        key = data.model_dump_json()
-        if key in seen:
-            continue
-        seen.add(key)
-        from ct_core.constraints import resolve_features
-        from ct_core.data import feature_names
-
-        try:
-            names = feature_names(data)
-        except ConfigError:
-            raise
-        except Exception:  # data problems surface in the trial, with its own message
-            continue
-        for f in fields:
-            resolve_features(getattr(data, f), names, f"data.{f}")
-
-
 def _mlflow_hint(uri: str | None) -> str:
     if not uri:
         return "MLflow: tracking disabled"
@@ -206,7 +161,7 @@ def _mlflow_hint(uri: str | None) -> str:
 
 
 def _summary(o: Outcome) -> int:
-    from ct_sweeps.report import format_table
+    from ct_sweeps.record.report import format_table
 
     rep = o.report
     print()
@@ -245,15 +200,14 @@ def _summary(o: Outcome) -> int:
 
 
 def _timing_line(o: Outcome) -> str:
-    """Where the wall time went: training epochs, the rest of the trials, Ray, MLflow."""
+    """Where the wall time went: training epochs, Ray, the report, MLflow."""
     df, t = o.report.frame, o.timings
-    total = float(df["time_total_s"].sum()) if "time_total_s" in df else 0.0
     train = float(df["train_seconds"].sum()) if "train_seconds" in df else 0.0
     return (
-        f"Time:        {o.seconds:.1f} s wall; trials ran {total:.1f} s in all, of which "
-        f"{train:.1f} s training epochs; Ray start {t.get('ray_start', 0):.1f} s, "
-        f"stop {t.get('ray_stop', 0):.1f} s; MLflow in the driver "
-        f"{t.get('mlflow_in_fit', 0):.1f} s; report {t.get('report', 0):.1f} s"
+        f"Time:        {o.seconds:.1f} s wall; {train:.1f} s of training epochs in all; "
+        f"Ray start {t.get('ray_start', 0):.1f} s, stop {t.get('ray_stop', 0):.1f} s; "
+        f"report {t.get('report', 0):.1f} s; MLflow in the driver "
+        f"{t.get('mlflow_in_driver', 0):.1f} s"
     )
 
 
@@ -286,12 +240,13 @@ def _submit_job(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from ct_sweeps import runner
+    from ct_sweeps.plan import check_features
+    from ct_sweeps.plan import plan as make_plan
 
     sets = list(args.sets)
     if args.name:
         sets.append(f"name={args.name}")
-    plan = runner.plan(args.sweep, sets)
+    plan = make_plan(args.sweep, sets)
     print(
         f"Sweep {plan.sweep.name}: {plan.n_trials} trials "
         f"({plan.sweep.search.algorithm}, {len(plan.space.entries)} swept parameters)",
@@ -305,6 +260,8 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     check_address(args.address)
     if args.address and args.address.startswith(("http://", "https://")):
         return _submit_job(args, argv)
+    from ct_sweeps import runner
+
     out = runner.run(
         plan,
         storage=args.storage,
@@ -316,7 +273,8 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from ct_sweeps.report import RunDir, format_table, write_report
+    from ct_sweeps.plan.rundir import RunDir
+    from ct_sweeps.record.report import format_table, write_report
 
     run = RunDir.load(args.run_dir)
     rep = write_report(run, metric=args.metric, mode=args.mode)
@@ -331,13 +289,13 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _sync(args: argparse.Namespace) -> int:
-    from ct_sweeps.report import RunDir, collect
+    from ct_sweeps.plan.rundir import RunDir
 
     run = RunDir.load(args.run_dir)  # bad input fails here, before Ray is imported
-    from ct_sweeps.tracking import sync
+    from ct_sweeps.runner import sync
 
     try:
-        counts = sync(run, collect(run), args.tracking_uri)
+        counts = sync(run.path, args.tracking_uri)
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -384,19 +342,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """The ``ct-sweep`` console script: :func:`main`, then a quick exit.
-
-    When a command returns, its output is written, Ray is stopped and the MLflow logging thread
-    has finished; what is left is the interpreter tearing down torch, MLflow, Ray and pandas,
-    1.5 to 2.5 s on a 2-core machine (bench/README.md). ``os._exit`` skips it, after flushing
-    the output streams and the logging handlers. :func:`main` itself returns normally."""
-    code = main()
-    try:
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-    finally:
-        os._exit(code)
+    """The ``ct-sweep`` console script."""
+    sys.exit(main())
 
 
 if __name__ == "__main__":

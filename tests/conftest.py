@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,10 +26,9 @@ def pytest_sessionfinish(session, exitstatus):
 
 @contextlib.contextmanager
 def _ray_environ():
-    """Ray's variables for a test (no token authentication on loopback), the environment put
-    back as it was afterwards (starting Ray sets more of them)."""
+    """Ray's variables for a test, the environment put back as it was afterwards (starting Ray
+    sets more of them)."""
     saved = dict(os.environ)
-    os.environ["RAY_AUTH_MODE"] = "disabled"
     try:
         yield
     finally:
@@ -44,12 +44,18 @@ def ray_environ():
 
 
 @pytest.fixture(scope="module")
-def ray_runtime():
-    """A throw-away local Ray on loopback per test module; yields its GCS address."""
-    from ct_sweeps.env import set_defaults
+def ray_runtime(tmp_path_factory):
+    """A throw-away local Ray per test module, on loopback, with token authentication (the token
+    in ``RAY_AUTH_TOKEN_PATH``, which subprocesses inherit); yields its GCS address."""
+    from ct_sweeps.run.env import set_defaults
 
     with _ray_environ():
         set_defaults()
+        token = tmp_path_factory.mktemp("ray") / "auth_token"
+        token.write_text(secrets.token_hex(32))
+        token.chmod(0o600)
+        os.environ.pop("RAY_AUTH_TOKEN", None)
+        os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
         import ray
 
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)

@@ -1,11 +1,11 @@
-"""The sweep YAML (design.md, "Sweep config"): schema, loading and ``--set`` overrides.
+"""The sweep YAML: schema, loading and ``--set`` overrides.
 
 ```yaml
 name: moons-quickstart
 base: ../base/moons.yaml        # training config, relative to this file, or an inline mapping
 overrides: {train.epochs: 10}   # dotted path -> value, applied to the base
 search: {algorithm: grid, metric: val_acc, mode: max, num_samples: 1, max_concurrent: 2,
-         pack: auto}            # settings per trial: auto | 0/1 (off) | K (ct_sweeps.packing)
+         pack: auto}            # settings per trial: auto | 0/1 (off) | K (plan/packing.py)
 space: {generator.T: [5, 25], generator.tau: {uniform: [0.5, 0.95]}}
 resources: {cpu: 1, gpu: 0}
 tracking: {uri: null, experiment: null, log_model: auto}
@@ -88,7 +88,7 @@ class SearchConfig(_Strict):
     asha: AshaConfig = Field(default_factory=AshaConfig)
     pack: Any = "auto"
     """Settings trained together in one trial (grid/random without ASHA, see
-    :mod:`ct_sweeps.packing`): ``auto``, ``0``/``1`` (off: one setting per trial) or the most
+    :mod:`ct_sweeps.plan.packing`): ``auto``, ``0``/``1`` (off: one setting per trial) or the most
     settings per pack."""
 
     @model_validator(mode="after")
@@ -168,11 +168,10 @@ class TrackingConfig(_Strict):
     fewer rows for the store to insert); ``results.csv`` and Tune's ``result.json`` keep every
     epoch either way."""
     sqlite_wal: Any = "auto"
-    """A new local sqlite store (the default ``RUN_DIR/mlflow.db``) in SQLite's WAL mode: about a
-    fifth less of the driver's CPU for logging, and ``mlflow ui`` reads without blocking the
-    sweep. ``auto``: where the run directory is on a local file system (on Linux, read from
-    ``/proc/self/mountinfo``; elsewhere assumed), never on NFS and other network or cluster file
-    systems, where WAL is unsafe (``ct_sweeps/sqlite_store.py``)."""
+    """A new local sqlite store (the default ``RUN_DIR/mlflow.db``) in SQLite's WAL mode (cheaper
+    commits; ``mlflow ui`` reads without blocking the sweep). ``auto``: where the run directory is
+    on a local file system, never on network or cluster file systems, where WAL is unsafe
+    (:mod:`ct_sweeps.record.store`)."""
 
     @model_validator(mode="after")
     def _check(self) -> TrackingConfig:

@@ -5,8 +5,8 @@ An entry maps a dotted training-config path to
 * a list: a grid axis (``grid``/``random``); a categorical choice under Optuna;
 * ``{grid: [...]}``: an explicit grid axis (not allowed with Optuna);
 * ``{choice: [...]}``: a random categorical choice;
-* ``{uniform: [lo, hi]}``, ``{loguniform: [lo, hi]}``, ``{quniform: [lo, hi, q]}``: floats
-  (``quniform`` with integer ``lo`` and ``q`` gives integers);
+* ``{uniform: [lo, hi]}``, ``{loguniform: [lo, hi]}``: floats; ``{quniform: [lo, hi, q]}``:
+  one of ``lo, lo + q, ...`` up to ``hi`` (integers where ``lo`` and ``q`` are);
 * ``{randint: [lo, hi]}``: integers, both ends included.
 
 Any mapping entry may add ``when: {other.path: value-or-list}``, which makes it conditional: it
@@ -24,19 +24,81 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ct_core.config import Config, ConfigError, apply_overrides, parse_config
 
-__all__ = ["DISTRIBUTIONS", "GRID_KEY", "Entry", "Space", "parse_space", "trial_config"]
+__all__ = [
+    "DISTRIBUTIONS",
+    "Draw",
+    "Entry",
+    "OptunaDraw",
+    "RandomDraw",
+    "Space",
+    "parse_space",
+    "resolve_setting",
+    "trial_config",
+    "trial_params",
+]
 
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "quniform", "randint")
-GRID_KEY = "grid"
-"""Trial-config key holding one enumerated grid point when a grid axis is conditional."""
 
 
 def _is_scalar(v: Any) -> bool:
     return v is None or isinstance(v, bool | int | float | str)
+
+
+class Draw(Protocol):
+    """Where a value comes from: :class:`RandomDraw` (grid/random sweeps, seeded) or
+    :class:`OptunaDraw` (an Optuna trial). :meth:`Entry.sample` maps every distribution of the
+    sweep file onto these three calls, so both kinds of sweep sample the same distributions."""
+
+    def categorical(self, key: str, options: Sequence[Any]) -> Any: ...
+
+    def float(self, key: str, lo: float, hi: float, log: bool, step: float | None) -> float: ...
+
+    def int(self, key: str, lo: int, hi: int, step: int) -> int: ...
+
+
+class RandomDraw:
+    """Draws from a seeded ``numpy.random.Generator``; a ``step`` picks one of the values
+    ``lo, lo + step, ...`` up to ``hi``, all equally likely (as Optuna does)."""
+
+    def __init__(self, rng: Any):
+        self.rng = rng
+
+    def categorical(self, key: str, options: Sequence[Any]) -> Any:
+        return options[int(self.rng.integers(len(options)))]
+
+    def float(self, key: str, lo: float, hi: float, log: bool, step: float | None) -> float:
+        if step:
+            n = int(math.floor((hi - lo) / step + 1e-9)) + 1
+            return round(lo + int(self.rng.integers(n)) * step, 12)
+        if log:
+            return float(math.exp(self.rng.uniform(math.log(lo), math.log(hi))))
+        return float(self.rng.uniform(lo, hi))
+
+    def int(self, key: str, lo: int, hi: int, step: int) -> int:
+        return lo + int(self.rng.integers((hi - lo) // step + 1)) * step
+
+
+class OptunaDraw:
+    """Suggests through an ``optuna.Trial`` (define-by-run). Optuna's categoricals hold only
+    scalars, so other options travel as JSON strings (:meth:`Entry.decode` reads them back)."""
+
+    def __init__(self, trial: Any):
+        self.trial = trial
+
+    def categorical(self, key: str, options: Sequence[Any]) -> Any:
+        if all(_is_scalar(v) for v in options):
+            return self.trial.suggest_categorical(key, list(options))
+        return json.loads(self.trial.suggest_categorical(key, [json.dumps(v) for v in options]))
+
+    def float(self, key: str, lo: float, hi: float, log: bool, step: float | None) -> float:
+        return self.trial.suggest_float(key, lo, hi, log=log, step=step)
+
+    def int(self, key: str, lo: int, hi: int, step: int) -> int:
+        return self.trial.suggest_int(key, lo, hi, step=step)
 
 
 @dataclass(frozen=True)
@@ -53,11 +115,6 @@ class Entry:
     def discrete(self) -> bool:
         return self.kind in ("grid", "choice")
 
-    @property
-    def encoded(self) -> bool:
-        """Optuna categoricals hold only scalars: other values travel as JSON strings."""
-        return self.kind == "choice" and not all(_is_scalar(v) for v in self.args)
-
     def active(self, point: Mapping[str, Any]) -> bool:
         return all(k in point and point[k] in vals for k, vals in self.when)
 
@@ -69,52 +126,28 @@ class Entry:
         return [int(lo), int(hi)] if self.integer else [lo, hi]
 
     def decode(self, v: Any) -> Any:
-        if self.encoded and isinstance(v, str):
+        """A value as a trial's config holds it (a JSON string for a non-scalar Optuna choice,
+        a float for an integer) -> the config value."""
+        if self.discrete and isinstance(v, str) and not all(_is_scalar(a) for a in self.args):
             v = json.loads(v)
         if self.integer and isinstance(v, float) and v.is_integer():
             v = int(v)
         return v
 
-    def to_ray(self) -> Any:
-        from ray import tune
-
-        lo = self.args[0] if self.args else None
+    def sample(self, draw: Draw) -> Any:
+        """The one place a distribution is sampled, for random and Optuna sweeps alike."""
+        a = self.args
         match self.kind:
-            case "grid":
-                return tune.grid_search(list(self.args))
-            case "choice":
-                return tune.choice(list(self.args))
-            case "uniform":
-                return tune.uniform(lo, self.args[1])
-            case "loguniform":
-                return tune.loguniform(lo, self.args[1])
+            case "grid" | "choice":
+                return draw.categorical(self.key, a)
+            case "uniform" | "loguniform":
+                return draw.float(self.key, a[0], a[1], self.kind == "loguniform", None)
+            case "quniform" if self.integer:
+                return draw.int(self.key, int(a[0]), int(a[1]), int(a[2]))
             case "quniform":
-                if self.integer:
-                    return tune.qrandint(int(lo), int(self.args[1]), int(self.args[2]))
-                return tune.quniform(lo, self.args[1], self.args[2])
+                return draw.float(self.key, a[0], a[1], False, a[2])
             case "randint":
-                return tune.randint(int(lo), int(self.args[1]) + 1)
-        raise AssertionError(self.kind)
-
-    def suggest(self, trial: Any) -> Any:
-        """Sample with an ``optuna.Trial`` (define-by-run); returns the decoded value."""
-        lo = self.args[0] if self.args else None
-        match self.kind:
-            case "choice" | "grid":
-                opts = [json.dumps(v) for v in self.args] if self.encoded else list(self.args)
-                return self.decode(trial.suggest_categorical(self.key, opts))
-            case "uniform":
-                return trial.suggest_float(self.key, lo, self.args[1])
-            case "loguniform":
-                return trial.suggest_float(self.key, lo, self.args[1], log=True)
-            case "quniform":
-                if self.integer:
-                    return trial.suggest_int(
-                        self.key, int(lo), int(self.args[1]), step=int(self.args[2])
-                    )
-                return trial.suggest_float(self.key, lo, self.args[1], step=self.args[2])
-            case "randint":
-                return trial.suggest_int(self.key, int(lo), int(self.args[1]))
+                return draw.int(self.key, int(a[0]), int(a[1]), 1)
         raise AssertionError(self.kind)
 
     def describe(self) -> Any:
@@ -133,10 +166,10 @@ class OptunaSpace:
 
     def __call__(self, trial: Any) -> None:
         values: dict[str, Any] = {}
+        draw = OptunaDraw(trial)
         for e in self.entries:
             if e.active(values):
-                values[e.key] = e.suggest(trial)
-        return None
+                values[e.key] = e.sample(draw)
 
 
 @dataclass
@@ -174,37 +207,33 @@ class Space:
         return points
 
     def num_trials(self, num_samples: int) -> int:
-        """Trials a sweep will run: grid points x repeats (grid/random), samples (Optuna)."""
+        """Settings a sweep runs: grid points x repeats (grid/random), samples (Optuna)."""
         if self.algorithm.startswith("optuna"):
             return num_samples
         return len(self.grid_points()) * num_samples
 
-    def ray_param_space(self) -> dict[str, Any]:
-        """``Tuner(param_space=...)`` for grid/random (Optuna uses :meth:`optuna_space`)."""
-        out: dict[str, Any] = {}
-        if any(e.when for e in self.grid_entries):
-            from ray import tune
+    def settings(self, num_samples: int, seed: int | None) -> list[dict[str, Any]]:
+        """Every setting of a grid/random sweep (dotted path -> value): the grid points, each
+        with its distributions drawn by a generator seeded with ``search.seed``, repeated
+        ``num_samples`` times. Packed or not, a sweep trains these same settings."""
+        import numpy as np
 
-            out[GRID_KEY] = tune.grid_search(self.grid_points())
-        else:
-            out.update({e.key: e.to_ray() for e in self.grid_entries})
-        out.update({e.key: e.to_ray() for e in self.sampled_entries})
+        draw = RandomDraw(np.random.default_rng(seed))
+        out: list[dict[str, Any]] = []
+        for _ in range(num_samples):
+            for point in self.grid_points():
+                out.append({**point, **{e.key: e.sample(draw) for e in self.sampled_entries}})
         return out
 
     def optuna_space(self) -> OptunaSpace:
         return OptunaSpace(self.entries)
 
     def resolve(self, config: Mapping[str, Any]) -> dict[str, Any]:
-        """A trial's Tune config -> the dotted overrides that apply to it (inactive dropped)."""
-        flat: dict[str, Any] = {}
-        grid = config.get(GRID_KEY)
-        if isinstance(grid, Mapping):
-            flat.update(grid)
+        """A setting (or an Optuna trial's config) -> the dotted overrides that apply to it
+        (entries whose ``when`` does not hold are dropped)."""
         keys = {e.key: e for e in self.entries}
-        for k, v in config.items():
-            if k in keys:
-                flat[k] = keys[k].decode(v)
-        return {k: v for k, v in flat.items() if k not in keys or keys[k].active(flat)}
+        flat = {k: keys[k].decode(v) for k, v in config.items() if k in keys}
+        return {k: v for k, v in flat.items() if keys[k].active(flat)}
 
     def describe(self) -> dict[str, Any]:
         return {e.key: e.describe() for e in self.entries}
@@ -332,6 +361,38 @@ def parse_space(raw: Mapping[str, Any] | None, algorithm: str) -> Space:
 def trial_config(base: Mapping[str, Any], params: Mapping[str, Any]) -> Config:
     """The validated training config of one trial: ``base`` with dotted ``params`` applied."""
     return parse_config(apply_overrides(base, dict(params)))
+
+
+def trial_params(
+    space: Space,
+    base: Mapping[str, Any],
+    config: Mapping[str, Any],
+    cpus: float = 1.0,
+    gpus: float | None = None,
+) -> dict[str, Any]:
+    """The dotted overrides of one setting in a trial that holds ``cpus`` and ``gpus``: its
+    swept values, and one torch thread per CPU (``train.threads``) unless the sweep sets that
+    itself. A trial that holds no GPU (``gpus`` 0) trains on the CPU where ``train.device`` is
+    ``auto``: Ray leaves every GPU of the machine visible to a trial that asked for none."""
+    params = space.resolve(config)
+    if "train.threads" not in params and "threads" not in (base.get("train") or {}):
+        params = {"train.threads": max(1, int(cpus)), **params}
+    device = params.get("train.device", (base.get("train") or {}).get("device", "auto"))
+    if gpus == 0 and device == "auto":
+        params = {**params, "train.device": "cpu"}
+    return params
+
+
+def resolve_setting(
+    space: Space,
+    base: Mapping[str, Any],
+    config: Mapping[str, Any],
+    cpus: float = 1.0,
+    gpus: float | None = None,
+) -> Config:
+    """The config a setting trains with (:func:`trial_params`): what the trial trains and what
+    MLflow shows for it both come from here."""
+    return trial_config(base, trial_params(space, base, config, cpus, gpus))
 
 
 def _attribute(messages: Sequence[str], keys: set[str], where: str = "") -> list[str]:

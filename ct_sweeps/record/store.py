@@ -1,19 +1,18 @@
-"""The local sqlite MLflow store a sweep makes in its run directory: made fast, written fast.
+"""Where a sweep's MLflow store is, and the local sqlite store it makes in its run directory.
 
 * **Made from a template.** MLflow makes a new sqlite store by running all its schema
-  migrations, 1.5-2 s of CPU at the start of every sweep on a 2-core machine (bench/README.md).
-  The result is the same file each time, so it is made once per MLflow version, with MLflow's own
-  code, in the cache (``$CT_CACHE_DIR``, default ``~/.cache/ct``) and copied.
+  migrations, seconds of CPU at the start of every sweep on a small machine. The result is the
+  same file each time, so it is made once per MLflow version, by MLflow's public client in a
+  process of its own, in the cache (``$CT_CACHE_DIR``, default ``~/.cache/ct``), and copied.
 * **Write-ahead log.** In SQLite's default journal mode every commit creates, syncs and deletes a
   rollback journal, and MLflow commits several times per call; in WAL mode (``PRAGMA
-  journal_mode=WAL``, kept in the file) the same logging takes about a fifth less of the
-  driver's CPU and a quarter less time (``bench/bench_mlflow.py``), and a reader such as
-  ``mlflow ui`` no longer blocks the sweep's writes. WAL needs the shared memory of one host,
-  so it is used only where the run directory is on a local file system
-  (``tracking.sqlite_wal: auto``); :func:`checkpoint` folds the log back into ``mlflow.db`` at
-  the end of a sweep, so that the file alone holds every run.
+  journal_mode=WAL``, kept in the file) logging costs the driver less CPU
+  (``bench/bench_mlflow.py``), and a reader such as ``mlflow ui`` no longer blocks the sweep's
+  writes. WAL needs the shared memory of one host, so it is used only where the run directory
+  is on a local file system (``tracking.sqlite_wal: auto``); :func:`checkpoint` folds the log
+  back into ``mlflow.db`` at the end of a sweep, so that the file alone holds every run.
 
-Nothing here imports Ray; MLflow only where a store is made.
+Both act on our own file through Python's ``sqlite3``; nothing here imports MLflow.
 """
 
 from __future__ import annotations
@@ -23,12 +22,37 @@ import os
 import re
 import shutil
 import sqlite3
+import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["checkpoint", "local_filesystem", "new_sqlite_store", "sqlite_path"]
+__all__ = [
+    "checkpoint",
+    "default_tracking_uri",
+    "is_local",
+    "local_filesystem",
+    "new_sqlite_store",
+    "resolve_tracking_uri",
+    "sqlite_path",
+]
 
-log = logging.getLogger("ct_sweeps.tracking")
+log = logging.getLogger("ct_sweeps.record")
+
+
+def default_tracking_uri(run_dir: str | Path) -> str:
+    """The local store of a run: ``sqlite:///RUN_DIR/mlflow.db``."""
+    return f"sqlite:///{Path(run_dir).resolve() / 'mlflow.db'}"
+
+
+def resolve_tracking_uri(cli: str | None, sweep: str | None, run_dir: str | Path) -> str:
+    """``--tracking-uri`` > the sweep's ``tracking.uri`` > ``$MLFLOW_TRACKING_URI`` > local."""
+    return cli or sweep or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(run_dir)
+
+
+def is_local(uri: str) -> bool:
+    """Whether a store keeps its artifacts wherever the client says (a file on this machine)."""
+    return uri.startswith("sqlite:") or "://" not in uri
+
 
 LOCAL_FS = frozenset(
     {
@@ -97,35 +121,43 @@ def local_filesystem(path: str | Path) -> bool:
     return kind in LOCAL_FS
 
 
+_MAKE_STORE = (
+    "import sys; from mlflow import MlflowClient; MlflowClient(sys.argv[1]).search_experiments()"
+)
+
+
+def _template() -> Path:
+    """An empty store that MLflow migrated, made once per MLflow version (in a process of its
+    own, whose working directory is the cache: its Default experiment, which sweeps never use,
+    keeps its artifacts there)."""
+    from importlib.metadata import version
+
+    from ct_core.data.download import cache_dir
+
+    folder = cache_dir() / "mlflow"
+    template = folder / f"empty-{version('mlflow')}.db"
+    if not template.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{template.name}.{os.getpid()}.tmp"
+        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+        cmd = [sys.executable, "-c", _MAKE_STORE, f"sqlite:///{tmp}"]
+        subprocess.run(cmd, cwd=folder, env=env, check=True, capture_output=True, timeout=300)
+        os.replace(tmp, template)
+    return template
+
+
 def new_sqlite_store(uri: str, wal: bool | str = False) -> bool:
     """Create a new local sqlite tracking store by copying an empty, migrated one; ``True`` if
     it did (``False``: not a new sqlite file, or anything unexpected, and MLflow makes it).
 
     ``wal``: ``True`` puts the new store in WAL mode, ``"auto"`` where its folder is on a local
-    file system (:func:`local_filesystem`), ``False`` leaves SQLite's default journal. The store
-    then only adds its default experiment, as it does for a new file."""
+    file system (:func:`local_filesystem`), ``False`` leaves SQLite's default journal."""
     target = sqlite_path(uri)
     if target is None or target.exists() or not target.parent.is_dir():
         return False
     try:
-        import mlflow
-        import sqlalchemy
-        from mlflow.store.db.utils import _initialize_tables
-
-        from ct_core.data.download import cache_dir
-
-        template = cache_dir() / "mlflow" / f"empty-{mlflow.__version__}.db"
-        if not template.exists():
-            template.parent.mkdir(parents=True, exist_ok=True)
-            tmp = template.with_name(f".{template.name}.{os.getpid()}.tmp")
-            engine = sqlalchemy.create_engine(f"sqlite:///{tmp}")
-            try:
-                _initialize_tables(engine)
-            finally:
-                engine.dispose()
-            os.replace(tmp, template)
         part = target.with_name(f".{target.name}.part")
-        shutil.copyfile(template, part)
+        shutil.copyfile(_template(), part)
         if wal is True or (wal == "auto" and local_filesystem(target.parent)):
             _journal(part, "wal")
         os.replace(part, target)  # never a half-copied store under the real name

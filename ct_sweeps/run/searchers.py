@@ -1,4 +1,4 @@
-"""Search-algorithm adapters (imported only once Ray is needed)."""
+"""Optuna through Ray Tune's public `OptunaSearch` (imported only once Ray is needed)."""
 
 from __future__ import annotations
 

@@ -1,325 +1,265 @@
-"""The Ray Tune function trainable: one trial = one :class:`ct_core.training.Trainer` run.
+"""The Ray Tune function trainable: one trial trains a pack of K >= 1 settings.
 
-Each epoch's record is reported to Tune; every ``checkpoint_every`` epochs, and always after the
-last one, the trainer's state dict (``state.pt``, plus the final model as ``model.pt``) is saved
-as the trial's checkpoint, from which a restarted trial resumes (``tune.get_checkpoint()``).
-With ``reuse_actors=True`` one worker runs many trials, so the data set is cached per process
-and nothing else is kept between trials.
+A trial's settings are its pack's (grid/random sweeps, :class:`~ct_sweeps.plan.packing.PackBook`)
+or its own config (Optuna). It reports ``{"epoch": e, "settings": {"<k>": [record, ...]},
+<metric>: best}``: each setting's epoch records since the last report (as ``ct_core`` yields
+them; ``failed`` holds the reason in the epoch a setting fails), and the best live setting's
+last value of the search metric, which Tune's searchers and schedulers read. Packed sweeps
+report every ``report_s`` seconds, since a Tune round trip per epoch costs more than a pack's
+epoch; the others every epoch, so that ASHA and Optuna see each one. Every
+``checkpoint_every`` epochs and at the end the checkpoint holds the K trainer states
+(``states.pt``), and at the end one ``model_<k>.pt`` per finished setting. A trial whose settings
+have all failed fails, so that Tune retries it and records its error.
+
+Every call into ``ct_core``'s training API is in :func:`make_trainer`.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import math
 import os
-import sys
 import tempfile
-import threading
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ct_sweeps.space import Space, trial_config
+from ct_sweeps.plan.packing import PackBook, settings_of
+from ct_sweeps.plan.space import Space, resolve_setting
 
 __all__ = [
-    "CF_METRICS",
+    "STATES_FILE",
     "TrialSpec",
-    "ct_trainable",
-    "load_trainer_class",
-    "resolve_trial",
-    "trial_configs",
-    "trial_params",
+    "make_trainer",
+    "model_file",
+    "newest_state",
+    "pack_trainable",
+    "restore_state",
 ]
 
-CF_METRICS = ("val_validity", "val_cost", "val_implausibility", "val_mmd")
-"""Validation-set counterfactual metrics, present only every ``train.eval_every`` epochs."""
-
-STATE_FILE = "state.pt"
-MODEL_FILE = "model.pt"
-
-_DATA_CACHE: dict[str, Any] = {}
+STATES_FILE = "states.pt"
+_DATA: dict[str, Any] = {}
 log = logging.getLogger("ct_sweeps")
 
 
-WORKER_IMPORTS = ("torch", "ct_core.pack", "ct_core.data")
-"""What a trial imports first (about 1.2 s on a busy 2-core machine, most of it torch)."""
-
-
-def _import_ahead() -> threading.Thread | None:
-    """In a Ray worker process, import :data:`WORKER_IMPORTS` on a background thread.
-
-    Tune creates a trial's actor, which loads this module, and only then sends it the trial,
-    after round trips through the driver's event loop (about a second at a sweep's start):
-    the imports overlap those. The trial's own ``import torch`` waits on the module's import lock
-    until this thread is done. Nothing happens in the driver (which never imports torch) or
-    outside Ray."""
-    ray = sys.modules.get("ray")
-    try:
-        # is_initialized first: get_runtime_context() would start a Ray in a bare process
-        in_worker = (
-            ray is not None
-            and ray.is_initialized()
-            and ray.get_runtime_context().worker.mode == ray.WORKER_MODE
-        )
-    except Exception:
-        in_worker = False
-    if not in_worker:
-        return None
-
-    def target() -> None:
-        for name in WORKER_IMPORTS:
-            try:
-                importlib.import_module(name)
-            except Exception:  # the trial's own import reports it
-                return
-
-    thread = threading.Thread(target=target, name="ct-import-ahead", daemon=True)
-    thread.start()
-    return thread
-
-
-_IMPORT_AHEAD = _import_ahead()
-
-
-def imports_ahead_done() -> None:
-    """Wait for :func:`_import_ahead` (a trial's first line): two threads importing the same
-    packages at once can see each other's half-initialised modules."""
-    if _IMPORT_AHEAD is not None:
-        _IMPORT_AHEAD.join()
+def model_file(k: int) -> str:
+    """The final model of setting ``k`` in a trial's last checkpoint."""
+    return f"model_{k:02d}.pt"
 
 
 @dataclass(frozen=True)
 class TrialSpec:
-    """What every trial shares (sent once through the object store by ``tune.with_parameters``)."""
+    """What every trial shares (sent once through Ray's object store)."""
 
     base: dict[str, Any]
     space: Space
+    book: PackBook | None
+    experiment_path: str
+    """Tune's experiment folder, which holds ``trial_<id>/`` (its checkpoints)."""
     checkpoint_every: int = 0
-    carry: tuple[str, ...] = ()
-    """Search metrics whose last value is repeated until recomputed (CF metrics)."""
-    trainer: str = "ct_core.training:Trainer"
-    extra: dict[str, Any] = field(default_factory=dict)
+    metric: str | None = None
+    mode: str = "max"
+    report_s: float = 0.0
 
 
-def load_trainer_class(path: str) -> type:
-    module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)
+class _Single:
+    """One setting trained by ``ct_core.training.Trainer``, behind ``PackedTrainer``'s
+    interface (``run`` yields lists of K records, ``failed``, ``histories``, ``state_dicts``,
+    ``models``)."""
+
+    def __init__(self, cfg: Any, data: Any, states: Sequence[dict[str, Any]] | None):
+        from ct_core.training import Trainer
+
+        state = states[0] if states else None
+        self.failed: list[str | None] = [state.get("failed") if state else None]
+        self.trainer = Trainer(cfg, data, checkpoint=state)
+
+    def run(self) -> Iterator[list[dict[str, Any] | None]]:
+        from ct_core.training import NonFiniteLossError
+
+        if self.failed[0] is not None:
+            return
+        try:
+            for rec in self.trainer.run():
+                yield [rec]
+        except NonFiniteLossError as e:
+            self.failed[0] = str(e)
+            yield [{"epoch": float(self.trainer.epoch + 1), "failed": str(e)}]
+
+    @property
+    def histories(self) -> list[list[dict[str, Any]]]:
+        return [self.trainer.history]
+
+    def state_dicts(self) -> list[dict[str, Any]]:
+        sd = self.trainer.state_dict()
+        if self.failed[0] is not None:
+            sd["failed"] = self.failed[0]
+        return [sd]
+
+    def models(self) -> list[Any]:
+        return [self.trainer.model]
 
 
-def trial_params(
-    spec: TrialSpec, config: Mapping[str, Any], cpus: float = 1.0, gpus: float | None = None
-) -> dict[str, Any]:
-    """The dotted overrides of one trial: its sampled values, and one torch thread per CPU it
-    holds (``train.threads``) unless the sweep sets that itself. A trial that holds no GPU
-    (``gpus`` 0) trains on the CPU where ``train.device`` is ``auto``: Ray leaves every GPU of
-    the machine visible to a trial that asked for none, and it would otherwise take one."""
-    params = spec.space.resolve(config)
-    if "train.threads" not in params and "train.threads" not in _flat_keys(spec.base):
-        params = {"train.threads": max(1, int(cpus)), **params}
-    device = params.get("train.device", (spec.base.get("train") or {}).get("device", "auto"))
-    if gpus == 0 and device == "auto":
-        params = {**params, "train.device": "cpu"}
-    return params
+def make_trainer(cfgs: Sequence[Any], data: Any, states: Sequence[dict[str, Any]] | None) -> Any:
+    """The trainer of a trial's settings: ``ct_core.pack.PackedTrainer`` for several (they
+    share a pack key, :mod:`ct_sweeps.plan.packing`), ``ct_core.training.Trainer`` for one."""
+    if len(cfgs) == 1:
+        return _Single(cfgs[0], data, states)
+    from ct_core.pack import PackedTrainer
 
-
-def _flat_keys(d: Mapping[str, Any], prefix: str = "") -> set[str]:
-    out: set[str] = set()
-    for k, v in d.items():
-        if isinstance(v, Mapping):
-            out |= _flat_keys(v, f"{prefix}{k}.")
-        else:
-            out.add(f"{prefix}{k}")
-    return out
+    return PackedTrainer(list(cfgs), data=data, checkpoints=states)
 
 
 def _dataset(cfg: Any) -> Any:
-    """Load a trial's data once per worker process (keyed by the data config)."""
+    """A trial's data, loaded once per worker process (Tune reuses the workers)."""
     key = json.dumps(cfg.data.model_dump(mode="json"), sort_keys=True)
-    if key not in _DATA_CACHE:
+    if key not in _DATA:
         from ct_core.data import load_dataset
 
-        _DATA_CACHE.clear()  # one data set per worker is enough
-        _DATA_CACHE[key] = load_dataset(cfg.data)
-    return _DATA_CACHE[key]
+        _DATA.clear()
+        _DATA[key] = load_dataset(cfg.data)
+    return _DATA[key]
 
 
-def _trial_resources() -> tuple[float, float | None]:
-    """The CPUs and GPUs this Tune trial holds; ``(1.0, None)`` outside a Tune session."""
-    from ray import tune
-
-    try:
-        res = tune.get_context().get_trial_resources().required_resources
-    except Exception:  # outside a Tune session
-        return 1.0, None
-    return float(res.get("CPU", 1.0)), float(res.get("GPU", 0.0))
-
-
-def resolve_trial(
-    spec: TrialSpec, config: Mapping[str, Any], cpus: float = 1.0, gpus: float | None = None
-) -> Any:
-    """The config a setting trains with in a trial holding ``cpus`` and ``gpus``: the base, its
-    sampled values and the trial's resources (:func:`trial_params`). The trials and the params
-    MLflow shows for them both come from here."""
-    return trial_config(spec.base, trial_params(spec, config, cpus, gpus))
-
-
-def trial_configs(spec: TrialSpec, configs: Sequence[Mapping[str, Any]]) -> list[Any]:
-    """The configs of the settings a Tune trial trains (one, or a pack's), each with the trial's
-    resources (:func:`trial_params`: threads, device), and torch's threads set to the CPUs the
-    trial holds."""
-    import torch
-
-    cpus, gpus = _trial_resources()
-    torch.set_num_threads(max(1, int(cpus)))
-    return [resolve_trial(spec, c, cpus, gpus) for c in configs]
-
-
-def _epoch_of(state: Any) -> int:
-    """The epoch a trainer state (or a pack's list of them) was saved at."""
-    states = state if isinstance(state, list) else [state]
+def _epoch_of(states: Any) -> int:
+    states = states if isinstance(states, list) else [states]
     return max((int(s.get("epoch", 0)) for s in states if isinstance(s, dict)), default=0)
 
 
-def _trial_storage_dir() -> Path | None:
-    """The trial's folder in the sweep's storage, where a local path (the checkpoints live
-    there); ``None`` elsewhere (cloud storage) or outside a Tune session."""
-    try:
-        from ray.train._internal.session import get_session
-
-        path = Path(get_session().storage.trial_fs_path)
-    except Exception:
-        return None
-    return path if path.is_dir() else None
-
-
-def _load_state(path: Path) -> Any:
+def _load(path: Path) -> Any:
     import torch
 
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def newest_state(trial_dir: Path, filename: str, skip: str | None = None) -> Any:
-    """The state with the highest epoch among the trial folder's ``checkpoint_*/filename``
-    (``skip``: a checkpoint folder name to leave out), or ``None``; a file cut short by a
-    crash is passed over."""
+def newest_state(trial_dir: Path, skip: str | None = None) -> Any:
+    """The trainer states with the highest epoch among the trial folder's checkpoints (``skip``:
+    a checkpoint folder to leave out), or ``None``; a file cut short by a crash is passed over."""
     best = None
-    for p in trial_dir.glob("checkpoint_*"):
+    for p in Path(trial_dir).glob("checkpoint_*"):
         if p.name == skip:
             continue
         try:
-            state = _load_state(p / filename)
-        except Exception:  # missing, or cut short by the crash
+            state = _load(p / STATES_FILE)
+        except Exception:  # missing, or cut short
             continue
         if best is None or _epoch_of(state) > _epoch_of(best):
             best = state
     return best
 
 
-def restore_state(ckpt: Any, filename: str, trial_dir: Path | None = None) -> Any:
-    """The newest state this trial saved, or ``None`` to start afresh.
-
-    That is Tune's checkpoint ``ckpt``, or a later checkpoint in the trial's folder that Tune's
-    last experiment snapshot does not list yet: a driver or node killed after the checkpoint was
-    persisted, before the snapshot recorded it (then ``ckpt`` can be ``None`` too, for a trial
-    that had not started by the last snapshot). Without this a trial that had finished just
-    before a driver kill would retrain. Training is deterministic given a state, so resuming
-    from the later one changes nothing but the time."""
-    state, here = None, None
+def restore_state(ckpt: Any, trial_dir: Path) -> Any:
+    """The newest states this trial saved, or ``None`` to start afresh: Tune's checkpoint
+    ``ckpt``, or a later one in the trial's folder that Tune's last experiment snapshot does not
+    list yet (a driver killed after the checkpoint was written, before the snapshot recorded
+    it). Without the second, a trial that finished just before a driver was killed would train
+    again. Training is deterministic given a state, so the later one changes only the time."""
+    state, name = None, None
     if ckpt is not None:
         with ckpt.as_directory() as d:
-            state = _load_state(Path(d) / filename)
-        here = Path(str(ckpt.path))
-        trial_dir = here.parent if here.is_dir() else None
-    if trial_dir is None:  # remote storage: Tune's checkpoint is all there is
+            state = _load(Path(d) / STATES_FILE)
+        name = Path(str(ckpt.path)).name
+    if not Path(trial_dir).is_dir():  # storage this worker cannot see: Tune's checkpoint only
         return state
-    later = newest_state(trial_dir, filename, skip=here.name if here else None)
+    later = newest_state(trial_dir, skip=name)
     if later is None or _epoch_of(later) <= _epoch_of(state):
         return state
     log.info("resuming from epoch %d, newer than Tune's checkpoint", _epoch_of(later))
     return later
 
 
-def report_with_checkpoint(result: dict[str, Any], write: Any) -> None:
-    """``tune.report(result)`` with a checkpoint: a temporary folder that ``write(folder)``
-    fills, which Tune persists to the trial's storage."""
+def _clean(rec: Mapping[str, Any]) -> dict[str, Any]:
+    """A record as Tune stores it: floats, and the failure reason as text."""
+    return {
+        k: (v if isinstance(v, str) else float(v))
+        for k, v in rec.items()
+        if isinstance(v, str | bool | int | float)
+    }
+
+
+def pack_trainable(config: dict[str, Any], spec: TrialSpec) -> None:
+    """Train a trial's settings, reporting their epoch records to Tune (function API)."""
+    started = time.time()
+    import torch
     from ray import tune
     from ray.tune import Checkpoint
 
-    with tempfile.TemporaryDirectory(prefix="ct-ckpt-") as d:
-        write(d)
-        tune.report(result, checkpoint=Checkpoint.from_directory(d))
-
-
-def ct_trainable(config: dict[str, Any], spec: TrialSpec) -> None:
-    """Train one setting and report every epoch (Tune function API)."""
-    imports_ahead_done()
-    import torch
-    from ray import tune
-
     from ct_core.models import save_model
 
-    # one line per checkpoint from every worker drowns Tune's progress table
-    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
-    (cfg,) = trial_configs(spec, [config])
-    data = _dataset(cfg)
+    # one log line per checkpoint from every worker drowns Tune's progress table
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    ctx = tune.get_context()
+    res = ctx.get_trial_resources().required_resources
+    cpus, gpus = float(res.get("CPU", 1.0)), float(res.get("GPU", 0.0))
+    cfgs = [
+        resolve_setting(spec.space, spec.base, s, cpus, gpus)
+        for s in settings_of(config, spec.book)
+    ]
+    data = _dataset(cfgs[0])
+    trial_dir = Path(spec.experiment_path) / f"trial_{ctx.get_trial_id()}"
+    states = restore_state(tune.get_checkpoint(), trial_dir)
+    trainer = make_trainer(cfgs, data, states)
+    epochs, every = cfgs[0].train.epochs, spec.checkpoint_every
+    last: dict[int, float] = {}  # each setting's last value of the search metric
 
-    state = restore_state(tune.get_checkpoint(), STATE_FILE, _trial_storage_dir())
+    def note(k: int, rec: Mapping[str, Any]) -> None:
+        if spec.metric in rec and "failed" not in rec:
+            last[k] = float(rec[spec.metric])
 
-    trainer = load_trainer_class(spec.trainer)(cfg, data=data, checkpoint=state)
-    last: dict[str, float] = {}
-    eval_epoch = 0.0
+    for k, h in enumerate(trainer.histories):
+        for r in h:
+            note(k, r)
 
-    def metrics_of(record: dict[str, Any]) -> dict[str, float]:
-        """The record as reported: CF metrics carried from the last epoch that computed them."""
-        nonlocal eval_epoch
-        metrics = {key: float(v) for key, v in record.items()}
-        if any(m in record for m in CF_METRICS):
-            eval_epoch = float(metrics["epoch"])
-        for m in spec.carry:
-            if m in metrics:
-                last[m] = metrics[m]
-            elif m in last:
-                metrics[m] = last[m]
-        metrics["eval_epoch"] = eval_epoch
-        return metrics
+    def alive() -> int:
+        return sum(f is None for f in trainer.failed)
 
-    epochs = cfg.train.epochs
-    k = spec.checkpoint_every
-
-    def report(metrics: dict[str, float], save: bool, final: bool) -> None:
+    def report(epoch: int, pending: dict[str, list[dict[str, Any]]], save: bool) -> None:
+        result: dict[str, Any] = {"epoch": float(epoch), "settings": pending}
+        result.update(started=started, reported=time.time(), settings_alive=float(alive()))
+        values = [v for k, v in last.items() if trainer.failed[k] is None]
+        if spec.metric and values:  # NaN where no live setting has a finite value yet
+            finite = [v for v in values if math.isfinite(v)]
+            best = (min if spec.mode == "min" else max)(finite) if finite else math.nan
+            result[spec.metric] = best
         if not save:
-            tune.report(metrics)
+            tune.report(result)
             return
+        final = epoch >= epochs or alive() == 0
+        with tempfile.TemporaryDirectory(prefix="ct-ckpt-") as d:
+            torch.save(trainer.state_dicts(), os.path.join(d, STATES_FILE))
+            for k, model in enumerate(trainer.models() if final else []):
+                if trainer.failed[k] is None:
+                    path = os.path.join(d, model_file(k))
+                    n = {"n_features": int(data.n_features), "n_classes": int(data.n_classes)}
+                    save_model(model.cpu(), cfgs[k], path, **n)
+            tune.report(result, checkpoint=Checkpoint.from_directory(d))
 
-        def write(d: str) -> None:
-            torch.save(trainer.state_dict(), os.path.join(d, STATE_FILE))
-            if final:
-                save_model(
-                    trainer.model,
-                    cfg,
-                    os.path.join(d, MODEL_FILE),
-                    n_features=int(data.n_features),
-                    n_classes=int(data.n_classes),
-                )
-
-        report_with_checkpoint(metrics, write)
-
-    restored = [metrics_of(h) for h in getattr(trainer, "history", [])]
-    if state is not None and restored:
-        # The checkpoint's own epoch may never have reached the driver (a node that died
-        # between persisting the checkpoint and the driver taking the result): report it
-        # again; results and MLflow keep one record per epoch. A trial restored at its last
-        # epoch ends here, with its final checkpoint.
-        done = int(restored[-1]["epoch"]) >= epochs
-        report(restored[-1], save=done, final=done)
-    for record in trainer.run():
-        metrics = metrics_of(record)
-        epoch = int(metrics["epoch"])
-        loss = metrics.get("loss", 0.0)
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"non-finite training loss at epoch {epoch}: loss={loss}")
-        final = epoch >= epochs
-        report(metrics, save=final or bool(k and epoch % k == 0), final=final)
+    if states is not None and any(trainer.histories):
+        # The checkpoint's epochs may never have reached the driver (a node that died between
+        # writing the checkpoint and the driver taking the result): report those since the
+        # checkpoint before it again; results and MLflow keep one record per epoch. A trial
+        # restored at its end ends here, with its final checkpoint.
+        top = max(int(h[-1]["epoch"]) for h in trainer.histories if h)
+        since = top - every if every else 0
+        again = {
+            str(k): [_clean(r) for r in h if int(r["epoch"]) > since]
+            for k, h in enumerate(trainer.histories)
+        }
+        report(top, {k: v for k, v in again.items() if v}, save=top >= epochs or alive() == 0)
+    pending: dict[str, list[dict[str, Any]]] = {}
+    reported = time.monotonic()
+    for records in trainer.run():
+        epoch = int(max(float(r["epoch"]) for r in records if r is not None))
+        for k, r in enumerate(records):
+            if r is not None:
+                pending.setdefault(str(k), []).append(_clean(r))
+                note(k, r)
+        save = epoch >= epochs or alive() == 0 or bool(every and epoch % every == 0)
+        if save or time.monotonic() - reported >= spec.report_s:
+            report(epoch, pending, save)
+            pending, reported = {}, time.monotonic()
+    if alive() == 0:
+        raise FloatingPointError(next(f for f in trainer.failed if f))

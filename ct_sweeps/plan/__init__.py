@@ -1,0 +1,174 @@
+"""Plan a sweep: validate everything and fix what will run, without Ray.
+
+:func:`plan` checks the sweep file (schema, search space, every grid point and every
+distribution bound against the training-config schema), so that bad input fails in a fraction of
+a second with one line per problem. :func:`pack_settings` turns a grid/random sweep into its
+settings and packs (:mod:`ct_sweeps.plan.packing`). Nothing here imports Ray or MLflow.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ct_core.config import Config, ConfigError
+from ct_sweeps.plan.packing import PackBook, make_packs, setting_traits
+from ct_sweeps.plan.rundir import SWEEP_FILE, RunDir, default_run_dir
+from ct_sweeps.plan.schema import SweepConfig, load_sweep
+from ct_sweeps.plan.space import Space, parse_space, trial_config, validate
+
+__all__ = [
+    "CF_METRICS",
+    "KNOWN_METRICS",
+    "Plan",
+    "check_features",
+    "new_run_dir",
+    "pack_settings",
+    "plan",
+    "plan_from",
+]
+
+CF_METRICS = ("val_validity", "val_cost", "val_implausibility", "val_mmd")
+"""Validation-set counterfactual metrics, present only every ``train.eval_every`` epochs."""
+KNOWN_METRICS = (
+    "loss",
+    "class_loss",
+    "div",
+    "reg",
+    "adv",
+    "train_acc",
+    "val_acc",
+    "val_loss",
+    "mature",
+    "ce_steps",
+    "skipped_batches",
+    "time_search",
+    "time_train",
+    "time_eval",
+    "seconds",
+    *CF_METRICS,
+)
+
+
+@dataclass
+class Plan:
+    """A validated sweep, ready to run."""
+
+    sweep: SweepConfig
+    base: dict[str, Any]
+    space: Space
+    base_cfg: Config
+    n_trials: int
+    """Settings the sweep trains (grid/random), or Optuna trials."""
+
+    def resolved_yaml(self) -> str:
+        """The sweep with its base inlined (overrides applied): what ``sweep.yaml`` holds."""
+        d = self.sweep.model_dump(mode="json")
+        d["base"] = self.base
+        d["overrides"] = {}
+        return yaml.safe_dump(d, sort_keys=False)
+
+
+def plan(sweep_file: str | Path, sets: Iterable[str] | None = None) -> Plan:
+    """Load and validate a sweep file; raises :class:`ConfigError` (nothing is started)."""
+    sweep, base = load_sweep(sweep_file, sets)
+    return plan_from(sweep, base)
+
+
+def plan_from(sweep: SweepConfig, base: dict[str, Any]) -> Plan:
+    s = sweep.search
+    unknown = [m for m in s.metrics if m not in KNOWN_METRICS]
+    if unknown:
+        raise ConfigError(
+            f"search.metric must be one of {', '.join(KNOWN_METRICS)}, got {unknown[0]!r}"
+        )
+    space = parse_space(sweep.space, s.algorithm)
+    base_cfg = validate(space, base)
+    needs_eval = [m for m in s.metrics if m in CF_METRICS]
+    if needs_eval and base_cfg.train.eval_every == 0 and "train.eval_every" not in sweep.space:
+        raise ConfigError(
+            f"search.metric {needs_eval[0]!r} is computed only with train.eval_every > 0 "
+            "(set it under overrides, e.g. train.eval_every: 5)"
+        )
+    tc = base_cfg.train
+    if needs_eval and 0 < tc.epochs < tc.eval_every and "train.epochs" not in sweep.space:
+        raise ConfigError(
+            f"train.eval_every ({tc.eval_every}) is larger than train.epochs ({tc.epochs}): "
+            f"search.metric {needs_eval[0]!r} would never be computed"
+        )
+    if tc.device == "cuda" and sweep.resources.gpu == 0 and "train.device" not in sweep.space:
+        raise ConfigError(
+            "train.device 'cuda' needs resources.gpu > 0 (each trial's share of a GPU, e.g. "
+            "0.25), or train.device: auto to use a GPU only where a trial holds one"
+        )
+    if s.scheduler == "asha" and s.asha.max_t is None:
+        s.asha.max_t = base_cfg.train.epochs
+    if not space.entries and s.uses_optuna:
+        raise ConfigError(f"space: search.algorithm {s.algorithm!r} needs at least one entry")
+    return Plan(sweep, base, space, base_cfg, space.num_trials(s.num_samples))
+
+
+def check_features(p: Plan) -> None:
+    """Feature names in ``data.immutable`` / ``increase_only`` / ``decrease_only`` must exist.
+
+    The data set is only loaded inside the trials, so without this check a typo would start Ray
+    and fail every trial. Checked for the base config and each grid point that changes
+    ``data.*`` (a tabular set's header is read once).
+    """
+    from ct_core.constraints import resolve_features
+    from ct_core.data import feature_names
+
+    fields = ("immutable", "increase_only", "decrease_only")
+    configs = [p.base_cfg]
+    if any(e.key.startswith("data.") for e in p.space.entries):
+        for point in p.space.grid_points():
+            if any(k.startswith("data.") for k in point):
+                configs.append(trial_config(p.base, point))
+    seen: set[str] = set()
+    for cfg in configs:
+        data = cfg.data
+        key = data.model_dump_json()
+        if not any(getattr(data, f) for f in fields) or key in seen:
+            continue
+        seen.add(key)
+        try:
+            names = feature_names(data)
+        except ConfigError:
+            raise
+        except Exception:  # data problems surface in the trial, with its own message
+            continue
+        for f in fields:
+            resolve_features(getattr(data, f), names, f"data.{f}")
+
+
+def new_run_dir(p: Plan, storage: str | None) -> RunDir:
+    """Create the run directory with ``sweep.yaml`` and ``run.json``."""
+    path = default_run_dir(p.sweep.name, storage or p.sweep.storage)
+    if (path / SWEEP_FILE).exists():
+        raise ConfigError(
+            f"--storage {path} already holds a sweep; use `ct-sweep resume {path}` "
+            "or choose a new directory"
+        )
+    path.mkdir(parents=True, exist_ok=True)
+    (path / SWEEP_FILE).write_text(p.resolved_yaml())
+    info = {"experiment": "tune", "n_trials": p.n_trials, "created": time.time()}
+    run = RunDir(path, info, p.sweep, p.base, p.space)
+    run.save_info()
+    return run
+
+
+def pack_settings(p: Plan, slots: int, gpu: bool) -> PackBook:
+    """A grid/random sweep's settings (:meth:`Space.settings`) and their packs for ``slots``
+    trials at once: ``search.pack`` settings per trial, or one each where the sweep does not
+    pack (``pack`` 0/1, or an ASHA scheduler, which stops trials one setting at a time)."""
+    s = p.sweep.search
+    settings = p.space.settings(s.num_samples, s.seed)
+    traits = setting_traits(settings, p.base, p.space)
+    pack = s.pack if s.packs else 1
+    packs = make_packs(settings, p.base, p.space, pack, slots, gpu=gpu, traits=traits)
+    return PackBook(tuple(settings), tuple(tuple(pk) for pk in packs))
