@@ -100,7 +100,7 @@ def child_env(state: Path) -> dict[str, str]:
         RAY_AUTH_MODE="token",
         RAY_AUTH_TOKEN_PATH=str(state / "auth_token"),
         RAY_USAGE_STATS_ENABLED="0",
-        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",  # node IP 127.0.0.1 (ecosystem-notes §2.1)
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",  # node IP 127.0.0.1 (docs/ecosystem.md, "Loopback")
         MLFLOW_DISABLE_TELEMETRY="true",
         DO_NOT_TRACK="true",
         TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S="0",

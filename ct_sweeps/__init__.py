@@ -25,5 +25,5 @@ Tune's experiment: one ``trial_<id>/`` with ``result.json`` and checkpoints per 
 ``results.csv`` (one row per setting: id, status, error, swept parameters, final metrics; in a
 packed sweep ``pack`` names its trial and the id is ``<trial id>-<k>``), ``best_config.yaml``,
 ``pareto.csv`` (multi-objective), ``plots/``, and the default local MLflow store ``mlflow.db``
-with ``mlartifacts/``. While the sweep's own Ray runs, ``ray_auth_token`` holds its token.
+with ``mlartifacts/``; ``ray_auth_token`` (mode 600) is the token of the sweep's own Ray.
 """

@@ -24,7 +24,7 @@ from ct_sweeps.plan.packing import PACKS_FILE, PackBook, save_packs
 from ct_sweeps.plan.rundir import RunDir
 from ct_sweeps.record.report import Report, write_report
 from ct_sweeps.record.store import checkpoint, default_tracking_uri, resolve_tracking_uri
-from ct_sweeps.run.cluster import check_fits, ensure_ray, slots, stop_ray
+from ct_sweeps.run.cluster import check_fits, ensure_ray, slots, stop_ray, sweep_token
 from ct_sweeps.run.env import set_defaults
 from ct_sweeps.run.results import collect
 from ct_sweeps.run.trainable import TrialSpec
@@ -109,8 +109,9 @@ def _fit(
         timings[name] = round(now - since, 3)
         return now
 
+    sweep_token(run.path, address)  # before anything imports Ray
     session = _session(p, run, uri)
-    started = ensure_ray(address, num_cpus, token_dir=run.path)
+    started = ensure_ray(address, num_cpus)
     t1 = lap("ray_start", t0)
     ran = False
     try:
@@ -120,6 +121,9 @@ def _fit(
 
         r = p.sweep.resources
         if started == "local":
+            import ray
+
+            run.save_info(ray_address=ray.get_runtime_context().gcs_address)
             check_fits(r.cpu, r.gpu)
         book = _book(p, run, started)
         s = p.sweep.search

@@ -18,6 +18,14 @@ _CACHE = tempfile.mkdtemp(prefix="ct-test-cache-")
 os.environ["CT_CACHE_DIR"] = _CACHE  # never write into the user's ~/.cache/ct from tests
 os.environ.pop("CT_DATA_URL", None)  # no mirror downloads unless a test asks for one
 torch.set_num_threads(1)
+# Every Ray these tests start uses token authentication with this session's token (Ray reads the
+# variables when it is imported, so they are set before anything imports it), and none writes
+# the machine's ~/.ray/auth_token. Subprocesses inherit them.
+_TOKEN = Path(_CACHE) / "ray_auth_token"
+_TOKEN.write_text(secrets.token_hex(32))
+_TOKEN.chmod(0o600)
+os.environ.pop("RAY_AUTH_TOKEN", None)
+os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(_TOKEN))
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -44,18 +52,13 @@ def ray_environ():
 
 
 @pytest.fixture(scope="module")
-def ray_runtime(tmp_path_factory):
-    """A throw-away local Ray per test module, on loopback, with token authentication (the token
-    in ``RAY_AUTH_TOKEN_PATH``, which subprocesses inherit); yields its GCS address."""
+def ray_runtime():
+    """A throw-away local Ray per test module, on loopback, with the session's token; yields its
+    GCS address."""
     from ct_sweeps.run.env import set_defaults
 
     with _ray_environ():
         set_defaults()
-        token = tmp_path_factory.mktemp("ray") / "auth_token"
-        token.write_text(secrets.token_hex(32))
-        token.chmod(0o600)
-        os.environ.pop("RAY_AUTH_TOKEN", None)
-        os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
         import ray
 
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)

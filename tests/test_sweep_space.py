@@ -334,7 +334,9 @@ def test_a_trial_holding_no_gpu_trains_on_the_cpu_where_the_device_is_auto():
     assert trial_params(p.space, p.base, point, 1.0, 0.0)["train.device"] == "cpu"
     assert "train.device" not in trial_params(p.space, p.base, point, 1.0, 0.25)
     assert "train.device" not in trial_params(p.space, p.base, point, 1.0, None)
-    assert trial_config(p.base, trial_params(p.space, p.base, point, 1.0, 0.0)).train.device == "cpu"
+    assert (
+        trial_config(p.base, trial_params(p.space, p.base, point, 1.0, 0.0)).train.device == "cpu"
+    )
     on_cuda = {**p.base, "train": {"device": "cuda"}}
     assert "train.device" not in trial_params(p.space, on_cuda, point, 2.0, 0.0)  # as asked
     assert trial_params(p.space, on_cuda, point, 2.0, 0.0)["train.threads"] == 2

@@ -1,37 +1,60 @@
 """The Ray a sweep runs on: a cluster it joins, or a Ray of its own on this machine.
 
 A Ray of its own listens on loopback only (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, set by
-:mod:`ct_sweeps.run.env`) and uses token authentication with a token made for this sweep alone
-(``RUN_DIR/ray_auth_token``, mode 600, removed when Ray stops): a process that does not hold the
-token can neither connect to it nor run work on it. ``RAY_AUTH_MODE=disabled`` in the
-environment opts out. Without a dashboard, that Ray has no Jobs API either.
+:mod:`ct_sweeps.run.env`) and uses token authentication, so that a process that does not hold
+the token can neither connect to it nor run work on it; without a dashboard it has no Jobs API
+either. The token is one made for this sweep alone (:func:`sweep_token`: ``RUN_DIR/
+ray_auth_token``, mode 600), unless the environment names one
+(``RAY_AUTH_MODE=token`` with ``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH``) or opts out
+(``RAY_AUTH_MODE=disabled``). Ray reads these variables when it is imported, so a process that
+imported Ray before gets Ray's own default instead: token authentication with
+``~/.ray/auth_token`` (docs/ecosystem.md, "Token authentication").
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
 from ct_core.config import ConfigError
 from ct_sweeps.run.env import set_defaults
 
-__all__ = ["TOKEN_FILE", "check_fits", "ensure_ray", "slots", "stop_ray"]
+__all__ = ["TOKEN_FILE", "check_fits", "ensure_ray", "slots", "stop_ray", "sweep_token"]
 
 TOKEN_FILE = "ray_auth_token"
-_AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
-_own: dict[str, Any] = {}
-"""The environment before this process started a Ray of its own, and that Ray's token file."""
+
+
+def sweep_token(token_dir: Path, address: str | None = None) -> Path | None:
+    """Give the Ray this process is about to start a token of its own, in ``token_dir``; call
+    it before anything imports Ray. ``None`` (nothing done): the sweep joins a cluster, opts out
+    of tokens, names its own token, or this process imported Ray already."""
+    env = os.environ
+    if address or env.get("RAY_ADDRESS") or "ray" in sys.modules:
+        return None
+    mode = env.get("RAY_AUTH_MODE")
+    if mode == "disabled" or (
+        mode == "token" and (env.get("RAY_AUTH_TOKEN") or env.get("RAY_AUTH_TOKEN_PATH"))
+    ):
+        return None
+    token = Path(token_dir) / TOKEN_FILE
+    fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))
+    env.pop("RAY_AUTH_TOKEN", None)
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
+    return token
 
 
 def ensure_ray(
-    address: str | None = None, num_cpus: int | None = None, token_dir: Path | None = None
+    address: str | None = None, num_cpus: int | None = None
 ) -> Literal["local", "joined"] | None:
-    """Join or start Ray. ``"local"``: this call started a Ray of its own on this machine (with
-    a token in ``token_dir``); ``"joined"``: it connected to a cluster (``address``, or the
-    cluster of the Ray job this process runs in, ``RAY_ADDRESS``). ``None``: Ray was already
-    initialised and is left as it is."""
+    """Join or start Ray. ``"local"``: this call started a Ray of its own on this machine;
+    ``"joined"``: it connected to a cluster (``address``, or the cluster of the Ray job this
+    process runs in, ``RAY_ADDRESS``). ``None``: Ray was already initialised and is left as it
+    is."""
     set_defaults(address)
     import ray
 
@@ -40,35 +63,17 @@ def ensure_ray(
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address, log_to_driver=True)
         return "joined"
-    _own.update(env={k: os.environ.get(k) for k in _AUTH_VARS}, token=None)
-    if os.environ.get("RAY_AUTH_MODE") != "disabled" and token_dir is not None:
-        token = _own["token"] = Path(token_dir) / TOKEN_FILE
-        fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
-        os.environ.pop("RAY_AUTH_TOKEN", None)  # it would take precedence over the file
-        os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
     return "local"
 
 
 def stop_ray(started: Literal["local", "joined"] | None) -> None:
     """``ray.shutdown()`` for a Ray that :func:`ensure_ray` started or joined (``None``: left
-    as it is); a Ray of its own takes its token file along, and the environment is put back."""
-    if started is None:
-        return
-    import ray
+    as it is)."""
+    if started is not None:
+        import ray
 
-    ray.shutdown()
-    if started == "local" and _own:
-        if _own["token"] is not None:
-            _own["token"].unlink(missing_ok=True)
-        for k, v in _own.pop("env").items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        _own.clear()
+        ray.shutdown()
 
 
 def check_fits(cpu: float, gpu: float) -> None:
