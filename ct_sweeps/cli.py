@@ -22,12 +22,11 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ct_sweeps.run.env import set_defaults
+from ct_sweeps.run.cluster import set_defaults
 
 if TYPE_CHECKING:
     from ct_sweeps.runner import Outcome
@@ -45,49 +44,31 @@ CONNECT_TIMEOUT_S = 3.0
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="ct-sweep", description="Hyperparameter sweeps of counterfactual training."
-    )
+    ap = argparse.ArgumentParser(prog="ct-sweep", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
-
     r = sub.add_parser("run", help="run a sweep file")
     r.add_argument("sweep", help="sweep YAML (see configs/quickstart.yaml)")
-    r.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override: search.num_samples=20, space.generator.T=[5,10], train.epochs=5 ...",
-    )
-    r.add_argument(
-        "--address",
-        help="join a Ray cluster: auto, ray://HOST:10001, or submit as "
-        "a Ray job to the dashboard http://HOST:8265",
-    )
-    r.add_argument(
-        "--tracking-uri",
-        help="MLflow tracking URI (default: a sqlite store in the "
-        "run directory, or $MLFLOW_TRACKING_URI)",
-    )
+    over = "override: search.num_samples=20, space.generator.T=[5,10], train.epochs=5 ..."
+    r.add_argument("--set", dest="sets", action="append", default=[], metavar="K=V", help=over)
+    addr = "join a Ray cluster (auto, HOST:PORT, ray://HOST:10001) or submit a Ray job to one"
+    r.add_argument("--address", help=f"{addr} (http://HOST:8265)")
+    uri = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else a sqlite store in RUN_DIR)"
+    r.add_argument("--tracking-uri", help=uri)
     r.add_argument("--storage", help="run directory (default ./ct_runs/<name>-<timestamp>)")
     r.add_argument("--name", help="sweep name (overrides name: in the file)")
-    r.add_argument("--num-cpus", type=int, help="CPUs of the embedded local Ray (default: all)")
+    r.add_argument("--num-cpus", type=int, help="CPUs of the sweep's own Ray (default: all)")
     r.add_argument("--dry-run", action="store_true", help="validate and count trials only")
-
     s = sub.add_parser("resume", help="continue an interrupted sweep")
     s.add_argument("run_dir")
-    s.add_argument("--address")
+    s.add_argument("--address", help=addr)
     s.add_argument("--num-cpus", type=int)
     s.add_argument("--retry-errored", action="store_true", help="also rerun failed trials")
-
     p = sub.add_parser("report", help="results table, best config, Pareto front of a run")
     p.add_argument("run_dir")
     p.add_argument("--metric", help="sort by this metric (default: the sweep's)")
     p.add_argument("--mode", choices=["min", "max"])
     p.add_argument("--top", type=int, default=10, help="rows to print")
-
-    y = sub.add_parser("sync-mlflow", help="backfill MLflow from Ray's results")
+    y = sub.add_parser("sync-mlflow", help="backfill MLflow from the run directory")
     y.add_argument("run_dir")
     y.add_argument("--tracking-uri")
     return ap
@@ -97,20 +78,6 @@ def _error(msg: str | Sequence[str]) -> int:
     for line in [msg] if isinstance(msg, str) else msg:
         print(f"error: {line}", file=sys.stderr)
     return EXIT_BAD_INPUT
-
-
-def _current_cluster() -> str | None:
-    """What ``ray.init(address="auto")`` would join: ``$RAY_ADDRESS``, else the address file that
-    ``ray start`` leaves in Ray's temp dir (read without importing Ray)."""
-    env = os.environ.get("RAY_ADDRESS")
-    if env and env != "auto":
-        return env
-    root = os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()
-    try:
-        text = (Path(root) / "ray" / "ray_current_cluster").read_text().strip()
-    except OSError:
-        return None
-    return text or None
 
 
 def check_address(address: str | None) -> None:
@@ -123,16 +90,9 @@ def check_address(address: str | None) -> None:
 
     if not address or address == "local":
         return
-    target = address
-    if address == "auto":
-        found = _current_cluster()
-        if found is None:
-            raise ConfigError(
-                "--address auto: no running Ray cluster found ($RAY_ADDRESS is not set and "
-                "`ray start` left no address file); start one (cluster/local.sh up, then "
-                "`source cluster/.state/env.sh`) or pass --address as " + ADDRESS_FORMS
-            )
-        target = found
+    target = os.environ.get("RAY_ADDRESS", "auto") if address == "auto" else address
+    if target == "auto":
+        return  # the cluster `ray start` last started here: Ray looks it up itself
     m = _ADDRESS.match(target)
     if m is None or (m.group(3) is None and m.group(1) not in ("http", "https")):
         raise ConfigError(f"--address must be {ADDRESS_FORMS}, got {address!r}")
@@ -160,13 +120,19 @@ def _mlflow_hint(uri: str | None) -> str:
     return f"MLflow:      {uri}"
 
 
+def _files(rep: Any) -> None:
+    print(f"Results:     {rep.results}")
+    if rep.best:
+        print(f"Best config: {rep.best}  (by {rep.metric}, {rep.mode})")
+    if rep.pareto:
+        print(f"Pareto:      {rep.pareto}")
+
+
 def _summary(o: Outcome) -> int:
     from ct_sweeps.record.report import format_table
 
-    rep = o.report
-    print()
-    print(format_table(rep.frame, rep.metric))
-    print()
+    rep, t = o.report, o.timings
+    print(f"\n{format_table(rep.frame, rep.metric)}\n")
     print(
         f"Sweep finished {o.n_finished} of {o.n_expected} trials"
         f" ({o.n_errors} errors) in {o.seconds:.1f} s"
@@ -174,69 +140,46 @@ def _summary(o: Outcome) -> int:
     errs = rep.frame[rep.frame["status"] == "ERROR"] if len(rep.frame) else rep.frame
     for _, row in errs.head(5).iterrows():
         print(f"  trial {row['trial_id']} failed: {row['error']}")
-    print(_timing_line(o))
-    print(f"Run dir:     {o.run_dir}")
-    print(f"Results:     {rep.results}")
-    if rep.best:
-        print(f"Best config: {rep.best}  (by {rep.metric}, {rep.mode})")
-    if rep.pareto:
-        print(f"Pareto:      {rep.pareto}")
-    print(_mlflow_hint(o.tracking_uri))
-    if o.tracking_uri and not o.tracking_ok:
-        print(
-            f"MLflow could not be reached during the sweep; backfill it with:  "
-            f"ct-sweep sync-mlflow {o.run_dir}",
-            file=sys.stderr,
-        )
-    if o.interrupted:
-        print(
-            f"\nThe sweep was interrupted. Continue it with:  ct-sweep resume {o.run_dir}",
-            file=sys.stderr,
-        )
-        return EXIT_INTERRUPTED
-    if o.n_expected and o.n_finished == 0:
-        return 1
-    return 0
-
-
-def _timing_line(o: Outcome) -> str:
-    """Where the wall time went: training epochs, Ray, the report, MLflow."""
-    df, t = o.report.frame, o.timings
-    train = float(df["train_seconds"].sum()) if "train_seconds" in df else 0.0
-    return (
+    train = float(rep.frame["train_seconds"].sum()) if "train_seconds" in rep.frame else 0.0
+    print(
         f"Time:        {o.seconds:.1f} s wall; {train:.1f} s of training epochs in all; "
         f"Ray start {t.get('ray_start', 0):.1f} s, stop {t.get('ray_stop', 0):.1f} s; "
         f"report {t.get('report', 0):.1f} s; MLflow in the driver "
         f"{t.get('mlflow_in_driver', 0):.1f} s"
     )
+    print(f"Run dir:     {o.run_dir}")
+    _files(rep)
+    print(_mlflow_hint(o.tracking_uri))
+    if o.tracking_uri and not o.tracking_ok:
+        print(
+            "MLflow could not be reached during the sweep; backfill it with:  "
+            f"ct-sweep sync-mlflow {o.run_dir}",
+            file=sys.stderr,
+        )
+    if o.interrupted:
+        print(f"\nInterrupted. Continue with:  ct-sweep resume {o.run_dir}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 1 if o.n_expected and o.n_finished == 0 else 0
 
 
 def _submit_job(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """``--address http://...``: run this same command as a Ray job on that cluster."""
-    sweep = Path(args.sweep).resolve()
-    cwd = Path.cwd().resolve()
+    sweep, cwd = Path(args.sweep).resolve(), Path.cwd().resolve()
     if not sweep.is_relative_to(cwd):
         return _error(
             f"--address {args.address}: the sweep file must be inside the current "
             "directory, which is uploaded as the job's working dir"
         )
-    rest: list[str] = []
-    skip = False
-    for a in argv:
-        if skip:
-            skip = False
-            continue
+    rest, it = [], iter(argv)
+    for a in it:
         if a == "--address":
-            skip = True
-            continue
-        if a.startswith("--address="):
-            continue
-        rest.append(a)
-    entry = ["ct-sweep", *[str(sweep.relative_to(cwd)) if a == args.sweep else a for a in rest]]
+            next(it, None)
+        elif not a.startswith("--address="):
+            rest.append(str(sweep.relative_to(cwd)) if a == args.sweep else a)
     ray_bin = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
-    cmd = [ray_bin, "job", "submit", "--address", args.address, "--working-dir", ".", "--", *entry]
-    print("+ " + shlex.join(cmd), flush=True)
-    return subprocess.call(cmd)
+    cmd = [ray_bin, "job", "submit", "--address", args.address, "--working-dir", "."]
+    print("+ " + shlex.join([*cmd, "--", "ct-sweep", *rest]), flush=True)
+    return subprocess.call([*cmd, "--", "ct-sweep", *rest])
 
 
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -273,23 +216,19 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from ct_sweeps.plan.rundir import RunDir
+    from ct_sweeps.plan import RunDir
     from ct_sweeps.record.report import format_table, write_report
 
     run = RunDir.load(args.run_dir)
     rep = write_report(run, metric=args.metric, mode=args.mode)
     print(format_table(rep.frame, rep.metric, args.top))
-    print(f"Results:     {rep.results}")
-    if rep.best:
-        print(f"Best config: {rep.best}  (by {rep.metric}, {rep.mode})")
-    if rep.pareto:
-        print(f"Pareto:      {rep.pareto}")
+    _files(rep)
     print(_mlflow_hint(run.info.get("tracking_uri")))
     return 0
 
 
 def _sync(args: argparse.Namespace) -> int:
-    from ct_sweeps.plan.rundir import RunDir
+    from ct_sweeps.plan import RunDir
 
     run = RunDir.load(args.run_dir)  # bad input fails here, before Ray is imported
     from ct_sweeps.runner import sync

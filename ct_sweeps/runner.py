@@ -1,12 +1,11 @@
 """Run, resume and back-fill a sweep: plan, run and record put together.
 
-:func:`run` creates the run directory, opens the tracking session (its first event, the sweep's
-start, is handled on the session's thread while Ray starts), starts or joins Ray, packs the
-settings, runs Tune, and then writes the report and ends the tracking. :func:`resume` restores an
-interrupted sweep with ``Tuner.restore`` (finished trials are not rerun), first replaying what the
-run directory holds through the tracking stream, so that the tracker holds everything the killed
-driver had not logged. :func:`sync` replays a run directory into a tracking store
-(``ct-sweep sync-mlflow``).
+:func:`run` makes the run directory, opens the tracking session (the sweep's parent run is made
+on its thread while Ray starts), starts or joins Ray, packs the settings, runs Tune, writes the
+report and ends the tracking. :func:`resume` goes on with an interrupted sweep
+(``Tuner.restore``: finished trials are not rerun), first replaying the run directory into the
+tracker, which then holds what the killed driver had not logged. :func:`sync` replays a run
+directory into a tracking store (``ct-sweep sync-mlflow``).
 """
 
 from __future__ import annotations
@@ -14,18 +13,16 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ct_core.config import ConfigError
-from ct_sweeps.plan import Plan, new_run_dir, pack_settings, plan, plan_from
+from ct_sweeps.plan import Plan, RunDir, new_run_dir, pack_settings, plan, plan_from
 from ct_sweeps.plan.packing import PACKS_FILE, PackBook, save_packs
-from ct_sweeps.plan.rundir import RunDir
 from ct_sweeps.record.report import Report, write_report
 from ct_sweeps.record.store import checkpoint, default_tracking_uri, resolve_tracking_uri
-from ct_sweeps.run.cluster import check_fits, ensure_ray, slots, stop_ray, sweep_token
-from ct_sweeps.run.env import set_defaults
+from ct_sweeps.run.cluster import check_fits, ensure_ray, set_defaults, slots, stop_ray, sweep_token
 from ct_sweeps.run.results import collect
 from ct_sweeps.run.trainable import TrialSpec
 
@@ -44,8 +41,8 @@ class Outcome:
     n_errors: int
     tracking_uri: str | None
     seconds: float
-    tracking_ok: bool = True
-    timings: dict[str, float] = field(default_factory=dict)
+    tracking_ok: bool
+    timings: dict[str, float]
 
 
 def _session(p: Plan, run: RunDir, uri: str | None) -> Any:
@@ -60,12 +57,12 @@ def _session(p: Plan, run: RunDir, uri: str | None) -> Any:
     run.save_info(tracking_uri=run.info.get("tracking_uri") or uri)
     if "id" not in run.info:
         run.save_info(id=uuid.uuid4().hex)
-    session = Session(run.info["id"], Stream(MlflowTracker(uri, run), p, run, run.book()))
+    session = Session(run.info["id"], Stream(MlflowTracker(uri, run), p, run, None))
     session.submit(session.stream.sweep_started)
     return session
 
 
-def _book(p: Plan, run: RunDir, started: str | None) -> PackBook | None:
+def _book(p: Plan, run: RunDir) -> PackBook | None:
     """A grid/random sweep's packs: planned for the trials Ray can run at once and written to
     ``packs.json`` on the first run; read back on resume."""
     if p.sweep.search.uses_optuna:
@@ -111,10 +108,10 @@ def _fit(
 
     sweep_token(run.path, address)  # before anything imports Ray
     session = _session(p, run, uri)
-    started = ensure_ray(address, num_cpus)
-    t1 = lap("ray_start", t0)
-    ran = False
+    started, ran = None, False
     try:
+        started = ensure_ray(address, num_cpus)
+        t1 = lap("ray_start", t0)
         from ray import tune
 
         from ct_sweeps.run.tune import ResultLog, build_tuner, restore_tuner
@@ -125,7 +122,7 @@ def _fit(
 
             run.save_info(ray_address=ray.get_runtime_context().gcs_address)
             check_fits(r.cpu, r.gpu)
-        book = _book(p, run, started)
+        book = _book(p, run)
         s = p.sweep.search
         spec = TrialSpec(
             base=p.base,
@@ -135,13 +132,14 @@ def _fit(
             checkpoint_every=p.sweep.checkpoint_every,
             metric=s.metrics[0],
             mode=s.modes[0],
-            report_s=2.0 if s.packs else 0.0,
+            report_s=2.0 if s.packs else 0.0,  # else every epoch: ASHA and Optuna see each
         )
+        if session is not None:
+            session.stream.book = book
         if restore:
             if not tune.Tuner.can_restore(str(run.experiment_path)):
                 raise ConfigError(f"{run.path}: nothing to resume (no Tune experiment state)")
             if session is not None:  # what the earlier driver may not have logged
-                session.stream.book = book
                 session.submit(session.stream.replay, collect(run))
             tuner = restore_tuner(p, run, spec, retry_errored)
         else:
@@ -149,7 +147,6 @@ def _fit(
 
             callbacks: list[Any] = [ResultLog()]
             if session is not None:
-                session.stream.book = book
                 callbacks.append(TrackingCallback(run.info["id"]))
             tuner = build_tuner(p, run, spec, callbacks)
         t2 = lap("tuner_setup", t1)
@@ -189,18 +186,9 @@ def _fit(
     # machine it competes with the trials
     timings["driver_cpu"] = round(time.process_time() - cpu0, 3)
     run.save_info(timings={**timings, "total": round(seconds, 3)})
-    return Outcome(
-        run.path,
-        report,
-        interrupted,
-        p.n_trials,
-        finished,
-        errors,
-        run.info.get("tracking_uri"),
-        seconds,
-        tracking_ok=tracking_ok,
-        timings=timings,
-    )
+    uri = run.info.get("tracking_uri")
+    counts = (interrupted, p.n_trials, finished, errors)
+    return Outcome(run.path, report, *counts, uri, seconds, tracking_ok, timings)
 
 
 def run(

@@ -300,7 +300,7 @@ def rescore(run_dir: Path, data_cache: dict[str, Any]) -> dict[str, dict[str, fl
     from ct_core.data import load_dataset
     from ct_core.evaluation import validation_metrics
     from ct_core.models import load_model
-    from ct_sweeps.plan.rundir import RunDir
+    from ct_sweeps.plan import RunDir
     from ct_sweeps.run.results import collect
 
     run = RunDir.load(run_dir)

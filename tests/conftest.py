@@ -55,7 +55,7 @@ def ray_environ():
 def ray_runtime():
     """A throw-away local Ray per test module, on loopback, with the session's token; yields its
     GCS address."""
-    from ct_sweeps.run.env import set_defaults
+    from ct_sweeps.run.cluster import set_defaults
 
     with _ray_environ():
         set_defaults()

@@ -311,7 +311,7 @@ def test_failing_trial_errors_with_its_reason_and_the_others_finish(ray_runtime,
 def test_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_runtime, tmp_path):
 
     from ct_sweeps import runner
-    from ct_sweeps.plan.rundir import RunDir
+    from ct_sweeps.plan import RunDir
     from ct_sweeps.run.results import collect
 
     path = sweep_file(

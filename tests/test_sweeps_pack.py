@@ -139,7 +139,7 @@ def test_the_report_rebuilt_from_the_run_directory_is_the_sweeps_own(packed, unp
     included."""
     import pandas as pd
 
-    from ct_sweeps.plan.rundir import RunDir
+    from ct_sweeps.plan import RunDir
     from ct_sweeps.record.report import results_frame
     from ct_sweeps.run.results import collect
 
@@ -366,7 +366,7 @@ def test_auto_packs_on_gpu_trials_are_as_wide_as_allowed_and_cut_only_to_fill_th
 def test_interrupted_packed_sweep_resumes_without_rerunning_finished_packs(ray_runtime, tmp_path):
 
     from ct_sweeps import runner
-    from ct_sweeps.plan.rundir import RunDir
+    from ct_sweeps.plan import RunDir
     from ct_sweeps.run.results import collect
 
     path = sweep_file(

@@ -212,7 +212,7 @@ def test_an_unreachable_store_is_counted_never_raised_and_left_alone_for_a_while
 ):
     import socket
 
-    from ct_sweeps.run.env import DEFAULTS
+    from ct_sweeps.run.cluster import DEFAULTS
 
     for k, v in DEFAULTS.items():  # a sweep's few, short HTTP retries
         monkeypatch.setenv(k, v)

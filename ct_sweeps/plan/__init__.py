@@ -1,13 +1,18 @@
-"""Plan a sweep: validate everything and fix what will run, without Ray.
+"""Plan a sweep: validate everything and fix what will run and where, without Ray.
 
 :func:`plan` checks the sweep file (schema, search space, every grid point and every
 distribution bound against the training-config schema), so that bad input fails in a fraction of
 a second with one line per problem. :func:`pack_settings` turns a grid/random sweep into its
-settings and packs (:mod:`ct_sweeps.plan.packing`). Nothing here imports Ray or MLflow.
+settings and packs (:mod:`ct_sweeps.plan.packing`). :class:`RunDir` is the run directory and
+what ``run.json`` and ``sweep.yaml`` say about it. Nothing here imports Ray or MLflow.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
+import json
+import os
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,42 +22,86 @@ from typing import Any
 import yaml
 
 from ct_core.config import Config, ConfigError
-from ct_sweeps.plan.packing import PackBook, make_packs, setting_traits
-from ct_sweeps.plan.rundir import SWEEP_FILE, RunDir, default_run_dir
-from ct_sweeps.plan.schema import SweepConfig, load_sweep
+from ct_sweeps.plan.packing import PACKS_FILE, PackBook, load_book, make_packs, setting_traits
+from ct_sweeps.plan.schema import SweepConfig, load_sweep, parse_sweep
 from ct_sweeps.plan.space import Space, parse_space, trial_config, validate
 
-__all__ = [
-    "CF_METRICS",
-    "KNOWN_METRICS",
-    "Plan",
-    "check_features",
-    "new_run_dir",
-    "pack_settings",
-    "plan",
-    "plan_from",
-]
+__all__ = ["CF_METRICS", "RUN_FILE", "SWEEP_FILE", "Plan", "RunDir", "check_features"]
+__all__ += ["new_run_dir", "pack_settings", "plan", "plan_from"]
 
 CF_METRICS = ("val_validity", "val_cost", "val_implausibility", "val_mmd")
 """Validation-set counterfactual metrics, present only every ``train.eval_every`` epochs."""
 KNOWN_METRICS = (
-    "loss",
-    "class_loss",
-    "div",
-    "reg",
-    "adv",
-    "train_acc",
-    "val_acc",
-    "val_loss",
-    "mature",
-    "ce_steps",
-    "skipped_batches",
-    "time_search",
-    "time_train",
-    "time_eval",
-    "seconds",
+    *"loss class_loss div reg adv train_acc val_acc val_loss mature ce_steps skipped_batches".split(),
+    *"time_search time_train time_eval seconds".split(),
     *CF_METRICS,
 )
+"""The metrics of a training record (``ct_core.training``) a sweep can optimise."""
+
+
+RUN_FILE = "run.json"
+SWEEP_FILE = "sweep.yaml"
+_INFO_LOCK = threading.Lock()
+
+
+def in_ray_job() -> bool:
+    """Whether this process is the entrypoint of a ``ray job submit``."""
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+
+
+def default_run_dir(name: str, storage: str | None) -> Path:
+    """``storage``, else ``$CT_RUNS_DIR/<name>-<timestamp>`` (default ``./ct_runs``; under a
+    Ray job, whose working directory is a temporary copy, ``~/ct_runs``)."""
+    if storage:
+        return Path(storage).expanduser().resolve()
+    root = os.environ.get("CT_RUNS_DIR")
+    if not root:
+        root = str(Path.home() / "ct_runs") if in_ray_job() else "ct_runs"
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return (Path(root) / f"{name}-{stamp}").resolve()
+
+
+@dataclass
+class RunDir:
+    """A sweep's run directory and what ``run.json`` / ``sweep.yaml`` say about it."""
+
+    path: Path
+    info: dict[str, Any]
+    sweep: SweepConfig
+    base: dict[str, Any]
+    space: Space
+
+    @property
+    def experiment_path(self) -> Path:
+        """Ray Tune's experiment folder (``tune/``)."""
+        return self.path / self.info["experiment"]
+
+    def book(self) -> PackBook | None:
+        """The packs of a grid/random sweep (``packs.json``), ``None`` for Optuna."""
+        path = self.path / PACKS_FILE
+        return load_book(path) if path.exists() else None
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunDir:
+        p = Path(path).resolve()
+        if not (p / RUN_FILE).is_file() or not (p / SWEEP_FILE).is_file():
+            raise ConfigError(
+                f"{p}: not a sweep run directory (no {RUN_FILE} / {SWEEP_FILE}); "
+                "pass the directory that `ct-sweep run` printed"
+            )
+        info = json.loads((p / RUN_FILE).read_text())
+        sweep = parse_sweep(yaml.safe_load((p / SWEEP_FILE).read_text()))
+        assert isinstance(sweep.base, dict)
+        space = parse_space(sweep.space, sweep.search.algorithm)
+        return cls(p, info, sweep, dict(sweep.base), space)
+
+    def save_info(self, **updates: Any) -> None:
+        """Update ``run.json`` atomically (the tracking thread writes it too)."""
+        with _INFO_LOCK:
+            self.info.update(updates)
+            tmp = self.path / f".{RUN_FILE}.tmp"
+            tmp.write_text(json.dumps(self.info, indent=2))
+            os.replace(tmp, self.path / RUN_FILE)
 
 
 @dataclass

@@ -1,17 +1,12 @@
 """Packs: the settings of a grid/random sweep, planned into Tune trials before Ray starts.
 
-A grid/random sweep's settings are known up front (:meth:`Space.settings`), so they are fixed
-before any trial runs and written to ``RUN_DIR/packs.json`` (:class:`PackBook`); each Tune trial
-trains one pack of them, and ``report``, ``resume`` and ``sync-mlflow`` read them back from that
-file. Settings with the same :func:`ct_core.packability.pack_key` (same data, model shape and
-epoch loop) may share a pack, and a pack of K settings trains them as one vectorised computation
-(``ct_core.pack``); every setting still has its own row in ``results.csv`` and its own MLflow
-run (setting ``k`` of trial ``t`` is :func:`unit_id`). With ``search.pack`` 0 or 1 every setting
-is a pack of one. Optuna sweeps suggest their settings as they go and have no packs.
-
-:func:`make_packs` sizes the packs from a cost model of a setting's epoch (:func:`setting_cost`)
-and the number of trials that run at once; the ``bench/`` figures behind its choices are in
-``bench/README.md``.
+The settings are drawn up front (:meth:`Space.settings`) and written with their packs to
+``RUN_DIR/packs.json`` (:class:`PackBook`), which ``report``, ``resume`` and ``sync-mlflow`` read
+back. Settings with the same :func:`ct_core.packability.pack_key` may share a pack, which trains
+them as one vectorised computation; each still has its own row in ``results.csv`` and its own
+MLflow run (:func:`unit_id`). :func:`make_packs` sizes the packs from a cost model of a
+setting's epoch (:func:`setting_cost`) and the trials that run at once (``bench/README.md`` has
+the measurements behind its choices). Optuna sweeps suggest their settings as they go: no packs.
 """
 
 from __future__ import annotations
@@ -28,19 +23,8 @@ from typing import Any
 
 from ct_sweeps.plan.space import Space, trial_config
 
-__all__ = [
-    "CAP_CPU",
-    "PACKS_FILE",
-    "PackBook",
-    "auto_pack_size",
-    "load_book",
-    "make_packs",
-    "save_packs",
-    "setting_cost",
-    "setting_traits",
-    "settings_of",
-    "unit_id",
-]
+__all__ = ["CAP_CPU", "PACKS_FILE", "PackBook", "auto_pack_size", "load_book", "make_packs"]
+__all__ += ["save_packs", "setting_cost", "setting_traits", "settings_of", "unit_id"]
 
 PACKS_FILE = "packs.json"
 CAP_CPU = 90
@@ -58,9 +42,8 @@ def unit_id(trial_id: str, k: int, size: int) -> str:
 
 
 def auto_pack_size(n_group: int, slots: int) -> int:
-    """Settings per pack for a group packed on its own on CPU trials: every trial slot gets
-    about two packs (so that the slots stay busy to the end and an interrupted sweep keeps
-    finished packs), capped at :data:`CAP_CPU`."""
+    """Settings per pack on CPU trials: about two packs per trial slot (the slots stay busy to
+    the end, an interrupted sweep keeps finished packs), at most :data:`CAP_CPU`."""
     return max(1, min(CAP_CPU, math.ceil(n_group / (2 * max(1, slots)))))
 
 
@@ -176,9 +159,7 @@ def _split(members: Sequence[int], n: int, cost: Sequence[float]) -> list[list[i
     return [sorted(b) for b in bins]
 
 
-def _by_group(
-    members: Sequence[int], keys: Sequence[Any]
-) -> tuple[list[list[int]], list[list[int]]]:
+def _by_group(members: Sequence[int], keys: Sequence[Any]) -> tuple[list, list[list[int]]]:
     """The packable members grouped by pack key, and the others one by one."""
     groups: dict[Any, list[int]] = {}
     alone: list[list[int]] = []
@@ -198,12 +179,7 @@ def _group_packs(keys: Sequence[Any], cost: Sequence[float], size: Any) -> list[
 
 
 def _slot_packs(
-    keys: Sequence[Any],
-    cost: Sequence[float],
-    slots: int,
-    cap: int,
-    per_slot: int,
-    even: bool = False,
+    keys: Sequence[Any], cost: Sequence[float], slots: int, cap: int, per_slot: int, even: bool
 ) -> list[list[int]]:
     """Settings dealt out to the slots, the dearest first, each to the least loaded slot (with
     ``even``, each group's settings first cut in even shares, one per slot, by :func:`_split`),

@@ -38,17 +38,7 @@ from ct_core.config import (
     read_yaml,
 )
 
-__all__ = [
-    "ALGORITHMS",
-    "SCHEDULERS",
-    "AshaConfig",
-    "ResourcesConfig",
-    "SearchConfig",
-    "SweepConfig",
-    "TrackingConfig",
-    "load_sweep",
-    "parse_sweep",
-]
+__all__ = ["ALGORITHMS", "SCHEDULERS", "SweepConfig", "load_sweep", "parse_sweep"]
 
 ALGORITHMS = ("grid", "random", "optuna-tpe", "optuna-gp")
 SCHEDULERS = ("none", "asha")
@@ -66,7 +56,8 @@ class _Strict(BaseModel):
 
 
 class AshaConfig(_Strict):
-    """ASHA early stopping on ``search.metric`` per epoch (rungs at ``grace_period`` × ``reduction_factor``^k epochs)."""
+    """ASHA early stopping on ``search.metric`` (rungs at ``grace_period`` × ``reduction_factor``^k
+    epochs)."""
 
     grace_period: int = Field(1, ge=1)
     reduction_factor: float = Field(2.0, gt=1)
@@ -87,17 +78,13 @@ class SearchConfig(_Strict):
     scheduler: str = "none"
     asha: AshaConfig = Field(default_factory=AshaConfig)
     pack: Any = "auto"
-    """Settings trained together in one trial (grid/random without ASHA, see
-    :mod:`ct_sweeps.plan.packing`): ``auto``, ``0``/``1`` (off: one setting per trial) or the most
-    settings per pack."""
+    """Settings per trial (grid/random without ASHA): ``auto``, 0 or 1 (one), or at most K."""
 
     @model_validator(mode="after")
     def _check(self) -> SearchConfig:
         _one_of("search.algorithm", self.algorithm, ALGORITHMS)
-        if not (
-            self.pack == "auto"
-            or (isinstance(self.pack, int) and not isinstance(self.pack, bool) and self.pack >= 0)
-        ):
+        pack = self.pack
+        if pack != "auto" and not (type(pack) is int and pack >= 0):
             raise ValueError(
                 "search.pack must be 'auto', 0 or 1 (off) or the most settings per pack "
                 f"(an integer >= 2), got {self.pack!r}"
@@ -164,9 +151,8 @@ class TrackingConfig(_Strict):
     sweep; ``auto``: all for sweeps of up to 20 settings, else the best 10; ``false``: none.
     Unless ``false``, every finished setting also gets its raw ``checkpoint/model.pt``."""
     log_every: int = Field(1, ge=1)
-    """Per-epoch metrics go to MLflow every N epochs and at each setting's last one (large grids:
-    fewer rows for the store to insert); ``results.csv`` and Tune's ``result.json`` keep every
-    epoch either way."""
+    """Metrics go to MLflow every N epochs and at a setting's last (``results.csv`` and
+    ``result.json`` keep every epoch)."""
     sqlite_wal: Any = "auto"
     """A new local sqlite store (the default ``RUN_DIR/mlflow.db``) in SQLite's WAL mode (cheaper
     commits; ``mlflow ui`` reads without blocking the sweep). ``auto``: where the run directory is
@@ -254,15 +240,7 @@ def parse_sweep(raw: Any) -> SweepConfig:
         raise ConfigError(_format(e)) from None
 
 
-_SWEEP_KEYS = {
-    "name",
-    "search",
-    "resources",
-    "tracking",
-    "checkpoint_every",
-    "max_failures",
-    "storage",
-}
+_SWEEP_KEYS = set("name search resources tracking checkpoint_every max_failures storage".split())
 
 
 def apply_sets(raw: Mapping[str, Any], sets: Iterable[str] | None) -> dict[str, Any]:
@@ -323,7 +301,8 @@ def load_sweep(path: str | Path, sets: Iterable[str] | None = None) -> tuple[Swe
     """Read a sweep file, apply ``--set``, validate it and resolve its base.
 
     Returns ``(sweep, base_raw)`` where ``base_raw`` is the training config dict with the sweep's
-    ``overrides`` applied (still unvalidated: :mod:`ct_sweeps.space` validates every point).
+    ``overrides`` applied (still unvalidated: :func:`ct_sweeps.plan.space.validate` checks every
+    point).
     """
     p = Path(path)
     raw = read_yaml(p, what="sweep")

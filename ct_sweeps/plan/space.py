@@ -28,18 +28,8 @@ from typing import Any, Protocol
 
 from ct_core.config import Config, ConfigError, apply_overrides, parse_config
 
-__all__ = [
-    "DISTRIBUTIONS",
-    "Draw",
-    "Entry",
-    "OptunaDraw",
-    "RandomDraw",
-    "Space",
-    "parse_space",
-    "resolve_setting",
-    "trial_config",
-    "trial_params",
-]
+__all__ = ["DISTRIBUTIONS", "Draw", "Entry", "OptunaDraw", "RandomDraw", "Space", "parse_space"]
+__all__ += ["resolve_setting", "trial_config", "trial_params"]
 
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "quniform", "randint")
 

@@ -15,22 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-__all__ = [
-    "Event",
-    "Metrics",
-    "Model",
-    "SettingEnded",
-    "SettingStarted",
-    "SweepEnded",
-    "SweepStarted",
-    "Tracker",
-]
+__all__ = ["Event", "Metrics", "Model", "SettingEnded", "SettingStarted", "SweepEnded"]
+__all__ += ["SweepStarted", "Tracker"]
 
 
 @dataclass(frozen=True)
 class SweepStarted:
     name: str
-    """The sweep's name (the MLflow experiment, unless ``tracking.experiment`` names another)."""
     run_dir: Path
     params: dict[str, Any]
     """The sweep's own parameters (``search.*``, ``resources.*``)."""
@@ -45,7 +36,7 @@ class SettingStarted:
     params: dict[str, Any]
     """Every resolved training parameter, by dotted path."""
     swept: dict[str, Any]
-    """The parameters the sweep sets for this setting (its point in the space)."""
+    """What the sweep sets for this setting (its point in the space)."""
 
 
 @dataclass(frozen=True)
@@ -63,12 +54,12 @@ class SettingEnded:
     """``FINISHED`` or ``FAILED``."""
     reason: str = ""
     model_file: Path | None = None
-    """The setting's final model (``ct_core.models.save_model``), if it finished."""
+    """The setting's final model file (``ct_core.models.save_model``), if it is kept."""
 
 
 @dataclass(frozen=True)
 class Model:
-    """Keep a setting's final model as a model the tracker can serve (an MLflow model)."""
+    """Keep a setting's final model as a model the tracker serves (an MLflow model)."""
 
     setting_id: str
     model_file: Path

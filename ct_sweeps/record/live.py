@@ -12,9 +12,8 @@ that this process opened for that run (:func:`session_for`).
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -35,41 +34,33 @@ def session_for(run_id: str) -> Session | None:
 
 
 class Session:
-    """A stream of tracker events and the thread that produces them, in submission order."""
+    """A stream of tracker events and the one thread that produces them, in submission order."""
 
     def __init__(self, run_id: str, stream: Stream):
-        self.stream = stream
-        self.key = run_id
-        self._queue: queue.Queue[tuple[Callable[..., Any], tuple] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._work, name="ct-tracking", daemon=True)
-        self._thread.start()
-        _SESSIONS[self.key] = self
+        self.stream, self.key = stream, run_id
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="ct-tracking")
+        self._last: Future | None = None
+        _SESSIONS[run_id] = self
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
-        self._queue.put((fn, args))
-
-    def _work(self) -> None:
-        while True:
-            item = self._queue.get()
-            try:
-                if item is None:
-                    return
-                fn, args = item
-                fn(*args)
-            except Exception as e:  # a bug in logging must never stop the sweep
-                log.warning("tracking failed (%s: %s)", type(e).__name__, e)
-            finally:
-                self._queue.task_done()
+        self._last = self._pool.submit(_logged, fn, *args)
 
     def wait(self) -> None:
         """Wait until everything submitted so far is done."""
-        self._queue.join()
+        if self._last is not None:
+            self._last.result()
 
     def close(self) -> None:
         """Finish the work submitted, then end the thread and the session."""
-        self._queue.put(None)
-        self._thread.join()
+        self._pool.shutdown(wait=True)
         _SESSIONS.pop(self.key, None)
+
+
+def _logged(fn: Callable[..., Any], *args: Any) -> None:
+    try:
+        fn(*args)
+    except Exception as e:  # a bug in logging must never stop the sweep
+        log.warning("tracking failed (%s: %s)", type(e).__name__, e)
 
 
 class TrackingCallback(Callback):

@@ -1,14 +1,11 @@
 """The MLflow tracker: one parent run per sweep, one child run per setting, from the driver.
 
-Workers never talk to the store, and an outage never fails a trial: a failed call is reported
-once, the store is then left alone for ``retry_s`` seconds, and ``ct-sweep sync-mlflow``
-backfills from the run directory later. Child runs carry the tag ``ct.trial_id`` (the setting's
-id), so a resumed sweep or a backfill finds the runs an earlier driver made and adds only what
-they lack: missing params, epochs not yet logged, the final status and model.
-
-Metrics are batched: a setting's params go with its first metrics, everything pending goes to
-the store every ``flush_s`` seconds in one ``log_batch`` per setting, and a setting's rest at its
-end.
+Workers never talk to the store, and an outage never fails a trial: a failed call is reported,
+the store is left alone for ``retry_s`` seconds, and ``ct-sweep sync-mlflow`` backfills later.
+Child runs carry the tag ``ct.trial_id`` (the setting's id), so a resumed sweep or a backfill
+finds the runs an earlier driver made and adds only what they lack. Metrics are batched: a
+setting's params go with its first metrics, and what is pending goes to the store every
+``flush_s`` seconds (one ``log_batch`` per setting) and at a setting's end.
 """
 
 from __future__ import annotations
@@ -21,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ct_sweeps.plan.rundir import RunDir
+from ct_sweeps.plan import RunDir
 from ct_sweeps.record.events import (
     Event,
     Metrics,
@@ -70,13 +67,7 @@ def save_mlflow_model(model_file: Path, folder: Path) -> Path:
 class MlflowTracker:
     """Tracker events (:mod:`ct_sweeps.record.events`) into the MLflow store at ``uri``."""
 
-    def __init__(
-        self,
-        uri: str,
-        run: RunDir,
-        flush_s: float = 30.0,
-        retry_s: float = 60.0,
-    ):
+    def __init__(self, uri: str, run: RunDir, flush_s: float = 30.0, retry_s: float = 60.0):
         self.uri, self.run = uri, run
         self.flush_s, self.retry_s = flush_s, retry_s
         self.failures = 0
@@ -90,7 +81,6 @@ class MlflowTracker:
         self.parent: Any = None
         self.children: dict[str, Any] = {}
         """Setting id -> its run (``mlflow.entities.Run``) or, for a run made here, its id."""
-        self._made: set[str] = set()
         self._stored: dict[str, set[int] | None] = {}
         self._params: dict[str, dict[str, Any]] = {}
         self._buffer: dict[str, list[tuple[str, float, int]]] = {}
@@ -119,12 +109,11 @@ class MlflowTracker:
             self.failures += 1
             self._down_until = time.monotonic() + self.retry_s
             first = str(e).splitlines()[0][:200] if str(e) else ""
+            why = f"{type(e).__name__}: {first}"
             log.warning(
-                "MLflow %s failed (%s: %s); the sweep goes on, backfill later with "
-                "`ct-sweep sync-mlflow RUN_DIR`",
+                "MLflow %s failed (%s); the sweep goes on, `ct-sweep sync-mlflow` backfills",
                 what,
-                type(e).__name__,
-                first,
+                why,
             )
             return None
         finally:
@@ -158,20 +147,12 @@ class MlflowTracker:
 
     # -- events
     def handle(self, event: Event) -> None:
-        if isinstance(event, SweepStarted):
-            self._sweep_started(event)
-        elif self.parent is None:
+        if self.parent is None and not isinstance(event, SweepStarted):
             return  # MLflow was not reachable at the start: `sync-mlflow` backfills
-        elif isinstance(event, SettingStarted):
-            self._setting_started(event)
-        elif isinstance(event, Metrics):
-            self._metrics(event)
-        elif isinstance(event, SettingEnded):
-            self._setting_ended(event)
-        elif isinstance(event, Model):
-            self._model(event)
-        elif isinstance(event, SweepEnded):
-            self._sweep_ended(event)
+        handlers = {SweepStarted: self._sweep_started, SettingStarted: self._setting_started}
+        handlers.update({Metrics: self._metrics, SettingEnded: self._setting_ended})
+        handlers.update({Model: self._model, SweepEnded: self._sweep_ended})
+        handlers[type(event)](event)  # type: ignore[operator]
 
     def _sweep_started(self, e: SweepStarted) -> None:
         info, t = self.run.info, self.run.sweep.tracking
@@ -202,12 +183,8 @@ class MlflowTracker:
             self.log_batch(self.parent.info.run_id, params=e.params)
             for f in e.files:
                 self.call("log artifact", "log_artifact", self.parent.info.run_id, str(f))
-        self.run.save_info(
-            tracking_uri=self.uri,
-            experiment_name=name,
-            experiment_id=exp_id,
-            parent_run_id=self.parent.info.run_id,
-        )
+        ids = {"experiment_id": exp_id, "parent_run_id": self.parent.info.run_id}
+        self.run.save_info(tracking_uri=self.uri, experiment_name=name, **ids)
 
     def _adopt_children(self) -> None:
         """The child runs an earlier driver made under this parent (one paged search)."""
@@ -251,7 +228,6 @@ class MlflowTracker:
         made = self.call("create run", "create_run", self.experiment_id, run_name=e.name, tags=tags)
         if made is not None:
             self.children[e.setting_id] = made.info.run_id
-            self._made.add(e.setting_id)
             self._params[e.setting_id] = e.params  # logged with its first metrics
             self.counts["created"] += 1
 

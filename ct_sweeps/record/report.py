@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from ct_sweeps.plan.rundir import RunDir
+from ct_sweeps.plan import RunDir
 from ct_sweeps.plan.space import Space, trial_config
 from ct_sweeps.run.results import TrialRecord, collect
 

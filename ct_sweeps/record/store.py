@@ -17,6 +17,7 @@ Both act on our own file through Python's ``sqlite3``; nothing here imports MLfl
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -26,15 +27,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = [
-    "checkpoint",
-    "default_tracking_uri",
-    "is_local",
-    "local_filesystem",
-    "new_sqlite_store",
-    "resolve_tracking_uri",
-    "sqlite_path",
-]
+__all__ = ["checkpoint", "default_tracking_uri", "local_filesystem", "new_sqlite_store"]
 
 log = logging.getLogger("ct_sweeps.record")
 
@@ -55,27 +48,8 @@ def is_local(uri: str) -> bool:
 
 
 LOCAL_FS = frozenset(
-    {
-        "apfs",
-        "bcachefs",
-        "btrfs",
-        "exfat",
-        "ext2",
-        "ext3",
-        "ext4",
-        "f2fs",
-        "hfsplus",
-        "jfs",
-        "ntfs",
-        "ntfs3",
-        "overlay",
-        "ramfs",
-        "reiserfs",
-        "tmpfs",
-        "vfat",
-        "xfs",
-        "zfs",
-    }
+    "apfs bcachefs btrfs exfat ext2 ext3 ext4 f2fs hfsplus jfs ntfs ntfs3 overlay ramfs "
+    "reiserfs tmpfs vfat xfs zfs".split()
 )
 """File systems of one host's own disks (or memory), where SQLite's WAL mode is safe; network
 and cluster file systems (NFS, SMB, Lustre, GPFS, CephFS, FUSE mounts, ...) are not."""
@@ -106,11 +80,9 @@ def _mount_type(path: Path, mountinfo: str) -> str | None:
 
 
 def local_filesystem(path: str | Path) -> bool:
-    """Whether ``path`` (a folder, or a file's folder) is on a local file system (:data:`LOCAL_FS`).
-
-    Linux: read from ``/proc/self/mountinfo``. Elsewhere (macOS, Windows) it cannot be told
-    without more dependencies and a laptop's disk is the usual case, so ``True``; set
-    ``tracking.sqlite_wal: false`` for a run directory on a network drive there."""
+    """Whether folder ``path`` is on a local file system (:data:`LOCAL_FS`): on Linux from
+    ``/proc/self/mountinfo``; elsewhere assumed (``tracking.sqlite_wal: false`` for a network
+    drive there)."""
     if not sys.platform.startswith("linux"):
         return True
     try:
@@ -159,23 +131,14 @@ def new_sqlite_store(uri: str, wal: bool | str = False) -> bool:
         part = target.with_name(f".{target.name}.part")
         shutil.copyfile(_template(), part)
         if wal is True or (wal == "auto" and local_filesystem(target.parent)):
-            _journal(part, "wal")
+            # kept in the file; closing the last connection removes the -wal and -shm files
+            with contextlib.closing(sqlite3.connect(part)) as con:
+                con.execute("PRAGMA journal_mode=WAL")
         os.replace(part, target)  # never a half-copied store under the real name
         return True
     except Exception as e:  # the store is then made by MLflow itself, as without a template
         log.debug("no sqlite template for %s: %s", uri, e)
         return False
-
-
-def _journal(db: Path, mode: str) -> None:
-    """Set a closed store's journal mode (kept in the file: every later connection uses it)."""
-    con = sqlite3.connect(db)
-    try:
-        got = con.execute(f"PRAGMA journal_mode={mode}").fetchone()[0]
-    finally:
-        con.close()  # the last connection: SQLite removes the -wal and -shm files
-    if got != mode:
-        log.debug("sqlite store %s: journal mode %s, not %s", db, got, mode)
 
 
 def checkpoint(uri: str) -> bool:
@@ -186,13 +149,9 @@ def checkpoint(uri: str) -> bool:
     db = sqlite_path(uri)
     if db is None or not db.with_name(db.name + "-wal").exists():
         return False
-    try:
-        # a reader such as `mlflow ui` in the middle of a query delays it; a second at most
-        con = sqlite3.connect(db, timeout=1.0)
-        try:
+    try:  # a reader such as `mlflow ui` in the middle of a query delays it, a second at most
+        with contextlib.closing(sqlite3.connect(db, timeout=1.0)) as con:
             busy, _, _ = con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        finally:
-            con.close()
     except sqlite3.Error as e:
         log.debug("no WAL checkpoint for %s: %s", db, e)
         return False

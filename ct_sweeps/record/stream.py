@@ -1,15 +1,12 @@
 """From a sweep's trials and results to tracker events (:mod:`ct_sweeps.record.events`).
 
-One :class:`Stream` turns what the trials report into events, whether the results arrive live
-from Tune (:mod:`ct_sweeps.record.live`) or are read back from the run directory
-(:meth:`Stream.replay`: the reconciliation of ``ct-sweep resume`` and ``ct-sweep sync-mlflow``).
-It keeps, per setting, the epochs already passed on, so a result seen twice (a restored trial
-reports its checkpoint's epochs again, a replay repeats what went live) becomes one event.
-
-What is logged: a setting's metrics every ``tracking.log_every`` epochs and at its last, without
-the per-epoch clocks (their totals come once, at the end: ``train_seconds``,
-``time_search_total``, ...), without the CT terms of a vanilla setting (always 0), and
-``skipped_batches`` only where non-zero. ``results.csv`` and ``result.json`` keep every epoch.
+A :class:`Stream` makes the events whether results arrive live from Tune
+(:mod:`ct_sweeps.record.live`) or are read back from the run directory (:meth:`Stream.replay`:
+``ct-sweep resume`` and ``sync-mlflow``). It remembers each setting's epochs, so a result seen
+twice (a restored trial reports its checkpoint's epochs again) makes one event. Logged: a
+setting's metrics every ``tracking.log_every`` epochs and at its last, without the per-epoch
+clocks (their totals come at its end: ``train_seconds``, ``time_search_total``, ...), the CT
+terms of a vanilla setting (always 0) or ``skipped_batches`` where 0.
 """
 
 from __future__ import annotations
@@ -21,30 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ct_sweeps.plan import Plan
+from ct_sweeps.plan import SWEEP_FILE, Plan, RunDir
 from ct_sweeps.plan.packing import PackBook
-from ct_sweeps.plan.rundir import SWEEP_FILE, RunDir
 from ct_sweeps.plan.space import resolve_setting
-from ct_sweeps.record.events import (
-    Metrics,
-    Model,
-    SettingEnded,
-    SettingStarted,
-    SweepEnded,
-    SweepStarted,
-    Tracker,
-)
+from ct_sweeps.record import events as ev
 from ct_sweeps.run.results import TrialRecord, final_model, trial_settings
 
 __all__ = ["Stream", "metrics_of"]
 
-CLOCKS = {
-    "seconds": "train_seconds",
-    "time_search": "time_search_total",
-    "time_train": "time_train_total",
-    "time_eval": "time_eval_total",
-    "skipped_batches": "skipped_batches_total",
-}
+CLOCKS = {"seconds": "train_seconds", "skipped_batches": "skipped_batches_total"}
+CLOCKS.update({k: f"{k}_total" for k in ("time_search", "time_train", "time_eval")})
 VANILLA_ZEROS = ("div", "reg", "adv")
 
 
@@ -78,7 +61,7 @@ class _Setting:
 class Stream:
     """The tracker events of one sweep (see the module docstring)."""
 
-    def __init__(self, tracker: Tracker, p: Plan, run: RunDir, book: PackBook | None):
+    def __init__(self, tracker: ev.Tracker, p: Plan, run: RunDir, book: PackBook | None):
         self.tracker, self.plan, self.run, self.book = tracker, p, run, book
         t = p.sweep.tracking
         self.log_every = t.log_every
@@ -90,23 +73,15 @@ class Stream:
     def sweep_started(self) -> None:
         p, run = self.plan, self.run
         s, r = p.sweep.search, p.sweep.resources
-        params = {
-            "sweep.name": p.sweep.name,
-            "search.algorithm": s.algorithm,
-            "search.metric": ",".join(s.metrics),
-            "search.mode": ",".join(s.modes),
-            "search.num_samples": s.num_samples,
-            "search.max_concurrent": s.max_concurrent,
-            "search.seed": s.seed,
-            "search.scheduler": s.scheduler,
-            "sweep.n_trials": p.n_trials,
-            "resources.cpu": r.cpu,
-            "resources.gpu": r.gpu,
-        }
+        params = {f"search.{k}": getattr(s, k) for k in ("algorithm", "num_samples", "seed")}
+        params.update({f"search.{k}": getattr(s, k) for k in ("max_concurrent", "scheduler")})
+        params.update({"search.metric": ",".join(s.metrics), "search.mode": ",".join(s.modes)})
+        params.update({"sweep.name": p.sweep.name, "sweep.n_trials": p.n_trials})
+        params.update({"resources.cpu": r.cpu, "resources.gpu": r.gpu})
         space = run.path / "search_space.json"
         space.write_text(json.dumps(p.space.describe(), indent=2))
         files = (run.path / SWEEP_FILE, space)
-        self.tracker.handle(SweepStarted(p.sweep.name, run.path, params, files))
+        self.tracker.handle(ev.SweepStarted(p.sweep.name, run.path, params, files))
 
     def finish(self, status: str, files: Iterable[Path] = (), plots: Iterable[Path] = ()) -> None:
         """The best settings' models (where not every setting gets one), and the sweep's end."""
@@ -118,12 +93,12 @@ class Stream:
             ]
             done.sort(key=lambda x: x[1].value, reverse=self.mode == "max")  # type: ignore[arg-type]
             for uid, st in done[: self.models]:
-                self.tracker.handle(Model(uid, st.model))  # type: ignore[arg-type]
+                self.tracker.handle(ev.Model(uid, st.model))  # type: ignore[arg-type]
         best = [st.value for st in self.settings.values() if st.value is not None]
         metrics = {}
         if best and status != "KILLED":
             metrics[f"best_{self.metric}"] = (min if self.mode == "min" else max)(best)
-        self.tracker.handle(SweepEnded(status, tuple(files), tuple(plots), metrics))
+        self.tracker.handle(ev.SweepEnded(status, tuple(files), tuple(plots), metrics))
 
     # -- one setting
     def start(self, uid: str, name: str, config: Mapping[str, Any]) -> None:
@@ -133,7 +108,7 @@ class Stream:
         params = resolve_setting(p.space, p.base, config, r.cpu, r.gpu).flat()
         self.settings[uid] = _Setting(vanilla=params.get("train.objective") == "vanilla")
         swept = p.space.resolve(config)
-        self.tracker.handle(SettingStarted(uid, name, params, swept))
+        self.tracker.handle(ev.SettingStarted(uid, name, params, swept))
 
     def record(self, uid: str, rec: Mapping[str, Any]) -> None:
         st = self.settings[uid]
@@ -169,13 +144,13 @@ class Stream:
             self._log(uid, st.last, dict(st.clocks))
         st.ended = status
         st.model = model if status == "FINISHED" and self.models is not None else None
-        self.tracker.handle(SettingEnded(uid, status, reason[:5000], st.model))
+        self.tracker.handle(ev.SettingEnded(uid, status, reason[:5000], st.model))
         if st.model is not None and self.models is not None and self.models >= self.plan.n_trials:
-            self.tracker.handle(Model(uid, st.model))
+            self.tracker.handle(ev.Model(uid, st.model))
 
     def _log(self, uid: str, step: int, values: dict[str, float]) -> None:
         if values:
-            self.tracker.handle(Metrics(uid, step, values))
+            self.tracker.handle(ev.Metrics(uid, step, values))
 
     # -- from Tune (live) and from the run directory (replay)
     def trial_started(self, trial_id: str, name: str, config: Mapping[str, Any]) -> None:

@@ -1,14 +1,14 @@
 """The Ray a sweep runs on: a cluster it joins, or a Ray of its own on this machine.
 
-A Ray of its own listens on loopback only (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, set by
-:mod:`ct_sweeps.run.env`) and uses token authentication, so that a process that does not hold
-the token can neither connect to it nor run work on it; without a dashboard it has no Jobs API
-either. The token is one made for this sweep alone (:func:`sweep_token`: ``RUN_DIR/
-ray_auth_token``, mode 600), unless the environment names one
-(``RAY_AUTH_MODE=token`` with ``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH``) or opts out
-(``RAY_AUTH_MODE=disabled``). Ray reads these variables when it is imported, so a process that
-imported Ray before gets Ray's own default instead: token authentication with
-``~/.ray/auth_token`` (docs/ecosystem.md, "Token authentication").
+The process environment (:func:`set_defaults`: documented variables of Ray, Tune and MLflow,
+each explained in ``docs/ecosystem.md``) is set before any of them is imported; a value the user
+exported wins. A Ray of its own listens on loopback only and uses token authentication: a
+process without the token can neither connect to it nor run work on it, and without a dashboard
+it has no Jobs API. The token is made for the sweep alone (:func:`sweep_token`), unless the
+environment names one (``RAY_AUTH_MODE=token`` with ``RAY_AUTH_TOKEN`` or
+``RAY_AUTH_TOKEN_PATH``) or opts out (``RAY_AUTH_MODE=disabled``). Ray reads these variables
+when it is imported: a process that imported Ray before gets Ray's own default, token
+authentication with ``~/.ray/auth_token`` (docs/ecosystem.md, "Token authentication").
 """
 
 from __future__ import annotations
@@ -20,9 +20,41 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ct_core.config import ConfigError
-from ct_sweeps.run.env import set_defaults
 
-__all__ = ["TOKEN_FILE", "check_fits", "ensure_ray", "slots", "stop_ray", "sweep_token"]
+__all__ = ["DEFAULTS", "TOKEN_FILE", "check_fits", "ensure_ray", "set_defaults", "slots"]
+__all__ += ["stop_ray", "sweep_token"]
+
+DEFAULTS: dict[str, str] = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+    # Ray's node address: 127.0.0.1, so that every port of a Ray this process starts listens
+    # on loopback only (docs/ecosystem.md, "Loopback")
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    # validation-set counterfactual metrics arrive every k-th epoch only (train.eval_every):
+    # Tune must not reject the results before the first one
+    "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
+    # results go to result.json (run/tune.py: ResultLog) and MLflow; Tune's CSV and
+    # TensorBoard loggers would cost the driver CPU on every result
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    # an unreachable tracking server costs seconds, not minutes of retries (the tracker then
+    # skips MLflow for a while; `ct-sweep sync-mlflow` backfills)
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+
+
+def set_defaults(address: str | None = None) -> None:
+    """Export :data:`DEFAULTS`. Joining a cluster by ``address`` sends a token
+    (``RAY_AUTH_MODE=token``): a client with auth disabled cannot talk to a token-enabled head
+    (the clusters of ``cluster/`` all use tokens)."""
+    for k, v in DEFAULTS.items():
+        os.environ.setdefault(k, v)
+    if address:
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+
 
 TOKEN_FILE = "ray_auth_token"
 
@@ -61,7 +93,10 @@ def ensure_ray(
     if ray.is_initialized():
         return None
     if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address, log_to_driver=True)
+        try:
+            ray.init(address=address, log_to_driver=True)
+        except ConnectionError as e:  # `--address auto` and no cluster here: say so plainly
+            raise ConfigError(f"--address {address}: {e}") from None
         return "joined"
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
     return "local"

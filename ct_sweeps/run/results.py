@@ -1,24 +1,21 @@
 """What a sweep's trials left in the run directory: one :class:`TrialRecord` per setting.
 
-Read from Ray Tune's experiment state (each trial's status and config, through the public
-``ExperimentAnalysis``) and each trial's folder (``result.json``, ``error.txt``, checkpoints). A
-setting's history has one record per epoch: an epoch reported twice (a restored trial reports its
-checkpoint's epochs again) keeps its last record, and epochs that never reached ``result.json``
-(reported just before a node or the driver died) come from the trainer states in the trial's
-newest checkpoint.
+From Tune's experiment state (status and config, through the public ``ExperimentAnalysis``) and
+each trial's folder (``result.json``, ``error.txt``, checkpoints). A setting's history has one
+record per epoch: an epoch reported twice keeps its last record, and epochs that never reached
+``result.json`` (a node or the driver died) come from the trial's newest checkpoint.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ct_sweeps.plan import CF_METRICS
+from ct_sweeps.plan import CF_METRICS, RunDir
 from ct_sweeps.plan.packing import settings_of, unit_id
-from ct_sweeps.plan.rundir import RunDir
 from ct_sweeps.plan.space import trial_config
 from ct_sweeps.run.trainable import model_file, newest_state
 
@@ -33,14 +30,12 @@ class TrialRecord:
     """The setting's id (:func:`~ct_sweeps.plan.packing.unit_id`)."""
     name: str
     status: str
-    """Tune's status of the trial (``TERMINATED``, ``ERROR``, ...), or ``ERROR`` for a setting
-    that failed inside its pack."""
+    """Tune's status of the trial, or ``ERROR`` for a setting that failed inside its pack."""
     config: dict[str, Any]
     path: Path | None
     error: str = ""
     params: dict[str, Any] = field(default_factory=dict)
     index: int = 0
-    size: int = 1
     trial: str = ""
     """The Tune trial's id."""
     epochs: int = 0
@@ -66,6 +61,7 @@ class TrialRecord:
         return self._history
 
     def _fill_gaps(self, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``history`` with the epochs it lacks that the trial's newest checkpoint holds."""
         have = {int(r["epoch"]) for r in history if "epoch" in r}
         failed = any("failed" in r for r in history)
         complete = have == set(range(1, max(have, default=0) + 1))
@@ -77,9 +73,7 @@ class TrialRecord:
         if not saved:
             return history
         self.recovered = len(saved)
-        for r in saved:
-            r = {k: v for k, v in r.items() if isinstance(v, int | float | str)}
-            history.append(r)
+        history += [{k: v for k, v in r.items() if isinstance(v, int | float | str)} for r in saved]
         return sorted(history, key=lambda r: float(r["epoch"]))
 
     def model(self) -> Path | None:
@@ -135,16 +129,18 @@ def one_per_epoch(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def error_reason(trial: Any) -> str:
-    """The last line of a failed trial's traceback (the exception and its message), from the
-    trial's ``error.txt``."""
+    """The last line of a failed trial's traceback (the exception and its message): from
+    ``error.txt`` in the trial's folder in the run directory, or, before Tune has copied it
+    there, in Tune's staging folder (a path that needs a running Ray)."""
     text = ""
-    try:
-        for path in (Path(trial.path) / "error.txt", trial.error_file):
+    for where in (lambda: Path(trial.path) / "error.txt", lambda: trial.error_file):
+        try:
+            path = where()
             if path and Path(path).is_file():
                 text = Path(path).read_text()
                 break
-    except Exception:  # a path that needs a running Ray
-        pass
+        except Exception:  # no running Ray for the staging path
+            continue
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     for ln in reversed(lines):
         if ":" in ln and not ln.startswith(("File ", "^")):
@@ -161,17 +157,14 @@ def trial_settings(
     return [(unit_id(trial_id, k, n), unit_id(name, k, n), s) for k, s in enumerate(settings)]
 
 
-def collect(run: RunDir, trials: Sequence[Any] | None = None) -> list[TrialRecord]:
+def collect(run: RunDir) -> list[TrialRecord]:
     """Every setting of a run, from Tune's experiment state and the trial folders."""
-    if trials is None:
-        from ray.tune import ExperimentAnalysis
+    from ray.tune import ExperimentAnalysis
 
-        if not run.experiment_path.exists():
-            return []
-        try:
-            trials = ExperimentAnalysis(str(run.experiment_path)).trials
-        except Exception:  # no experiment state written yet
-            return []
+    try:
+        trials = ExperimentAnalysis(str(run.experiment_path)).trials
+    except Exception:  # no experiment state written yet
+        return []
     book = run.book()
     out = []
     for t in sorted(trials, key=lambda t: (int(t.config.get("pack", 0)), t.trial_id)):
@@ -183,11 +176,8 @@ def collect(run: RunDir, trials: Sequence[Any] | None = None) -> list[TrialRecor
         # a trial's settings share their epoch loop (ct_core.packability.pack_key)
         epochs = trial_config(run.base, run.space.resolve(settings[0][2])).train.epochs
         for k, (uid, name, cfg) in enumerate(settings):
-            rec = TrialRecord(
-                uid, name, status, dict(cfg), path, error, index=k, size=len(settings)
-            )
+            rec = TrialRecord(uid, name, status, dict(cfg), path, error, index=k, epochs=epochs)
             rec.trial, rec.lines, rec.params = t.trial_id, lines, run.space.resolve(cfg)
-            rec.epochs = epochs
             reason = next((r["failed"] for r in rec.history() if r.get("failed")), "")
             if reason:
                 rec.status, rec.error = "ERROR", str(reason)

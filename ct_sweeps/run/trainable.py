@@ -1,17 +1,14 @@
 """The Ray Tune function trainable: one trial trains a pack of K >= 1 settings.
 
-A trial's settings are its pack's (grid/random sweeps, :class:`~ct_sweeps.plan.packing.PackBook`)
-or its own config (Optuna). It reports ``{"epoch": e, "settings": {"<k>": [record, ...]},
-<metric>: best}``: each setting's epoch records since the last report (as ``ct_core`` yields
-them; ``failed`` holds the reason in the epoch a setting fails), and the best live setting's
-last value of the search metric, which Tune's searchers and schedulers read. Packed sweeps
-report every ``report_s`` seconds, since a Tune round trip per epoch costs more than a pack's
-epoch; the others every epoch, so that ASHA and Optuna see each one. Every
-``checkpoint_every`` epochs and at the end the checkpoint holds the K trainer states
-(``states.pt``), and at the end one ``model_<k>.pt`` per finished setting. A trial whose settings
-have all failed fails, so that Tune retries it and records its error.
-
-Every call into ``ct_core``'s training API is in :func:`make_trainer`.
+A trial's settings are its pack's (grid/random) or its own config (Optuna). It reports
+``{"epoch": e, "settings": {"<k>": [record, ...]}, <metric>: best}``: each setting's epoch
+records since the last report (``failed`` holds the reason in the epoch a setting fails), and the
+best live setting's last value of the search metric for Tune's searchers and schedulers. Packed
+sweeps report every ``report_s`` seconds (a Tune round trip per epoch costs more than a pack's
+epoch), the others every epoch, so that ASHA and Optuna see each. The checkpoint (every
+``checkpoint_every`` epochs and at the end) holds the K trainer states, and at the end one
+``model_<k>.pt`` per finished setting. A trial whose settings have all failed fails, so that
+Tune retries it and records its error. Every ``ct_core`` training call is in :func:`make_trainer`.
 """
 
 from __future__ import annotations
@@ -30,19 +27,11 @@ from typing import Any
 from ct_sweeps.plan.packing import PackBook, settings_of
 from ct_sweeps.plan.space import Space, resolve_setting
 
-__all__ = [
-    "STATES_FILE",
-    "TrialSpec",
-    "make_trainer",
-    "model_file",
-    "newest_state",
-    "pack_trainable",
-    "restore_state",
-]
+__all__ = ["STATES_FILE", "TrialSpec", "make_trainer", "model_file", "newest_state"]
+__all__ += ["pack_trainable", "restore_state"]
 
 STATES_FILE = "states.pt"
 _DATA: dict[str, Any] = {}
-log = logging.getLogger("ct_sweeps")
 
 
 def model_file(k: int) -> str:
@@ -124,51 +113,38 @@ def _dataset(cfg: Any) -> Any:
     return _DATA[key]
 
 
-def _epoch_of(states: Any) -> int:
-    states = states if isinstance(states, list) else [states]
-    return max((int(s.get("epoch", 0)) for s in states if isinstance(s, dict)), default=0)
-
-
 def _load(path: Path) -> Any:
     import torch
 
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def newest_state(trial_dir: Path, skip: str | None = None) -> Any:
-    """The trainer states with the highest epoch among the trial folder's checkpoints (``skip``:
-    a checkpoint folder to leave out), or ``None``; a file cut short by a crash is passed over."""
-    best = None
-    for p in Path(trial_dir).glob("checkpoint_*"):
-        if p.name == skip:
-            continue
+def newest_state(trial_dir: Path) -> Any:
+    """The trainer states with the highest epoch among a trial folder's checkpoints, or
+    ``None``; a file cut short by a crash is passed over."""
+    best, top = None, -1
+    for p in Path(trial_dir).glob(f"checkpoint_*/{STATES_FILE}"):
         try:
-            state = _load(p / STATES_FILE)
-        except Exception:  # missing, or cut short
+            states = _load(p)
+        except Exception:  # cut short
             continue
-        if best is None or _epoch_of(state) > _epoch_of(best):
-            best = state
+        if max(int(s.get("epoch", 0)) for s in states) > top:
+            best, top = states, max(int(s.get("epoch", 0)) for s in states)
     return best
 
 
 def restore_state(ckpt: Any, trial_dir: Path) -> Any:
-    """The newest states this trial saved, or ``None`` to start afresh: Tune's checkpoint
-    ``ckpt``, or a later one in the trial's folder that Tune's last experiment snapshot does not
-    list yet (a driver killed after the checkpoint was written, before the snapshot recorded
-    it). Without the second, a trial that finished just before a driver was killed would train
-    again. Training is deterministic given a state, so the later one changes only the time."""
-    state, name = None, None
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            state = _load(Path(d) / STATES_FILE)
-        name = Path(str(ckpt.path)).name
-    if not Path(trial_dir).is_dir():  # storage this worker cannot see: Tune's checkpoint only
-        return state
-    later = newest_state(trial_dir, skip=name)
-    if later is None or _epoch_of(later) <= _epoch_of(state):
-        return state
-    log.info("resuming from epoch %d, newer than Tune's checkpoint", _epoch_of(later))
-    return later
+    """The newest states this trial saved, or ``None`` to start afresh: the newest checkpoint in
+    the trial's folder, which can be later than the one Tune's last experiment snapshot names (a
+    driver killed after the checkpoint was written, before the snapshot recorded it; otherwise a
+    trial that finished just before the kill would train again), or Tune's checkpoint ``ckpt``
+    where this worker cannot see the folder."""
+    if Path(trial_dir).is_dir():
+        return newest_state(trial_dir)
+    if ckpt is None:
+        return None
+    with ckpt.as_directory() as d:
+        return _load(Path(d) / STATES_FILE)
 
 
 def _clean(rec: Mapping[str, Any]) -> dict[str, Any]:

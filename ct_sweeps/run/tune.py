@@ -15,18 +15,17 @@ from typing import IO, Any
 
 from ray import tune
 
-from ct_sweeps.plan import Plan
-from ct_sweeps.plan.rundir import RunDir
+from ct_sweeps.plan import Plan, RunDir
 from ct_sweeps.run.trainable import TrialSpec, pack_trainable
 
 __all__ = ["ResultLog", "build_tuner", "restore_tuner", "scheduler", "search_alg"]
 
 
 class ResultLog(tune.Callback):
-    """Appends every result to ``trial_<id>/result.json`` (and writes ``params.json``) in the
-    trial's folder in the run directory, as the result arrives: the files a restored or reported
-    sweep reads are never behind what the driver has received. (Tune's own JSON logger writes to
-    a staging folder that reaches the run directory only at its next experiment snapshot.)"""
+    """Appends every result to ``result.json`` (and writes ``params.json``) in the trial's folder
+    in the run directory as it arrives, so that what a resumed or reported sweep reads is never
+    behind what the driver received (Tune's own logger writes to a staging folder that reaches
+    the run directory only at Tune's next experiment snapshot)."""
 
     def __init__(self) -> None:
         self._files: dict[str, IO[str]] = {}
@@ -132,17 +131,14 @@ def build_tuner(p: Plan, run: RunDir, spec: TrialSpec, callbacks: list[Any]) -> 
         callbacks=callbacks,
         verbose=int(os.environ.get("CT_SWEEP_VERBOSE", "1")),
     )
+    trainable = _trainable(p, spec)
     return tune.Tuner(
-        _trainable(p, spec), param_space=param_space, tune_config=tune_config, run_config=run_config
+        trainable, param_space=param_space, tune_config=tune_config, run_config=run_config
     )
 
 
 def restore_tuner(p: Plan, run: RunDir, spec: TrialSpec, retry_errored: bool) -> Any:
     """The interrupted experiment, to go on with (its callbacks are the ones it was built with,
     unpickled from Tune's experiment state)."""
-    return tune.Tuner.restore(
-        str(run.experiment_path),
-        trainable=_trainable(p, spec),
-        resume_unfinished=True,
-        resume_errored=retry_errored,
-    )
+    exp, trainable = str(run.experiment_path), _trainable(p, spec)
+    return tune.Tuner.restore(exp, trainable, resume_unfinished=True, resume_errored=retry_errored)
