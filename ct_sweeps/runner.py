@@ -11,6 +11,7 @@ directory into a tracking store (``ct-sweep sync-mlflow``).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -50,9 +51,8 @@ def _session(p: Plan, run: RunDir, uri: str | None) -> Any:
     parent run on its thread."""
     if uri is None:
         return None
-    from ct_sweeps.record.live import Session
     from ct_sweeps.record.mlflow_tracker import MlflowTracker
-    from ct_sweeps.record.stream import Stream
+    from ct_sweeps.record.stream import Session, Stream
 
     run.save_info(tracking_uri=run.info.get("tracking_uri") or uri)
     if "id" not in run.info:
@@ -161,11 +161,14 @@ def _fit(
                 session.submit(session.stream.finish, status)
             session.close()
         raise
-    stop_ray(started)
-    t4 = lap("ray_stop", t3)
+    # Ray stops (seconds: it waits for its processes to exit) while the report is written
+    stopping = threading.Thread(target=stop_ray, args=(started,), name="ct-ray-stop")
+    stopping.start()
     records = collect(run)
     report = write_report(run, records=records)
-    t5 = lap("report", t4)
+    t4 = lap("report", t3)
+    stopping.join()
+    t5 = lap("ray_stop", t4)
     finished, errors, interrupted = _count(report.frame, p.n_trials)
     recovered = sum(rec.recovered for rec in records)
     if recovered:

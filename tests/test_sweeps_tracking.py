@@ -18,9 +18,9 @@ from ct_sweeps.record.events import (
     SweepEnded,
     SweepStarted,
 )
-from ct_sweeps.record.live import Session, TrackingCallback
+from ct_sweeps.record.live import TrackingCallback
 from ct_sweeps.record.mlflow_tracker import PARENT_TAG, TRIAL_TAG, MlflowTracker
-from ct_sweeps.record.stream import Stream
+from ct_sweeps.record.stream import Session, Stream
 
 
 class Recorder:

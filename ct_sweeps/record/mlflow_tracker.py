@@ -85,6 +85,7 @@ class MlflowTracker:
         self._params: dict[str, dict[str, Any]] = {}
         self._buffer: dict[str, list[tuple[str, float, int]]] = {}
         self._flushed = time.monotonic()
+        self._warm = False
 
     # -- calls that may fail
     @property
@@ -269,6 +270,8 @@ class MlflowTracker:
             return
         if e.reason:
             self.call("tag error", "set_tag", rid, "ct.error", e.reason)
+        if e.model_file is not None and not self._warm:
+            self._warm_up(e.model_file)
         if e.model_file is not None:  # the raw file, as checkpoint/model.pt
             with tempfile.TemporaryDirectory(prefix="ct-model-") as d:
                 shutil.copyfile(e.model_file, Path(d) / "model.pt")
@@ -278,6 +281,16 @@ class MlflowTracker:
         self.call("end run", "set_terminated", rid, e.status)
         if self._ok:
             self.counts["status"] += 1
+
+    def _warm_up(self, model_file: Path) -> None:
+        """The first MLflow model a process saves takes seconds (``torch.export``'s imports):
+        pay them when the first setting ends, while others still train, not after the last."""
+        self._warm = True
+        with tempfile.TemporaryDirectory(prefix="ct-mlflow-") as d:
+            try:
+                save_mlflow_model(model_file, Path(d))
+            except Exception:  # reported when a model is saved for real
+                pass
 
     def _model(self, e: Model) -> None:
         rid, run = self._run_id(e.setting_id), self.children.get(e.setting_id)

@@ -3,7 +3,8 @@
 A :class:`Stream` makes the events whether results arrive live from Tune
 (:mod:`ct_sweeps.record.live`) or are read back from the run directory (:meth:`Stream.replay`:
 ``ct-sweep resume`` and ``sync-mlflow``). It remembers each setting's epochs, so a result seen
-twice (a restored trial reports its checkpoint's epochs again) makes one event. Logged: a
+twice (a restored trial reports its checkpoint's epochs again) makes one event; a
+:class:`Session` runs a sweep's stream on a thread of its own. Logged: a
 setting's metrics every ``tracking.log_every`` epochs and at its last, without the per-epoch
 clocks (their totals come at its end: ``train_seconds``, ``time_search_total``, ...), the CT
 terms of a vanilla setting (always 0) or ``skipped_batches`` where 0.
@@ -12,8 +13,10 @@ terms of a vanilla setting (always 0) or ``skipped_batches`` where 0.
 from __future__ import annotations
 
 import json
+import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,9 @@ from ct_sweeps.plan.space import resolve_setting
 from ct_sweeps.record import events as ev
 from ct_sweeps.run.results import TrialRecord, final_model, trial_settings
 
-__all__ = ["Stream", "metrics_of"]
+__all__ = ["Session", "Stream", "metrics_of", "session_for"]
+
+log = logging.getLogger("ct_sweeps.record")
 
 CLOCKS = {"seconds": "train_seconds", "skipped_batches": "skipped_batches_total"}
 CLOCKS.update({k: f"{k}_total" for k in ("time_search", "time_train", "time_eval")})
@@ -187,3 +192,42 @@ class Stream:
                 self.end(rec.trial_id, "FINISHED", "", rec.model())
             elif rec.status == "ERROR":
                 self.end(rec.trial_id, "FAILED", rec.error or "error")
+
+
+_SESSIONS: dict[str, Session] = {}
+"""The sessions this process has open, by run id (a run's ``run.json`` holds its id)."""
+
+
+def session_for(run_id: str) -> Session | None:
+    """The session this process opened for a run, if any."""
+    return _SESSIONS.get(run_id)
+
+
+class Session:
+    """A stream of tracker events and the one thread that produces them, in submission order."""
+
+    def __init__(self, run_id: str, stream: Stream):
+        self.stream, self.key = stream, run_id
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="ct-tracking")
+        self._last: Future | None = None
+        _SESSIONS[run_id] = self
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._last = self._pool.submit(_logged, fn, *args)
+
+    def wait(self) -> None:
+        """Wait until everything submitted so far is done."""
+        if self._last is not None:
+            self._last.result()
+
+    def close(self) -> None:
+        """Finish the work submitted, then end the thread and the session."""
+        self._pool.shutdown(wait=True)
+        _SESSIONS.pop(self.key, None)
+
+
+def _logged(fn: Callable[..., Any], *args: Any) -> None:
+    try:
+        fn(*args)
+    except Exception as e:  # a bug in logging must never stop the sweep
+        log.warning("tracking failed (%s: %s)", type(e).__name__, e)
