@@ -81,11 +81,8 @@ def _error(msg: str | Sequence[str]) -> int:
 
 
 def check_address(address: str | None) -> None:
-    """Fail fast, before Ray is imported, if ``--address`` is malformed or nothing answers there.
-
-    Ray itself would wait for an unreachable GCS for a minute or more, and then end with a
-    traceback; one TCP connect (``CONNECT_TIMEOUT_S``) tells the user at once.
-    """
+    """Fail fast, before Ray is imported, if ``--address`` is malformed or nothing answers there
+    (Ray would wait a minute or more for an unreachable GCS, then end with a traceback)."""
     from ct_core.config import ConfigError
 
     if not address or address == "local":
@@ -190,11 +187,8 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.name:
         sets.append(f"name={args.name}")
     plan = make_plan(args.sweep, sets)
-    print(
-        f"Sweep {plan.sweep.name}: {plan.n_trials} trials "
-        f"({plan.sweep.search.algorithm}, {len(plan.space.entries)} swept parameters)",
-        flush=True,
-    )
+    what = f"{plan.sweep.search.algorithm}, {len(plan.space.entries)} swept parameters"
+    print(f"Sweep {plan.sweep.name}: {plan.n_trials} trials ({what})", flush=True)
     check_features(plan)
     if args.dry_run:
         for e in plan.space.entries:
@@ -205,14 +199,8 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return _submit_job(args, argv)
     from ct_sweeps import runner
 
-    out = runner.run(
-        plan,
-        storage=args.storage,
-        address=args.address,
-        tracking_uri=args.tracking_uri,
-        num_cpus=args.num_cpus,
-    )
-    return _summary(out)
+    kw = {"address": args.address, "tracking_uri": args.tracking_uri, "num_cpus": args.num_cpus}
+    return _summary(runner.run(plan, storage=args.storage, **kw))
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -259,17 +247,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return _run(args, argv)
         if args.command == "resume":
-            from ct_sweeps import runner
+            from ct_sweeps.runner import resume
 
             check_address(args.address)
-            return _summary(
-                runner.resume(
-                    args.run_dir,
-                    address=args.address,
-                    num_cpus=args.num_cpus,
-                    retry_errored=args.retry_errored,
-                )
-            )
+            kw = {"address": args.address, "num_cpus": args.num_cpus}
+            return _summary(resume(args.run_dir, retry_errored=args.retry_errored, **kw))
         if args.command == "report":
             return _report(args)
         return _sync(args)

@@ -176,9 +176,8 @@ def _fit(
     status = "KILLED" if interrupted else ("FAILED" if errors and not finished else "FINISHED")
     tracking_ok = True
     if session is not None:
-        files = [f for f in (report.results, report.best, report.pareto) if f is not None]
         session.submit(session.stream.replay, records)  # anything the live stream missed
-        session.submit(session.stream.finish, status, files, report.plots)
+        session.submit(session.stream.finish, status, report.files, report.plots)
         session.close()
         tracker = session.stream.tracker
         timings["mlflow_in_driver"] = round(tracker.seconds, 3)
@@ -223,10 +222,8 @@ def resume(
     run_dir = RunDir.load(run_path)
     p = plan_from(run_dir.sweep, run_dir.base)
     t = p.sweep.tracking
-    uri = None
-    if t.enabled:
-        uri = run_dir.info.get("tracking_uri") or resolve_tracking_uri(None, t.uri, run_dir.path)
-    return _fit(p, run_dir, address, num_cpus, uri, restore=True, retry_errored=retry_errored)
+    uri = run_dir.info.get("tracking_uri") or resolve_tracking_uri(None, t.uri, run_dir.path)
+    return _fit(p, run_dir, address, num_cpus, uri if t.enabled else None, True, retry_errored)
 
 
 def sync(run_path: str | Path, tracking_uri: str | None = None) -> dict[str, int]:
@@ -248,8 +245,7 @@ def sync(run_path: str | Path, tracking_uri: str | None = None) -> dict[str, int
     stream.replay(records)
     if records and all(r.status in ("TERMINATED", "ERROR") for r in records):
         report = write_report(run, records=records)
-        files = [f for f in (report.results, report.best, report.pareto) if f is not None]
-        stream.finish("FINISHED", files, report.plots)
+        stream.finish("FINISHED", report.files, report.plots)
     else:
         tracker.flush()
         checkpoint(uri)

@@ -163,12 +163,9 @@ def plan_from(sweep: SweepConfig, base: dict[str, Any]) -> Plan:
 
 
 def check_features(p: Plan) -> None:
-    """Feature names in ``data.immutable`` / ``increase_only`` / ``decrease_only`` must exist.
-
-    The data set is only loaded inside the trials, so without this check a typo would start Ray
-    and fail every trial. Checked for the base config and each grid point that changes
-    ``data.*`` (a tabular set's header is read once).
-    """
+    """Feature names in ``data.immutable`` / ``increase_only`` / ``decrease_only`` must exist:
+    the data are loaded only in the trials, where a typo would fail every trial after Ray
+    started. Checked for the base config and each grid point that changes ``data.*``."""
     from ct_core.constraints import resolve_features
     from ct_core.data import feature_names
 

@@ -56,29 +56,16 @@ def make_packs(
     gpu: bool = False,
     traits: tuple[list[float], list[Any]] | None = None,
 ) -> list[list[int]]:
-    """Split settings (indices into ``settings``) into packs, in the order Tune should start
-    them: the most expensive first (:func:`setting_cost`), as each pack goes to the next free
-    trial slot (longest-processing-time-first list scheduling).
-
-    Only settings with the same :func:`~ct_core.packability.pack_key` share a pack; one that
-    cannot be packed is a pack of its own. With a fixed ``pack`` K (0 and 1: one setting per
-    pack), a group of n settings becomes ``ceil(n / K)`` packs of even sizes. With ``auto`` on
-    CPU trials, these plans are simulated on ``slots`` slots and the one that ends soonest is
-    kept, the fewest packs on a near tie (wider packs cost less per setting, :data:`CAP_CPU`):
-
-    * per group, packs of :func:`auto_pack_size` settings (about two per slot), or of the
-      most settings allowed if that still makes two packs per slot;
-    * settings first dealt out to the slots by cost (each to the least loaded; or each group
-      in even shares), then each slot's share cut into two or three packs (at most
-      :data:`CAP_CPU`). This balances grids whose settings cost very different amounts, such
-      as the paper's tuning grids (half of them vanilla, far cheaper than CT).
-
-    On GPU trials (``gpu``) a pack's epoch costs about what its most expensive setting's costs,
-    whatever K, so ``auto`` makes the fewest packs :func:`_gpu_packs` allows and orders them by
-    their most expensive setting.
-
-    ``traits``: :func:`setting_traits` of ``settings``, if already at hand.
-    """
+    """Settings (indices) in packs, the most expensive first, as Tune starts each pack on the
+    next free slot (longest-processing-time-first list scheduling). Only settings with the same
+    :func:`~ct_core.packability.pack_key` share a pack. A fixed ``pack`` K (0 and 1: one) cuts
+    a group of n into ``ceil(n / K)`` even packs. ``auto`` on CPU trials simulates several plans
+    on the slots and keeps the one that ends soonest, the fewest packs on a near tie (wider packs
+    cost less per setting): packs of :func:`auto_pack_size`, or as wide as allowed; or settings
+    dealt out to the slots by cost first (one by one, or each group in even shares), then cut
+    into two or three packs per slot, which balances grids of very unequal settings (CT and
+    vanilla). On GPU trials a pack's epoch costs what its dearest setting's does, so ``auto``
+    makes the fewest packs :func:`_gpu_packs` allows. ``traits``: :func:`setting_traits`."""
     cost, keys = traits or setting_traits(settings, base, space)
     slots = max(1, slots)
     pack_cost = max if gpu else sum
@@ -182,12 +169,8 @@ def _slot_packs(
     keys: Sequence[Any], cost: Sequence[float], slots: int, cap: int, per_slot: int, even: bool
 ) -> list[list[int]]:
     """Settings dealt out to the slots, the dearest first, each to the least loaded slot (with
-    ``even``, each group's settings first cut in even shares, one per slot, by :func:`_split`),
-    then each slot's share in at least ``per_slot`` packs of at most ``cap``.
-
-    Dealt one by one, the shares balance best; in even shares, a slot's share of a group can
-    fill one pack of ``cap`` where one by one it would be a few settings more (OL on two slots:
-    88 and 92 Generic/ECCo settings, the 92 in two packs)."""
+    ``even``, each group first cut in even shares, so that a slot's share can fill one pack of
+    ``cap``), then each slot's share in at least ``per_slot`` packs of at most ``cap``."""
     if even:
         groups, alone = _by_group(range(len(keys)), keys)
         parts = [pt for g in groups for pt in _split(g, slots, cost)] + alone

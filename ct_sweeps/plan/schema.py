@@ -1,20 +1,10 @@
 """The sweep YAML: schema, loading and ``--set`` overrides.
 
-```yaml
-name: moons-quickstart
-base: ../base/moons.yaml        # training config, relative to this file, or an inline mapping
-overrides: {train.epochs: 10}   # dotted path -> value, applied to the base
-search: {algorithm: grid, metric: val_acc, mode: max, num_samples: 1, max_concurrent: 2,
-         pack: auto}            # settings per trial: auto | 0/1 (off) | K (plan/packing.py)
-space: {generator.T: [5, 25], generator.tau: {uniform: [0.5, 0.95]}}
-resources: {cpu: 1, gpu: 0}
-tracking: {uri: null, experiment: null, log_model: auto}
-checkpoint_every: 0             # epochs between trial checkpoints (0: only the final one)
-max_failures: 0                 # retries of a failed trial (from its last checkpoint)
-storage: null                   # run directory (default ./ct_runs/<name>-<timestamp>)
-```
-
-Every problem raises :class:`ct_core.config.ConfigError` with one line per problem, naming the
+A sweep file (README, "Sweeps", has an example) names a ``base`` training config (a file
+relative to the sweep file, or inline), ``overrides`` of it, the ``search``, the ``space``
+(:mod:`ct_sweeps.plan.space`), each trial's ``resources``, the ``tracking``,
+``checkpoint_every`` (epochs; 0: only the final checkpoint), ``max_failures`` (retries of a
+failed trial) and the run directory (``storage``). Every problem raises :class:`ct_core.config.ConfigError` with one line per problem, naming the
 field (``search.algorithm must be one of grid, random, optuna-tpe, optuna-gp, got 'bayes'``).
 """
 
@@ -244,13 +234,9 @@ _SWEEP_KEYS = set("name search resources tracking checkpoint_every max_failures 
 
 
 def apply_sets(raw: Mapping[str, Any], sets: Iterable[str] | None) -> dict[str, Any]:
-    """Apply ``--set k=v`` to a raw sweep mapping.
-
-    ``search.num_samples=20`` (a key under name/search/resources/tracking/checkpoint_every/
-    max_failures/storage) changes the sweep; ``space.generator.T=[5, 10]`` replaces one space
-    entry; anything else (``train.epochs=5``) is a training-config override, and a swept key set
-    this way is fixed to that value (removed from the space).
-    """
+    """Apply ``--set k=v``: ``search.num_samples=20`` changes the sweep, ``space.generator.T=[5,
+    10]`` one space entry, anything else (``train.epochs=5``) the training config (a swept key
+    set this way is fixed: removed from the space)."""
     out = copy.deepcopy(dict(raw))
     for item in sets or []:
         key, value = parse_override(item)
@@ -298,12 +284,8 @@ def resolve_base(sweep: SweepConfig, sweep_dir: Path) -> dict[str, Any]:
 
 
 def load_sweep(path: str | Path, sets: Iterable[str] | None = None) -> tuple[SweepConfig, dict]:
-    """Read a sweep file, apply ``--set``, validate it and resolve its base.
-
-    Returns ``(sweep, base_raw)`` where ``base_raw`` is the training config dict with the sweep's
-    ``overrides`` applied (still unvalidated: :func:`ct_sweeps.plan.space.validate` checks every
-    point).
-    """
+    """Read a sweep file, apply ``--set``, validate it and resolve its base: ``(sweep, base)``,
+    ``base`` the training config with the sweep's ``overrides`` (:func:`validate` checks it)."""
     p = Path(path)
     raw = read_yaml(p, what="sweep")
     if raw is None:

@@ -395,12 +395,9 @@ def _attribute(messages: Sequence[str], keys: set[str], where: str = "") -> list
 
 
 def validate(space: Space, base: Mapping[str, Any], max_points: int = 100_000) -> Config:
-    """Check every value each entry can take and every grid point against the config schema.
-
-    Raises :class:`ConfigError` whose lines name the offending field (``space.generator.tau:
-    generator.tau: must be in (0, 1), got 1.5``; ``base: ...`` for a field the space does not
-    touch). Returns the config of the first grid point.
-    """
+    """Check every value each entry can take and every grid point against the config schema;
+    the :class:`ConfigError` lines name the field (``space.generator.tau: generator.tau: must be
+    in (0, 1), got 1.5``, or ``base: ...``). Returns the config of the first grid point."""
     keys = {e.key for e in space.entries}
     points = space.grid_points()
     if len(points) > max_points:

@@ -1,12 +1,9 @@
-"""What a sweep tells its tracker: a stream of events, in this order per setting.
-
-``SweepStarted`` once; per setting ``SettingStarted``, ``Metrics`` at its logged epochs, then
-``SettingEnded``; ``Model`` for the settings whose models are kept (the best, once they are
-known); ``SweepEnded`` once. The same stream comes from a live sweep, from the reconciliation of
-a resumed one and from ``ct-sweep sync-mlflow`` (:class:`~ct_sweeps.record.stream.Stream`), so
-a tracker handles all three alike. A tracker must tolerate events it has already recorded (a
-resumed sweep replays what the earlier driver may have logged) and an unreachable store (it
-never raises for one: the sweep goes on, and ``sync-mlflow`` backfills later).
+"""What a sweep tells its tracker: ``SweepStarted``; per setting ``SettingStarted``, ``Metrics``
+at its logged epochs, ``SettingEnded``; ``Model`` for settings whose models are kept (the best,
+once known); ``SweepEnded``. A live sweep, the reconciliation of a resumed one and ``ct-sweep
+sync-mlflow`` make the same stream (:class:`~ct_sweeps.record.stream.Stream`). A tracker must
+take events it has already recorded (a resumed sweep replays what the killed driver may have
+logged) and never raise for an unreachable store (the sweep goes on; ``sync-mlflow`` backfills).
 """
 
 from __future__ import annotations

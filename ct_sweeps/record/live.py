@@ -37,7 +37,7 @@ class TrackingCallback(Callback):
         return trial.trial_id, str(trial), dict(trial.config)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._submit("trial_started", *self._trial(trial))
+        self._submit("trial_result", *self._trial(trial), {})
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any

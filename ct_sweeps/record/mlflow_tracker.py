@@ -19,15 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ct_sweeps.plan import RunDir
-from ct_sweeps.record.events import (
-    Event,
-    Metrics,
-    Model,
-    SettingEnded,
-    SettingStarted,
-    SweepEnded,
-    SweepStarted,
-)
+from ct_sweeps.record import events as ev
 from ct_sweeps.record.store import checkpoint, is_local, new_sqlite_store
 
 __all__ = ["MlflowTracker", "save_mlflow_model"]
@@ -121,41 +113,34 @@ class MlflowTracker:
             self.seconds += time.perf_counter() - t0
 
     def log_batch(
-        self,
-        run_id: str,
-        metrics: Iterable[tuple[str, float, int]] = (),
-        params: Mapping[str, Any] | None = None,
-        tags: Mapping[str, str] | None = None,
+        self, run_id: str, metrics: Iterable[tuple] = (), params: Mapping | None = None
     ) -> bool:
-        """Log in as few calls as MLflow's limits allow (per call at most 100 params, 100 tags
-        and 1000 entities in all); ``False`` if a call failed."""
-        from mlflow.entities import Metric, Param, RunTag
+        """Log in as few calls as MLflow's limits allow (per call at most 100 params and 1000
+        entities in all); ``False`` if a call failed."""
+        from mlflow.entities import Metric, Param
 
         now = int(time.time() * 1000)
         ms = [Metric(k, v, now, step) for k, v, step in metrics]
         ps = [Param(k, _param_str(v)) for k, v in (params or {}).items()]
-        ts = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
         ok, first = True, True
-        while first or ms or ps or ts:
-            t, ts = ts[:100], ts[100:]
+        while first or ms or ps:
             p, ps = ps[:100], ps[100:]
-            n = 1000 - len(t) - len(p)
-            m, ms = ms[:n], ms[n:]
-            self.call("log_batch", "log_batch", run_id, metrics=m, params=p, tags=t)
+            m, ms = ms[: 1000 - len(p)], ms[1000 - len(p) :]
+            self.call("log_batch", "log_batch", run_id, metrics=m, params=p)
             ok &= self._ok
             first = False
         return ok
 
     # -- events
-    def handle(self, event: Event) -> None:
-        if self.parent is None and not isinstance(event, SweepStarted):
+    def handle(self, event: ev.Event) -> None:
+        if self.parent is None and not isinstance(event, ev.SweepStarted):
             return  # MLflow was not reachable at the start: `sync-mlflow` backfills
-        handlers = {SweepStarted: self._sweep_started, SettingStarted: self._setting_started}
-        handlers.update({Metrics: self._metrics, SettingEnded: self._setting_ended})
-        handlers.update({Model: self._model, SweepEnded: self._sweep_ended})
+        handlers = {ev.SweepStarted: self._sweep_started, ev.SettingStarted: self._setting_started}
+        handlers.update({ev.Metrics: self._metrics, ev.SettingEnded: self._setting_ended})
+        handlers.update({ev.Model: self._model, ev.SweepEnded: self._sweep_ended})
         handlers[type(event)](event)  # type: ignore[operator]
 
-    def _sweep_started(self, e: SweepStarted) -> None:
+    def _sweep_started(self, e: ev.SweepStarted) -> None:
         info, t = self.run.info, self.run.sweep.tracking
         new_sqlite_store(self.uri, wal=t.sqlite_wal)
         name = info.get("experiment_name") or t.experiment or e.name
@@ -214,7 +199,7 @@ class MlflowTracker:
         run = self.children.get(uid)
         return run if isinstance(run, str) or run is None else run.info.run_id
 
-    def _setting_started(self, e: SettingStarted) -> None:
+    def _setting_started(self, e: ev.SettingStarted) -> None:
         run = self.children.get(e.setting_id)
         if run is not None:
             if not isinstance(run, str) and not run.data.params:
@@ -232,7 +217,7 @@ class MlflowTracker:
             self._params[e.setting_id] = e.params  # logged with its first metrics
             self.counts["created"] += 1
 
-    def _metrics(self, e: Metrics) -> None:
+    def _metrics(self, e: ev.Metrics) -> None:
         rid = self._run_id(e.setting_id)
         if rid is None:
             return
@@ -263,7 +248,7 @@ class MlflowTracker:
                 self._buffer.pop(uid, None)
                 self._params.pop(uid, None)
 
-    def _setting_ended(self, e: SettingEnded) -> None:
+    def _setting_ended(self, e: ev.SettingEnded) -> None:
         self.flush([e.setting_id])
         rid, run = self._run_id(e.setting_id), self.children.get(e.setting_id)
         if rid is None or (not isinstance(run, str) and run.info.status == e.status):
@@ -292,7 +277,7 @@ class MlflowTracker:
             except Exception:  # reported when a model is saved for real
                 pass
 
-    def _model(self, e: Model) -> None:
+    def _model(self, e: ev.Model) -> None:
         rid, run = self._run_id(e.setting_id), self.children.get(e.setting_id)
         if rid is None or (not isinstance(run, str) and run.data.tags.get(MODEL_TAG)):
             return
@@ -310,7 +295,7 @@ class MlflowTracker:
             return
         self.call("tag model", "set_tag", rid, MODEL_TAG, "mlflow")
 
-    def _sweep_ended(self, e: SweepEnded) -> None:
+    def _sweep_ended(self, e: ev.SweepEnded) -> None:
         self.flush()
         pid = self.parent.info.run_id
         if not (self.counts["parent_created"] or self.parent.info.status != "FINISHED"):

@@ -69,49 +69,33 @@ def pareto_mask(values: Sequence[Sequence[float]], modes: Sequence[str]) -> list
     return mask
 
 
-def _plots(df: Any, run: RunDir, metrics: Sequence[str], modes: Sequence[str]) -> list[Path]:
+def _plots(df: Any, run: RunDir, metrics: Sequence[str]) -> list[Path]:
+    """The search metric against each swept parameter; the first two metrics and their front."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out_dir = run.path / "plots"
-    out_dir.mkdir(exist_ok=True)
-    paths: list[Path] = []
-    m = metrics[0]
-    if m in df.columns:
-        for e in run.space.entries:
-            if e.key not in df.columns:
-                continue
-            fig, ax = plt.subplots(figsize=(4, 3))
-            x = df[e.key]
-            if x.dtype == object:
-                x = x.astype(str)
-            ax.scatter(x, df[m], s=12)
-            ax.set_xlabel(e.key)
-            ax.set_ylabel(m)
-            if e.kind == "loguniform":
-                ax.set_xscale("log")
-            fig.tight_layout()
-            p = out_dir / f"{m}_by_{e.key}.png"
-            fig.savefig(p, dpi=80)
-            plt.close(fig)
-            paths.append(p)
-    if len(metrics) >= 2 and all(k in df.columns for k in metrics[:2]):
+    m, folder, out = metrics[0], run.path / "plots", []
+    folder.mkdir(exist_ok=True)
+    plots = [(e.key, m, e.kind == "loguniform", f"{m}_by_{e.key}.png") for e in run.space.entries]
+    if len(metrics) >= 2:
+        plots.append((m, metrics[1], False, "pareto.png"))
+    for x, y, log, name in plots:
+        if x not in df.columns or y not in df.columns:
+            continue
         fig, ax = plt.subplots(figsize=(4, 3))
-        ax.scatter(df[metrics[0]], df[metrics[1]], s=12, label="trials")
-        if "pareto" in df.columns:
-            front = df[df["pareto"]].sort_values(metrics[0])
-            ax.plot(front[metrics[0]], front[metrics[1]], "r.-", label="Pareto front")
-        ax.set_xlabel(f"{metrics[0]} ({modes[0]})")
-        ax.set_ylabel(f"{metrics[1]} ({modes[1]})")
-        ax.legend()
+        ax.scatter(df[x].astype(str) if df[x].dtype == object else df[x], df[y], s=12)
+        if name == "pareto.png" and "pareto" in df.columns:
+            front = df[df["pareto"]].sort_values(x)
+            ax.plot(front[x], front[y], "r.-", label="Pareto front")
+            ax.legend()
+        ax.set(xlabel=x, ylabel=y, xscale="log" if log else "linear")
         fig.tight_layout()
-        p = out_dir / "pareto.png"
-        fig.savefig(p, dpi=80)
+        fig.savefig(folder / name, dpi=80)
         plt.close(fig)
-        paths.append(p)
-    return paths
+        out.append(folder / name)
+    return out
 
 
 def _mode(metric: str) -> str:
@@ -129,6 +113,10 @@ class Report:
     plots: list[Path]
     metric: str
     mode: str
+
+    @property
+    def files(self) -> list[Path]:
+        return [f for f in (self.results, self.best, self.pareto) if f is not None]
 
 
 def write_report(
@@ -168,7 +156,7 @@ def write_report(
     plot_paths: list[Path] = []
     if plots and len(df):
         try:
-            plot_paths = _plots(df, run, metrics, modes)
+            plot_paths = _plots(df, run, metrics)
         except Exception:  # plots are a convenience, never a failure
             plot_paths = []
     return Report(df, results, best_path, pareto_path, plot_paths, metrics[0], modes[0])

@@ -1,18 +1,12 @@
 """Where a sweep's MLflow store is, and the local sqlite store it makes in its run directory.
 
-* **Made from a template.** MLflow makes a new sqlite store by running all its schema
-  migrations, seconds of CPU at the start of every sweep on a small machine. The result is the
-  same file each time, so it is made once per MLflow version, by MLflow's public client in a
-  process of its own, in the cache (``$CT_CACHE_DIR``, default ``~/.cache/ct``), and copied.
-* **Write-ahead log.** In SQLite's default journal mode every commit creates, syncs and deletes a
-  rollback journal, and MLflow commits several times per call; in WAL mode (``PRAGMA
-  journal_mode=WAL``, kept in the file) logging costs the driver less CPU
-  (``bench/bench_mlflow.py``), and a reader such as ``mlflow ui`` no longer blocks the sweep's
-  writes. WAL needs the shared memory of one host, so it is used only where the run directory
-  is on a local file system (``tracking.sqlite_wal: auto``); :func:`checkpoint` folds the log
-  back into ``mlflow.db`` at the end of a sweep, so that the file alone holds every run.
-
-Both act on our own file through Python's ``sqlite3``; nothing here imports MLflow.
+A new sqlite store runs all of MLflow's schema migrations (seconds of CPU), the same each time:
+it is made once per MLflow version by MLflow's public client in a process of its own, in the
+cache (``$CT_CACHE_DIR``, default ``~/.cache/ct``), and copied. In SQLite's write-ahead-log
+mode, set on our own file with ``sqlite3``, logging costs the driver less CPU
+(``bench/bench_mlflow.py``) and ``mlflow ui`` reads without blocking the sweep; WAL needs one
+host's shared memory, so ``auto`` uses it on local file systems only, and :func:`checkpoint`
+folds the log back into ``mlflow.db`` at the end, so that the file alone holds every run.
 """
 
 from __future__ import annotations
@@ -119,11 +113,9 @@ def _template() -> Path:
 
 
 def new_sqlite_store(uri: str, wal: bool | str = False) -> bool:
-    """Create a new local sqlite tracking store by copying an empty, migrated one; ``True`` if
-    it did (``False``: not a new sqlite file, or anything unexpected, and MLflow makes it).
-
-    ``wal``: ``True`` puts the new store in WAL mode, ``"auto"`` where its folder is on a local
-    file system (:func:`local_filesystem`), ``False`` leaves SQLite's default journal."""
+    """Make a new local sqlite store as a copy of an empty, migrated one; ``False``: not a new
+    sqlite file (or anything unexpected: MLflow makes it). ``wal``: ``True``, ``False`` or
+    ``"auto"`` (on a local file system, :func:`local_filesystem`)."""
     target = sqlite_path(uri)
     if target is None or target.exists() or not target.parent.is_dir():
         return False
@@ -142,10 +134,8 @@ def new_sqlite_store(uri: str, wal: bool | str = False) -> bool:
 
 
 def checkpoint(uri: str) -> bool:
-    """Fold a WAL-mode store's log back into its file (``PRAGMA wal_checkpoint(TRUNCATE)``), so
-    that ``mlflow.db`` alone holds every run; ``True`` if it did. Stores in another journal
-    mode, other backends and a store that is busy are left as they are (SQLite folds the log in
-    by itself as it grows, and whenever the last connection closes)."""
+    """Fold a WAL-mode store's log back into its file, so that ``mlflow.db`` alone holds every
+    run; ``True`` if it did (a busy store is left: SQLite folds the log in by itself later)."""
     db = sqlite_path(uri)
     if db is None or not db.with_name(db.name + "-wal").exists():
         return False

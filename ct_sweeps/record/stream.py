@@ -91,14 +91,10 @@ class Stream:
     def finish(self, status: str, files: Iterable[Path] = (), plots: Iterable[Path] = ()) -> None:
         """The best settings' models (where not every setting gets one), and the sweep's end."""
         if self.models is not None and self.models < self.plan.n_trials:
-            done = [
-                (u, st)
-                for u, st in self.settings.items()
-                if st.ended == "FINISHED" and st.model and st.value is not None
-            ]
-            done.sort(key=lambda x: x[1].value, reverse=self.mode == "max")  # type: ignore[arg-type]
-            for uid, st in done[: self.models]:
-                self.tracker.handle(ev.Model(uid, st.model))  # type: ignore[arg-type]
+            done = [(st.value, u, st.model) for u, st in self.settings.items() if st.model]
+            done = sorted(d for d in done if d[0] is not None)
+            for _, uid, model in (done[::-1] if self.mode == "max" else done)[: self.models]:
+                self.tracker.handle(ev.Model(uid, model))
         best = [st.value for st in self.settings.values() if st.value is not None]
         metrics = {}
         if best and status != "KILLED":
@@ -158,10 +154,6 @@ class Stream:
             self.tracker.handle(ev.Metrics(uid, step, values))
 
     # -- from Tune (live) and from the run directory (replay)
-    def trial_started(self, trial_id: str, name: str, config: Mapping[str, Any]) -> None:
-        for uid, uname, cfg in trial_settings(trial_id, name, config, self.book):
-            self.start(uid, uname, cfg)
-
     def trial_result(
         self, trial_id: str, name: str, config: Mapping[str, Any], result: Mapping[str, Any]
     ) -> None:

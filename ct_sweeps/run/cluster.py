@@ -17,7 +17,7 @@ import os
 import secrets
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from ct_core.config import ConfigError
 
@@ -80,13 +80,10 @@ def sweep_token(token_dir: Path, address: str | None = None) -> Path | None:
     return token
 
 
-def ensure_ray(
-    address: str | None = None, num_cpus: int | None = None
-) -> Literal["local", "joined"] | None:
-    """Join or start Ray. ``"local"``: this call started a Ray of its own on this machine;
-    ``"joined"``: it connected to a cluster (``address``, or the cluster of the Ray job this
-    process runs in, ``RAY_ADDRESS``). ``None``: Ray was already initialised and is left as it
-    is."""
+def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> str | None:
+    """Join or start Ray: ``"local"`` (a Ray of its own on this machine), ``"joined"`` (a
+    cluster: ``address``, or the Ray job's, ``RAY_ADDRESS``) or ``None`` (Ray was already
+    initialised and is left as it is)."""
     set_defaults(address)
     import ray
 
@@ -102,9 +99,8 @@ def ensure_ray(
     return "local"
 
 
-def stop_ray(started: Literal["local", "joined"] | None) -> None:
-    """``ray.shutdown()`` for a Ray that :func:`ensure_ray` started or joined (``None``: left
-    as it is)."""
+def stop_ray(started: str | None) -> None:
+    """``ray.shutdown()`` for a Ray that :func:`ensure_ray` started or joined."""
     if started is not None:
         import ray
 
@@ -113,8 +109,7 @@ def stop_ray(started: Literal["local", "joined"] | None) -> None:
 
 def check_fits(cpu: float, gpu: float) -> None:
     """Raise :class:`ConfigError` if one trial asks for more CPUs or GPUs than the Ray this
-    process started has: Tune would wait for them for ever. (A cluster joined by address may
-    still grow, so it is not checked.)"""
+    process started has: Tune would wait for them for ever (a cluster may still grow)."""
     import ray
 
     total = ray.cluster_resources()

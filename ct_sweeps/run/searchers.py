@@ -27,13 +27,10 @@ def worst_for_nan(
 
 
 class CtOptunaSearch(OptunaSearch):
-    """``OptunaSearch`` that tolerates epochs without the metric and NaN metrics.
-
-    Validation-set counterfactual metrics (IP, cost) arrive only every ``train.eval_every``
-    epochs; the stock class raises ``KeyError`` on the epochs in between. A trial that ends with
-    a NaN metric is told to Optuna with the worst value (:func:`worst_for_nan`); the stock class
-    would mark it FAILED, so that the sampler never learns that its region is bad.
-    """
+    """``OptunaSearch`` that passes over results without the metric (counterfactual metrics come
+    every ``train.eval_every`` epochs; the stock class raises ``KeyError``), and tells Optuna a
+    NaN metric as the worst value (the stock class marks the trial FAILED, so the sampler never
+    learns that the region is bad)."""
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if isinstance(self.metric, str) and self.metric not in result:

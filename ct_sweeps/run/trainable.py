@@ -56,8 +56,7 @@ class TrialSpec:
 
 class _Single:
     """One setting trained by ``ct_core.training.Trainer``, behind ``PackedTrainer``'s
-    interface (``run`` yields lists of K records, ``failed``, ``histories``, ``state_dicts``,
-    ``models``)."""
+    interface."""
 
     def __init__(self, cfg: Any, data: Any, states: Sequence[dict[str, Any]] | None):
         from ct_core.training import Trainer
@@ -122,15 +121,14 @@ def _load(path: Path) -> Any:
 def newest_state(trial_dir: Path) -> Any:
     """The trainer states with the highest epoch among a trial folder's checkpoints, or
     ``None``; a file cut short by a crash is passed over."""
-    best, top = None, -1
+    found = []
     for p in Path(trial_dir).glob(f"checkpoint_*/{STATES_FILE}"):
         try:
             states = _load(p)
+            found.append((max(int(s.get("epoch", 0)) for s in states), p.parent.name, states))
         except Exception:  # cut short
             continue
-        if max(int(s.get("epoch", 0)) for s in states) > top:
-            best, top = states, max(int(s.get("epoch", 0)) for s in states)
-    return best
+    return max(found, key=lambda f: f[:2])[2] if found else None
 
 
 def restore_state(ckpt: Any, trial_dir: Path) -> Any:

@@ -1,10 +1,7 @@
-"""The sweep as a Ray Tune experiment: the tuner, its search, scheduler and result log.
-
-Grid/random sweeps run one trial per pack (``{"pack": j}``, a grid over the packs of
-``packs.json``); Optuna sweeps suggest one setting per trial. Tune's experiment lives in
-``RUN_DIR/tune/``, one ``trial_<id>/`` folder per trial with its ``result.json``, ``params.json``,
-``error.txt`` and checkpoints: the source of truth for reports, ``resume`` and ``sync-mlflow``.
-"""
+"""The sweep as a Ray Tune experiment in ``RUN_DIR/tune/``: a grid over the packs of
+``packs.json`` (``{"pack": j}``) or Optuna's suggestions, and one ``trial_<id>/`` folder per trial
+(``result.json``, ``params.json``, ``error.txt``, checkpoints): the source of truth for reports,
+``resume`` and ``sync-mlflow``."""
 
 from __future__ import annotations
 
