@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ct_core.data import load_dataset  # noqa: E402
 from ct_core.packability import pack_key  # noqa: E402
 from ct_core.training import PackTrainer  # noqa: E402
-from ct_sweeps.schema import load_sweep  # noqa: E402
-from ct_sweeps.space import parse_space, trial_config  # noqa: E402
+from ct_sweeps.plan.schema import load_sweep  # noqa: E402
+from ct_sweeps.plan.space import parse_space, trial_config  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results"
 

@@ -1,10 +1,11 @@
 """MLflow logging of a sweep's settings into a new local sqlite store, by SQLite journal mode.
 
-The driver's MLflow work for N settings of the OL grid, as ``MlflowSweepCallback`` does it with
-``tracking.log_every: 5`` and 100 epochs: a child run per setting (its tags), three flushes of
-its per-epoch metrics (the first with its ~60 params), the clock totals, and its end. Each
-repeat makes a new store with ``ct_sweeps.sqlite_store.new_sqlite_store`` in every mode, in
-turn, so the modes share the machine's state; the table gives medians and the ratio to
+The driver's MLflow work for N settings of the OL grid, through the sweep's own tracking code
+(:class:`ct_sweeps.record.stream.Stream` into :class:`ct_sweeps.record.mlflow_tracker.
+MlflowTracker`) with ``tracking.log_every: 5`` and 100 epochs: the sweep's parent run, a child run
+per setting, three flushes of its metrics (the first with its params), the clock totals, and its
+end. Each repeat makes a new run directory and store (``ct_sweeps.record.store``) in every mode,
+in turn, so the modes share the machine's state; the table gives medians and the ratio to
 SQLite's default journal (``delete``).
 
     .venv/bin/python bench/bench_mlflow.py                 # 90 settings (one OL pack), 3 repeats
@@ -21,32 +22,42 @@ from pathlib import Path
 
 from _common import REPO, table, write_csv
 
-KEYS = ("adv", "class_loss", "div", "loss", "reg", "train_acc", "val_acc", "val_loss")
-TOTALS = ("train_seconds", "time_search_total", "time_train_total", "time_eval_total")
+RECORD = {
+    "loss": 0.5,
+    "class_loss": 0.4,
+    "div": 0.1,
+    "reg": 0.01,
+    "adv": 0.2,
+    "train_acc": 0.9,
+    "val_acc": 0.9,
+    "val_loss": 0.3,
+    "mature": 0.5,
+    "ce_steps": 10.0,
+    "seconds": 0.1,
+    "time_search": 0.05,
+    "time_train": 0.04,
+    "time_eval": 0.01,
+}
 
 
-def workload(uri: str, params: list[dict], epochs: int, every: int) -> None:
-    """What the callback logs for these settings (``params``: each setting's), run by run."""
-    from ct_sweeps.tracking import Tracker
+def workload(p, run, settings: list[dict], epochs: int) -> None:
+    """What a sweep logs for these settings, setting by setting."""
+    from ct_sweeps.record.mlflow_tracker import MlflowTracker
+    from ct_sweeps.record.stream import Stream
 
-    tr = Tracker(uri)
-    exp = tr.call("create experiment", "create_experiment", "bench", None)
-    parent = tr.call("create run", "create_run", exp).info.run_id
-    steps = list(range(every, epochs + 1, every))
-    thirds = [steps[i::3] for i in range(3)]
-    for k, p in enumerate(params):
-        tags = {"mlflow.parentRunId": parent, "ct.trial_id": f"t_{k}", "ct.sweep": "bench"}
-        rid = tr.call("create run", "create_run", exp, run_name=f"s{k}", tags=tags).info.run_id
-        for i, part in enumerate(thirds):
-            ms = [(key, 0.5, s) for s in sorted(part) for key in KEYS]
-            if i == 2:
-                ms += [(key, 1.0, epochs) for key in TOTALS]
-            tr.log_batch(
-                rid, metrics=ms, params=p if i == 0 else None, tags={"ct.last_step": str(i)}
-            )
-        tr.call("end run", "set_terminated", rid, "FINISHED")
-    if tr.failures:
-        raise RuntimeError(f"{tr.failures} MLflow calls failed")
+    tracker = MlflowTracker(run.info["tracking_uri"], run, flush_s=1e9)
+    stream = Stream(tracker, p, run, None)
+    stream.sweep_started()
+    thirds = [range(1 + i * epochs // 3, 1 + (i + 1) * epochs // 3) for i in range(3)]
+    for k, s in enumerate(settings):
+        stream.start(f"t_{k}", f"s{k}", s)
+        for part in thirds:
+            for e in part:
+                stream.record(f"t_{k}", {"epoch": float(e), **RECORD})
+            tracker.flush([f"t_{k}"])
+        stream.end(f"t_{k}", "FINISHED")
+    if tracker.failures:
+        raise RuntimeError(f"{tracker.failures} MLflow calls failed")
 
 
 def main() -> None:
@@ -58,20 +69,11 @@ def main() -> None:
     ap.add_argument("--csv", default=str(REPO / "bench/results/mlflow_journal.csv"))
     args = ap.parse_args()
 
-    from ct_sweeps.packing import expand_settings
-    from ct_sweeps.runner import plan_from
-    from ct_sweeps.schema import load_sweep
-    from ct_sweeps.sqlite_store import new_sqlite_store
-    from ct_sweeps.tracking import child_params
+    from ct_sweeps.plan import new_run_dir, plan
 
-    sweep, base = load_sweep(str(REPO / "configs/paper/gen_params_over.yaml"))
-    plan = plan_from(sweep, base)
-    settings = expand_settings(plan.space, 1, 0)[: args.settings]
-    params = [child_params(plan.spec(), s, 1.0, 0.0) for s in settings]
-    print(
-        f"{len(params)} OL settings, {len(params[0])} params each, {args.epochs} epochs logged "
-        f"every {args.log_every}, {args.repeats} repeats"
-    )
+    sets = [f"tracking.log_every={args.log_every}", f"train.epochs={args.epochs}"]
+    settings = None
+    print(f"{args.settings} OL settings, {args.epochs} epochs, {args.repeats} repeats")
 
     modes = {"delete": False, "wal": True}
     wall: dict[str, list[float]] = {m: [] for m in modes}
@@ -79,11 +81,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ct-bench-mlflow-") as d:
         for r in range(args.repeats):
             for mode, wal in modes.items():
-                uri = f"sqlite:///{Path(d) / f'{mode}-{r}.db'}"
-                if not new_sqlite_store(uri, wal=wal):
-                    raise RuntimeError(f"could not make {uri}")
+                sweep = REPO / "configs/paper/gen_params_over.yaml"
+                p = plan(sweep, [*sets, f"tracking.sqlite_wal={str(wal).lower()}"])
+                settings = settings or p.space.settings(1, 0)[: args.settings]
+                run = new_run_dir(p, str(Path(d) / f"{mode}-{r}"))
+                run.save_info(tracking_uri=f"sqlite:///{run.path / 'mlflow.db'}")
                 t0, c0 = time.perf_counter(), time.process_time()
-                workload(uri, params, args.epochs, args.log_every)
+                workload(p, run, settings, args.epochs)
                 wall[mode].append(time.perf_counter() - t0)
                 cpu[mode].append(time.process_time() - c0)
 
@@ -94,10 +98,10 @@ def main() -> None:
         rows.append(
             {
                 "journal": mode,
-                "settings": len(params),
+                "settings": args.settings,
                 "wall_s": w,
                 "cpu_s": c,
-                "cpu_ms_per_setting": 1000 * c / len(params),
+                "cpu_ms_per_setting": 1000 * c / args.settings,
                 "cpu_vs_delete": c / base_cpu,
                 "wall_all": " ".join(f"{v:.2f}" for v in wall[mode]),
             }

@@ -1,7 +1,7 @@
 """K runs of one setting (``Trainer``) vs one ``PackTrainer`` of the K settings (issue 6, bench c).
 
 Settings are drawn (fixed shuffle, nested: the first K of one list) from the paper's OL
-``gen_params`` grid (reference §7.2): generator {ecco, generic} (``--generator feature``, the
+``gen_params`` grid (the paper's appendix, "Grid Searches"): generator {ecco, generic} (``--generator feature``, the
 default) or {revise} (``--generator revise``: latent search through the shared VAE) x T {5, 25, 50}
 x λ_egy {0.1, 0.5, 5, 10, 20} x τ {0.75, 0.9, 0.95} x objective {full, vanilla}, nce 1000, the
 rest from ``configs/base/over.yaml``, epochs reduced. The VAE is trained (or read from the cache)
@@ -183,7 +183,7 @@ def main() -> None:
     print(
         f"\nprojection, 100 epochs: {best['pack_per_setting_epoch_s'] * 100 / 60:.2f} CPU-min per "
         f"setting packed (K={best['K']}) vs {best['plain_per_setting_epoch_s'] * 100 / 60:.2f} "
-        "plain; the paper: ~29 CPU-min per OL setting (reference §7.5)"
+        "plain; the paper: ~29 CPU-min per OL setting"
     )
     write_csv(rows, args.csv)
 

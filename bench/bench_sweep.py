@@ -1,5 +1,5 @@
-"""Sweep-level bench (issue 6, c): N settings through ``ct-sweep run``, time split into training
-and overhead, with and without packs (``search.pack``).
+"""Sweep-level bench: N settings through ``ct-sweep run``, time split into training and
+overhead, with and without packs (``search.pack``).
 
 Each run is a real ``ct-sweep run`` in a subprocess (its own local Ray with ``--num-cpus``, the
 default sqlite MLflow store in the run directory). From the run's ``results.csv``:
@@ -30,10 +30,6 @@ four add up to ``overhead_s``:
 ``slot_spread_s`` (part of ``after_s``): how long before the last slot the first one ended
 (its last report): the end's imbalance, which the slots' averaged ``after_s`` holds at
 ``slot_spread_s / 2`` on two slots.
-
-``report_wait_s`` (part of ``in_trials_s``, per slot): the seconds pack trials' training loops
-waited for Tune to take their reports, up to each trial's last one (``report_wait`` in
-``result.json``; NaN for code from before the background reporter, ``ct_sweeps/reporter.py``).
 
 ``driver_cpu_s`` is the CPU time of the ``ct-sweep`` process itself (all its threads: Tune's
 event loop, MLflow logging, the report). On a 2-core machine it competes with the trials, so most
@@ -81,25 +77,24 @@ MODES = {"packed": "search.pack=auto", "unpacked": "search.pack=0"}
 SPLIT = ("before_s", "in_trials_s", "between_s", "after_s")
 
 
-def load(path: Path) -> tuple[int, float, float, float]:
-    """(rows, sums of train_seconds, time_total_s and time_eval) of a ``results.csv``."""
+def load(path: Path) -> tuple[int, float, float]:
+    """(rows, sums of train_seconds and time_eval) of a ``results.csv``."""
     with path.open() as f:
         rows = list(csv.DictReader(f))
 
     def total(col: str) -> float:
         return sum(float(r[col]) for r in rows if r.get(col) not in (None, "", "nan"))
 
-    return len(rows), total("train_seconds"), total("time_total_s"), total("time_eval")
+    return len(rows), total("train_seconds"), total("time_eval")
 
 
 def timeline(run_dir: Path, t0: float, wall: float) -> dict[str, float]:
     """The overhead split per trial slot (see the module docstring); NaN without packs."""
     slots: dict[object, list[tuple[float, float, float]]] = {}
-    waits: dict[object, float] = {}
     for f in (run_dir / "tune").glob("trial_*/result.json"):
         lines = [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
         if not lines or "started" not in lines[0]:
-            return dict.fromkeys((*SPLIT, "slot_spread_s", "report_wait_s"), math.nan)
+            return dict.fromkeys((*SPLIT, "slot_spread_s"), math.nan)
         # a pack's epoch clock is shared out over its settings' records: their sum
         epochs = sum(
             float(r.get("seconds", 0.0))
@@ -110,8 +105,6 @@ def timeline(run_dir: Path, t0: float, wall: float) -> dict[str, float]:
         start, end = float(lines[0]["started"]), float(lines[-1]["reported"])
         pid = lines[0].get("pid")
         slots.setdefault(pid, []).append((start, end, epochs))
-        # seconds the training loop waited for Tune to take its reports (before the last one)
-        waits[pid] = waits.get(pid, 0.0) + float(lines[-1].get("report_wait", math.nan))
     before = inside = between = after = 0.0
     for trials in slots.values():
         trials.sort()
@@ -127,7 +120,6 @@ def timeline(run_dir: Path, t0: float, wall: float) -> dict[str, float]:
         "between_s": between / n,
         "after_s": after / n,
         "slot_spread_s": max(ends) - min(ends) if ends else math.nan,
-        "report_wait_s": sum(waits.values()) / n,
     }
 
 
@@ -138,7 +130,7 @@ def run_once(sweep: str, sets: list[str], mode: str, cpus: int, keep: bool) -> d
     cmd += ["--num-cpus", str(cpus)]
     for s in [*sets, MODES[mode]]:
         cmd += ["--set", s]
-    env = {**os.environ, "CT_SWEEP_VERBOSE": "0", "RAY_AUTH_MODE": "disabled"}
+    env = {**os.environ, "CT_SWEEP_VERBOSE": "0"}
     env.setdefault("CT_DATA_DIR", str((REPO / ".." / "shared" / "data").resolve()))
     t0, clock = time.perf_counter(), time.time()
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
@@ -149,7 +141,7 @@ def run_once(sweep: str, sets: list[str], mode: str, cpus: int, keep: bool) -> d
     if proc.returncode != 0 or not (run_dir / "results.csv").exists():
         print(out[-4000:], file=sys.stderr)
         raise SystemExit(f"ct-sweep failed ({proc.returncode}): {' '.join(cmd)}")
-    n, train, trial_total, eval_last = load(run_dir / "results.csv")
+    n, train, eval_last = load(run_dir / "results.csv")
     m = re.search(r"MLflow in the driver ([\d.]+) s", out)
     info = json.loads((run_dir / "run.json").read_text())
     packs = int(info.get("n_packs") or n)
@@ -162,7 +154,6 @@ def run_once(sweep: str, sets: list[str], mode: str, cpus: int, keep: bool) -> d
         "packs": packs,
         "wall_s": wall,
         "train_s": train,
-        "trials_s": trial_total,
         "eval_last_s": eval_last,
         "parallelism": par,
         "overhead_s": overhead,
@@ -200,8 +191,8 @@ def main() -> None:
     for mode in args.modes.split(","):
         runs = [run_once(sweep, sets, mode, args.num_cpus, args.keep) for _ in range(args.repeats)]
         row = dict(runs[0])
-        medians = ("wall_s", "train_s", "trials_s", "eval_last_s", "overhead_s", "overhead_pct")
-        medians += (*SPLIT, "slot_spread_s", "report_wait_s", "mlflow_driver_s", "driver_cpu_s")
+        medians = ("wall_s", "train_s", "eval_last_s", "overhead_s", "overhead_pct")
+        medians += (*SPLIT, "slot_spread_s", "mlflow_driver_s", "driver_cpu_s")
         for k in (*medians, "per_setting_s"):
             row[k] = statistics.median(r[k] for r in runs)
         row.update(case=args.case, epochs=args.epochs, repeats=args.repeats)

@@ -40,8 +40,13 @@ def child(args: argparse.Namespace) -> None:
 
     import ct_core
     from ct_core.data import load_dataset
-    from ct_sweeps.schema import load_sweep
-    from ct_sweeps.space import parse_space, trial_config
+
+    try:
+        from ct_sweeps.plan.schema import load_sweep
+        from ct_sweeps.plan.space import parse_space, trial_config
+    except ImportError:  # a checkout from before ct_sweeps' plan/run/record parts
+        from ct_sweeps.schema import load_sweep
+        from ct_sweeps.space import parse_space, trial_config
 
     try:
         from ct_core.training import PackTrainer as Pack

@@ -100,7 +100,7 @@ def child_env(state: Path) -> dict[str, str]:
         RAY_AUTH_MODE="token",
         RAY_AUTH_TOKEN_PATH=str(state / "auth_token"),
         RAY_USAGE_STATS_ENABLED="0",
-        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",  # node IP 127.0.0.1 (ecosystem-notes §2.1)
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",  # node IP 127.0.0.1 (docs/ecosystem.md, "Loopback")
         MLFLOW_DISABLE_TELEMETRY="true",
         DO_NOT_TRACK="true",
         TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S="0",
@@ -351,12 +351,12 @@ def _wait(what: str, check, timeout: float, procs: list[dict]) -> None:
 
 def prepare_mlflow_store(db: Path) -> bool:
     """Make the server's sqlite store before its first start as a sweep's own store is made
-    (ct_sweeps/sqlite_store.py): copied from a migrated template, in SQLite's WAL mode on a local
+    (ct_sweeps/record/store.py): copied from a migrated template, in SQLite's WAL mode on a local
     file system, so that logging costs the server less and the UI's reads do not block writes.
     `False` (MLflow then makes the store itself): the store exists, or ct is not installed in
     the Python running this script."""
     try:
-        from ct_sweeps.sqlite_store import new_sqlite_store
+        from ct_sweeps.record.store import new_sqlite_store
     except ImportError:
         return False
     return new_sqlite_store(f"sqlite:///{db}", wal="auto")
@@ -366,7 +366,7 @@ def fold_mlflow_store(db: Path) -> None:
     """After the server stopped: fold a WAL store's log back into `mlflow.db`, so that the file
     alone holds every run (a server stopped by a signal may not have done it)."""
     try:
-        from ct_sweeps.sqlite_store import checkpoint
+        from ct_sweeps.record.store import checkpoint
     except ImportError:
         return
     checkpoint(f"sqlite:///{db}")

@@ -22,15 +22,14 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ct_sweeps.env import set_defaults
+from ct_sweeps.run.cluster import set_defaults
 
 if TYPE_CHECKING:
-    from ct_sweeps.runner import Outcome, Plan
+    from ct_sweeps.runner import Outcome
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -45,49 +44,31 @@ CONNECT_TIMEOUT_S = 3.0
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="ct-sweep", description="Hyperparameter sweeps of counterfactual training."
-    )
+    ap = argparse.ArgumentParser(prog="ct-sweep", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
-
     r = sub.add_parser("run", help="run a sweep file")
     r.add_argument("sweep", help="sweep YAML (see configs/quickstart.yaml)")
-    r.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override: search.num_samples=20, space.generator.T=[5,10], train.epochs=5 ...",
-    )
-    r.add_argument(
-        "--address",
-        help="join a Ray cluster: auto, ray://HOST:10001, or submit as "
-        "a Ray job to the dashboard http://HOST:8265",
-    )
-    r.add_argument(
-        "--tracking-uri",
-        help="MLflow tracking URI (default: a sqlite store in the "
-        "run directory, or $MLFLOW_TRACKING_URI)",
-    )
+    over = "override: search.num_samples=20, space.generator.T=[5,10], train.epochs=5 ..."
+    r.add_argument("--set", dest="sets", action="append", default=[], metavar="K=V", help=over)
+    addr = "join a Ray cluster (auto, HOST:PORT, ray://HOST:10001) or submit a Ray job to one"
+    r.add_argument("--address", help=f"{addr} (http://HOST:8265)")
+    uri = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else a sqlite store in RUN_DIR)"
+    r.add_argument("--tracking-uri", help=uri)
     r.add_argument("--storage", help="run directory (default ./ct_runs/<name>-<timestamp>)")
     r.add_argument("--name", help="sweep name (overrides name: in the file)")
-    r.add_argument("--num-cpus", type=int, help="CPUs of the embedded local Ray (default: all)")
+    r.add_argument("--num-cpus", type=int, help="CPUs of the sweep's own Ray (default: all)")
     r.add_argument("--dry-run", action="store_true", help="validate and count trials only")
-
     s = sub.add_parser("resume", help="continue an interrupted sweep")
     s.add_argument("run_dir")
-    s.add_argument("--address")
+    s.add_argument("--address", help=addr)
     s.add_argument("--num-cpus", type=int)
     s.add_argument("--retry-errored", action="store_true", help="also rerun failed trials")
-
     p = sub.add_parser("report", help="results table, best config, Pareto front of a run")
     p.add_argument("run_dir")
     p.add_argument("--metric", help="sort by this metric (default: the sweep's)")
     p.add_argument("--mode", choices=["min", "max"])
     p.add_argument("--top", type=int, default=10, help="rows to print")
-
-    y = sub.add_parser("sync-mlflow", help="backfill MLflow from Ray's results")
+    y = sub.add_parser("sync-mlflow", help="backfill MLflow from the run directory")
     y.add_argument("run_dir")
     y.add_argument("--tracking-uri")
     return ap
@@ -99,40 +80,16 @@ def _error(msg: str | Sequence[str]) -> int:
     return EXIT_BAD_INPUT
 
 
-def _current_cluster() -> str | None:
-    """What ``ray.init(address="auto")`` would join: ``$RAY_ADDRESS``, else the address file that
-    ``ray start`` leaves in Ray's temp dir (read without importing Ray)."""
-    env = os.environ.get("RAY_ADDRESS")
-    if env and env != "auto":
-        return env
-    root = os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()
-    try:
-        text = (Path(root) / "ray" / "ray_current_cluster").read_text().strip()
-    except OSError:
-        return None
-    return text or None
-
-
 def check_address(address: str | None) -> None:
-    """Fail fast, before Ray is imported, if ``--address`` is malformed or nothing answers there.
-
-    Ray itself would wait for an unreachable GCS for a minute or more, and then end with a
-    traceback; one TCP connect (``CONNECT_TIMEOUT_S``) tells the user at once.
-    """
+    """Fail fast, before Ray is imported, if ``--address`` is malformed or nothing answers there
+    (Ray would wait a minute or more for an unreachable GCS, then end with a traceback)."""
     from ct_core.config import ConfigError
 
     if not address or address == "local":
         return
-    target = address
-    if address == "auto":
-        found = _current_cluster()
-        if found is None:
-            raise ConfigError(
-                "--address auto: no running Ray cluster found ($RAY_ADDRESS is not set and "
-                "`ray start` left no address file); start one (cluster/local.sh up, then "
-                "`source cluster/.state/env.sh`) or pass --address as " + ADDRESS_FORMS
-            )
-        target = found
+    target = os.environ.get("RAY_ADDRESS", "auto") if address == "auto" else address
+    if target == "auto":
+        return  # the cluster `ray start` last started here: Ray looks it up itself
     m = _ADDRESS.match(target)
     if m is None or (m.group(3) is None and m.group(1) not in ("http", "https")):
         raise ConfigError(f"--address must be {ADDRESS_FORMS}, got {address!r}")
@@ -152,72 +109,6 @@ def check_address(address: str | None) -> None:
         ) from None
 
 
-def check_features(p: Plan) -> None:
-    """Feature names in ``data.immutable`` / ``increase_only`` / ``decrease_only`` must exist.
-
-    The data set is only loaded inside the trials, so without this check a typo would start Ray
-    and fail every trial. Checked for the base config and each grid point that changes
-    ``data.*`` (cheap for synthetic data and MNIST; a tabular set is loaded once).
-    """
-    from ct_core.config import ConfigError
-
-    fields = ("immutable", "increase_only", "decrease_only")
-    seen: set[str] = set()
-    for cfg in _variants(p, ("data.",)):
-        data = cfg.data
-        if not any(getattr(data, f) for f in fields):
-            continue
-        key = data.model_dump_json()
-        if key in seen:
-            continue
-        seen.add(key)
-        from ct_core.constraints import resolve_features
-        from ct_core.data import feature_names
-
-        try:
-            names = feature_names(data)
-        except ConfigError:
-            raise
-        except Exception:  # data problems surface in the trial, with its own message
-            continue
-        for f in fields:
-            resolve_features(getattr(data, f), names, f"data.{f}")
-
-
-def _variants(p: Plan, prefixes: tuple[str, ...]) -> list[Any]:
-    """The base config and each grid point's config that changes a field under ``prefixes``."""
-    from ct_core.config import ConfigError
-    from ct_sweeps.space import trial_config
-
-    configs = [p.base_cfg]
-    if any(e.key.startswith(prefixes) for e in p.space.entries):
-        try:
-            points = p.space.grid_points()
-        except Exception:
-            points = []
-        for point in points:
-            if any(k.startswith(prefixes) for k in point):
-                try:
-                    configs.append(trial_config(p.base, point))
-                except ConfigError:
-                    continue  # reported by the space validation already
-    return configs
-
-
-def check_factories(p: Plan) -> None:
-    """Each ``model.factory`` of the sweep must build a model of its data's shape: an error
-    here, before Ray starts, rather than in every trial. Only a sweep that names a factory
-    imports torch (and the factory's module) in the driver."""
-    from ct_core.models import check_factory
-
-    seen: set[str] = set()
-    for cfg in _variants(p, ("data.", "model.")):
-        key = cfg.data.model_dump_json() + cfg.model.model_dump_json()
-        if cfg.model.factory and key not in seen:
-            seen.add(key)
-            check_factory(cfg)
-
-
 def _mlflow_hint(uri: str | None) -> str:
     if not uri:
         return "MLflow: tracking disabled"
@@ -226,13 +117,19 @@ def _mlflow_hint(uri: str | None) -> str:
     return f"MLflow:      {uri}"
 
 
-def _summary(o: Outcome) -> int:
-    from ct_sweeps.report import format_table
+def _files(rep: Any) -> None:
+    print(f"Results:     {rep.results}")
+    if rep.best:
+        print(f"Best config: {rep.best}  (by {rep.metric}, {rep.mode})")
+    if rep.pareto:
+        print(f"Pareto:      {rep.pareto}")
 
-    rep = o.report
-    print()
-    print(format_table(rep.frame, rep.metric))
-    print()
+
+def _summary(o: Outcome) -> int:
+    from ct_sweeps.record.report import format_table
+
+    rep, t = o.report, o.timings
+    print(f"\n{format_table(rep.frame, rep.metric)}\n")
     print(
         f"Sweep finished {o.n_finished} of {o.n_expected} trials"
         f" ({o.n_errors} errors) in {o.seconds:.1f} s"
@@ -240,84 +137,58 @@ def _summary(o: Outcome) -> int:
     errs = rep.frame[rep.frame["status"] == "ERROR"] if len(rep.frame) else rep.frame
     for _, row in errs.head(5).iterrows():
         print(f"  trial {row['trial_id']} failed: {row['error']}")
-    print(_timing_line(o))
+    train = float(rep.frame["train_seconds"].sum()) if "train_seconds" in rep.frame else 0.0
+    print(
+        f"Time:        {o.seconds:.1f} s wall; {train:.1f} s of training epochs in all; "
+        f"Ray start {t.get('ray_start', 0):.1f} s, stop {t.get('ray_stop', 0):.1f} s; "
+        f"report {t.get('report', 0):.1f} s; MLflow in the driver "
+        f"{t.get('mlflow_in_driver', 0):.1f} s"
+    )
     print(f"Run dir:     {o.run_dir}")
-    print(f"Results:     {rep.results}")
-    if rep.best:
-        print(f"Best config: {rep.best}  (by {rep.metric}, {rep.mode})")
-    if rep.pareto:
-        print(f"Pareto:      {rep.pareto}")
+    _files(rep)
     print(_mlflow_hint(o.tracking_uri))
     if o.tracking_uri and not o.tracking_ok:
         print(
-            f"MLflow could not be reached during the sweep; backfill it with:  "
+            "MLflow could not be reached during the sweep; backfill it with:  "
             f"ct-sweep sync-mlflow {o.run_dir}",
             file=sys.stderr,
         )
     if o.interrupted:
-        print(
-            f"\nThe sweep was interrupted. Continue it with:  ct-sweep resume {o.run_dir}",
-            file=sys.stderr,
-        )
+        print(f"\nInterrupted. Continue with:  ct-sweep resume {o.run_dir}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    if o.n_expected and o.n_finished == 0:
-        return 1
-    return 0
-
-
-def _timing_line(o: Outcome) -> str:
-    """Where the wall time went: training epochs, the rest of the trials, Ray, MLflow."""
-    df, t = o.report.frame, o.timings
-    total = float(df["time_total_s"].sum()) if "time_total_s" in df else 0.0
-    train = float(df["train_seconds"].sum()) if "train_seconds" in df else 0.0
-    return (
-        f"Time:        {o.seconds:.1f} s wall; trials ran {total:.1f} s in all, of which "
-        f"{train:.1f} s training epochs; Ray start {t.get('ray_start', 0):.1f} s, "
-        f"stop {t.get('ray_stop', 0):.1f} s; MLflow in the driver "
-        f"{t.get('mlflow_in_fit', 0):.1f} s; report {t.get('report', 0):.1f} s"
-    )
+    return 1 if o.n_expected and o.n_finished == 0 else 0
 
 
 def _submit_job(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """``--address http://...``: run this same command as a Ray job on that cluster."""
-    sweep = Path(args.sweep).resolve()
-    cwd = Path.cwd().resolve()
+    sweep, cwd = Path(args.sweep).resolve(), Path.cwd().resolve()
     if not sweep.is_relative_to(cwd):
         return _error(
             f"--address {args.address}: the sweep file must be inside the current "
             "directory, which is uploaded as the job's working dir"
         )
-    rest: list[str] = []
-    skip = False
-    for a in argv:
-        if skip:
-            skip = False
-            continue
+    rest, it = [], iter(argv)
+    for a in it:
         if a == "--address":
-            skip = True
-            continue
-        if a.startswith("--address="):
-            continue
-        rest.append(a)
-    entry = ["ct-sweep", *[str(sweep.relative_to(cwd)) if a == args.sweep else a for a in rest]]
+            next(it, None)
+        elif not a.startswith("--address="):
+            rest.append(str(sweep.relative_to(cwd)) if a == args.sweep else a)
     ray_bin = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
-    cmd = [ray_bin, "job", "submit", "--address", args.address, "--working-dir", ".", "--", *entry]
-    print("+ " + shlex.join(cmd), flush=True)
-    return subprocess.call(cmd)
+    cmd = [ray_bin, "job", "submit", "--address", args.address, "--working-dir", "."]
+    print("+ " + shlex.join([*cmd, "--", "ct-sweep", *rest]), flush=True)
+    return subprocess.call([*cmd, "--", "ct-sweep", *rest])
 
 
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from ct_sweeps import runner
+    from ct_sweeps.plan import check_factories, check_features
+    from ct_sweeps.plan import plan as make_plan
 
     sets = list(args.sets)
     if args.name:
         sets.append(f"name={args.name}")
-    plan = runner.plan(args.sweep, sets)
-    print(
-        f"Sweep {plan.sweep.name}: {plan.n_trials} trials "
-        f"({plan.sweep.search.algorithm}, {len(plan.space.entries)} swept parameters)",
-        flush=True,
-    )
+    plan = make_plan(args.sweep, sets)
+    what = f"{plan.sweep.search.algorithm}, {len(plan.space.entries)} swept parameters"
+    print(f"Sweep {plan.sweep.name}: {plan.n_trials} trials ({what})", flush=True)
     check_features(plan)
     check_factories(plan)
     if args.dry_run:
@@ -327,39 +198,32 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     check_address(args.address)
     if args.address and args.address.startswith(("http://", "https://")):
         return _submit_job(args, argv)
-    out = runner.run(
-        plan,
-        storage=args.storage,
-        address=args.address,
-        tracking_uri=args.tracking_uri,
-        num_cpus=args.num_cpus,
-    )
-    return _summary(out)
+    from ct_sweeps import runner
+
+    kw = {"address": args.address, "tracking_uri": args.tracking_uri, "num_cpus": args.num_cpus}
+    return _summary(runner.run(plan, storage=args.storage, **kw))
 
 
 def _report(args: argparse.Namespace) -> int:
-    from ct_sweeps.report import RunDir, format_table, write_report
+    from ct_sweeps.plan import RunDir
+    from ct_sweeps.record.report import format_table, write_report
 
     run = RunDir.load(args.run_dir)
     rep = write_report(run, metric=args.metric, mode=args.mode)
     print(format_table(rep.frame, rep.metric, args.top))
-    print(f"Results:     {rep.results}")
-    if rep.best:
-        print(f"Best config: {rep.best}  (by {rep.metric}, {rep.mode})")
-    if rep.pareto:
-        print(f"Pareto:      {rep.pareto}")
+    _files(rep)
     print(_mlflow_hint(run.info.get("tracking_uri")))
     return 0
 
 
 def _sync(args: argparse.Namespace) -> int:
-    from ct_sweeps.report import RunDir, collect
+    from ct_sweeps.plan import RunDir
 
     run = RunDir.load(args.run_dir)  # bad input fails here, before Ray is imported
-    from ct_sweeps.tracking import sync
+    from ct_sweeps.runner import sync
 
     try:
-        counts = sync(run, collect(run), args.tracking_uri)
+        counts = sync(run.path, args.tracking_uri)
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -384,17 +248,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return _run(args, argv)
         if args.command == "resume":
-            from ct_sweeps import runner
+            from ct_sweeps.runner import resume
 
             check_address(args.address)
-            return _summary(
-                runner.resume(
-                    args.run_dir,
-                    address=args.address,
-                    num_cpus=args.num_cpus,
-                    retry_errored=args.retry_errored,
-                )
-            )
+            kw = {"address": args.address, "num_cpus": args.num_cpus}
+            return _summary(resume(args.run_dir, retry_errored=args.retry_errored, **kw))
         if args.command == "report":
             return _report(args)
         return _sync(args)
@@ -406,12 +264,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """The ``ct-sweep`` console script: :func:`main`, then a quick exit.
-
-    When a command returns, its output is written, Ray is stopped and the MLflow logging thread
-    has finished; what is left is the interpreter tearing down torch, MLflow, Ray and pandas,
-    1.5 to 2.5 s on a 2-core machine (bench/README.md). ``os._exit`` skips it, after flushing
-    the output streams and the logging handlers. :func:`main` itself returns normally."""
+    """The ``ct-sweep`` console script: :func:`main`, then an exit without the interpreter's
+    teardown of torch, Ray, MLflow and pandas, which takes seconds on a small machine. When
+    :func:`main` returns, Ray is stopped and the tracking thread has ended; the output streams
+    and logging handlers are flushed here."""
     code = main()
     try:
         logging.shutdown()

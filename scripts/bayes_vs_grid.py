@@ -300,17 +300,18 @@ def rescore(run_dir: Path, data_cache: dict[str, Any]) -> dict[str, dict[str, fl
     from ct_core.data import load_dataset
     from ct_core.evaluation import validation_metrics
     from ct_core.models import load_model
-    from ct_sweeps.report import RunDir, collect
+    from ct_sweeps.plan import RunDir
+    from ct_sweeps.run.results import collect
 
     run = RunDir.load(run_dir)
     out: dict[str, dict[str, float]] = {}
     for rec in collect(run):
         if rec.status != "TERMINATED" or rec.path is None:
             continue
-        ckpts = sorted(rec.path.glob(f"checkpoint_*/{rec.model_name}"))
-        if not ckpts:
+        model_file = rec.model()
+        if model_file is None:
             continue
-        model, cfg = load_model(ckpts[-1])
+        model, cfg = load_model(model_file)
         key = json.dumps(cfg.data.model_dump(mode="json"), sort_keys=True)
         if key not in data_cache:
             data_cache[key] = load_dataset(cfg.data)

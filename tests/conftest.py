@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,6 +18,14 @@ _CACHE = tempfile.mkdtemp(prefix="ct-test-cache-")
 os.environ["CT_CACHE_DIR"] = _CACHE  # never write into the user's ~/.cache/ct from tests
 os.environ.pop("CT_DATA_URL", None)  # no mirror downloads unless a test asks for one
 torch.set_num_threads(1)
+# Every Ray these tests start uses token authentication with this session's token (Ray reads the
+# variables when it is imported, so they are set before anything imports it), and none writes
+# the machine's ~/.ray/auth_token. Subprocesses inherit them.
+_TOKEN = Path(_CACHE) / "ray_auth_token"
+_TOKEN.write_text(secrets.token_hex(32))
+_TOKEN.chmod(0o600)
+os.environ.pop("RAY_AUTH_TOKEN", None)
+os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(_TOKEN))
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -25,10 +34,9 @@ def pytest_sessionfinish(session, exitstatus):
 
 @contextlib.contextmanager
 def _ray_environ():
-    """Ray's variables for a test (no token authentication on loopback), the environment put
-    back as it was afterwards (starting Ray sets more of them)."""
+    """Ray's variables for a test, the environment put back as it was afterwards (starting Ray
+    sets more of them)."""
     saved = dict(os.environ)
-    os.environ["RAY_AUTH_MODE"] = "disabled"
     try:
         yield
     finally:
@@ -45,8 +53,9 @@ def ray_environ():
 
 @pytest.fixture(scope="module")
 def ray_runtime():
-    """A throw-away local Ray on loopback per test module; yields its GCS address."""
-    from ct_sweeps.env import set_defaults
+    """A throw-away local Ray per test module, on loopback, with the session's token; yields its
+    GCS address."""
+    from ct_sweeps.run.cluster import set_defaults
 
     with _ray_environ():
         set_defaults()

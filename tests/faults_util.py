@@ -171,10 +171,8 @@ class Cluster:
 
 
 def _one_setting_per_trial() -> dict:
-    """``search.pack: 1`` where the schema has packs: these tests follow one setting per trial."""
-    from ct_sweeps.schema import SearchConfig
-
-    return {"pack": 1} if "pack" in SearchConfig.model_fields else {}
+    """``search.pack: 1``: these tests follow one setting per trial."""
+    return {"pack": 1}
 
 
 def write_sweep(
@@ -262,7 +260,14 @@ def history(trial_dir: Path) -> list[dict]:
 
 
 def epochs(trial_dir: Path) -> list[int]:
+    """The epoch of each result the trial reported (a result carries the epochs since the
+    last)."""
     return [int(r["epoch"]) for r in history(trial_dir) if "epoch" in r]
+
+
+def records(trial_dir: Path, k: int = 0) -> list[dict]:
+    """Setting ``k``'s epoch records in the order the trial reported them."""
+    return [rec for line in history(trial_dir) for rec in line.get("settings", {}).get(str(k), [])]
 
 
 def results_table(run_dir: Path) -> list[dict[str, str]]:

@@ -37,7 +37,7 @@ def run_then_interrupt(sweep: Path, run_dir: Path, address: str) -> tuple[int, s
     after Tune recorded the trial as TERMINATED (the final checkpoint file alone appears before
     the driver has taken the trial's last result, and a SIGINT then leaves it unfinished).
     """
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "CT_SWEEP_VERBOSE": "0"}
+    env = {**os.environ, "CT_SWEEP_VERBOSE": "0"}  # the token of ray_runtime's Ray included
     cmd = [sys.executable, "-m", "ct_sweeps.cli", "run", str(sweep), "--storage", str(run_dir)]
     driver = subprocess.Popen(
         [*cmd, "--address", address],

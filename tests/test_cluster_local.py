@@ -246,7 +246,7 @@ def test_mlflow_server_is_healthy_and_rejects_foreign_host_headers(cluster):
 
 def test_mlflow_server_store_uses_the_write_ahead_log_on_a_local_disk(cluster):
     """Made before the server's first start as a sweep's own store is (ct_sweeps/sqlite_store)."""
-    from ct_sweeps.sqlite_store import local_filesystem
+    from ct_sweeps.record.store import local_filesystem
 
     db = cluster.state / "mlflow.db"
     mode = sqlite_scalar(db, "PRAGMA journal_mode")

@@ -31,6 +31,7 @@ from tests.faults_util import (
     epochs,
     history,
     mlflow_children,
+    records,
     results_table,
     run_info,
     trial_dirs,
@@ -67,15 +68,6 @@ def run_args(cluster: Cluster, sweep: Path, run_dir: Path) -> list[str]:
         "--tracking-uri",
         uri,
     ]
-
-
-BUG_ERROR_FILE = (
-    "ct_sweeps/tracking.py error_reason() reads trial.error_file, a Ray property that asserts "
-    "ray.is_initialized(); `ct-sweep run` shuts Ray down before write_report(), so any sweep with "
-    "an errored trial ends in a traceback (rc 1, no results.csv), and `ct-sweep report` / "
-    "`sync-mlflow` crash the same way. Fix: read Path(trial.path) / 'error.txt' (Tune keeps it "
-    "in the trial's storage dir), falling back to trial.error_file inside try/except"
-)
 
 
 def test_nan_and_raising_trials_are_retried_then_failed_with_their_reason(cluster, tmp_path):
@@ -128,15 +120,15 @@ def test_nan_and_raising_trials_are_retried_then_failed_with_their_reason(cluste
             continue
         err = (run_dir / "tune" / f"trial_{tid}" / "error.txt").read_text()
         assert err.count("Failure # ") == 2, err[:2000]
-    # the NaN trial resumed from its epoch-1 checkpoint on retry: epoch 1 ran once. Ray can drop
-    # the result a trial reported just before it failed, so a retry reports its checkpoint's
-    # epoch again: result.json holds epoch 1 (more than once), the report one record of it
+    # the NaN trial's retry resumed from its last checkpoint, which holds the failure: epoch 1
+    # trained once, epoch 2 failed once. A retry reports its checkpoint's epochs again, so
+    # result.json can hold them twice; the report keeps one record of each
     nan_dir = run_dir / "tune" / f"trial_{nan['trial_id']}"
-    states = sorted(nan_dir.glob("checkpoint_*/state.pt"))
+    states = sorted(nan_dir.glob("checkpoint_*/states.pt"))
     assert states, "the NaN trial left no checkpoint"
-    state = torch.load(states[-1], map_location="cpu", weights_only=True)
-    assert [int(r["epoch"]) for r in state["history"]] == [1]
-    assert sorted(set(epochs(nan_dir))) == [1]
+    (state,) = torch.load(states[-1], map_location="cpu", weights_only=True)
+    assert [int(r["epoch"]) for r in state["history"]] == [1] and "NaN/Inf" in state["failed"]
+    assert sorted({int(r["epoch"]) for r in records(nan_dir) if "failed" not in r}) == [1]
 
     info = run_info(run_dir)
     children = {
@@ -155,7 +147,7 @@ def test_nan_and_raising_trials_are_retried_then_failed_with_their_reason(cluste
 
 def test_mlflow_outage_mid_sweep_loses_nothing_after_sync(cluster, tmp_path):
 
-    from ct_sweeps.tracking import metrics_of
+    from ct_sweeps.record.stream import metrics_of
 
     sweep = write_sweep(
         tmp_path / "outage.yaml",
@@ -197,9 +189,10 @@ def test_mlflow_outage_mid_sweep_loses_nothing_after_sync(cluster, tmp_path):
     for tid, child in children.items():
         assert child.info.status == "FINISHED"
         assert child.data.tags["mlflow.parentRunId"] == info["parent_run_id"]
-        hist = history(run_dir / "tune" / f"trial_{tid}")
+        hist = records(run_dir / "tune" / f"trial_{tid}")
         assert [int(h["epoch"]) for h in hist] == list(range(1, 13))
         expected = {(k, int(h["epoch"]), v) for h in hist for k, v in metrics_of(h).items()}
+        assert expected
         logged = set()
         for key in {k for k, _, _ in expected}:
             for m in client.get_metric_history(child.info.run_id, key):

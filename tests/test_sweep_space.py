@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from ct_core.config import ConfigError
-from ct_sweeps.report import pareto_mask
-from ct_sweeps.runner import plan
-from ct_sweeps.schema import apply_sets
-from ct_sweeps.space import GRID_KEY, parse_space, validate
+from ct_sweeps.plan import plan
+from ct_sweeps.plan.schema import apply_sets
+from ct_sweeps.plan.space import parse_space, validate
+from ct_sweeps.record.report import pareto_mask
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -102,13 +102,26 @@ def test_lists_are_grid_axes_and_distributions_are_sampled():
         "grid",
     )
     assert s.num_trials(num_samples=3) == 4 * 3
-    space = s.ray_param_space()
-    assert space["generator.T"] == {"grid_search": [5, 25]}
-    assert (space["generator.tau"].lower, space["generator.tau"].upper) == (0.5, 0.95)
-    # randint is inclusive of both ends in the sweep file (Ray's upper bound is exclusive)
-    assert (space["train.nce"].lower, space["train.nce"].upper) == (10, 21)
+    settings = s.settings(num_samples=3, seed=0)
+    assert len(settings) == 12
+    assert [x["generator.T"] for x in settings[:4]] == [5, 5, 25, 25]  # the grid, repeated
+    assert all(0.5 <= x["generator.tau"] <= 0.95 for x in settings)
+    assert all(0.001 <= x["train.lambda_reg"] <= 1.0 for x in settings)
+    assert {x["train.nce"] for x in settings} <= set(range(10, 21))  # randint: both ends
+    assert all(x["model.hidden"] in ([16], [32, 32]) for x in settings)
+    assert len({x["generator.tau"] for x in settings}) == 12
     cfg = {"generator.T": 5, "generator.type": ecco, "generator.tau": 0.7, "train.nce": 12.0}
     assert s.resolve(cfg)["train.nce"] == 12 and isinstance(s.resolve(cfg)["train.nce"], int)
+
+
+def test_a_seed_draws_the_same_settings_every_time_and_another_seed_others():
+    s = parse_space(
+        {"generator.tau": {"uniform": [0.5, 0.95]}, "train.nce": {"quniform": [10, 50, 10]}},
+        "random",
+    )
+    assert s.settings(4, seed=3) == s.settings(4, seed=3)
+    assert s.settings(4, seed=3) != s.settings(4, seed=4)
+    assert {x["train.nce"] for x in s.settings(50, seed=0)} == {10, 20, 30, 40, 50}
 
 
 def test_conditional_grid_axis_only_expands_where_its_condition_holds():
@@ -122,7 +135,7 @@ def test_conditional_grid_axis_only_expands_where_its_condition_holds():
     points = s.grid_points()
     assert len(points) == 2 + 1 + 1
     assert all("generator.lambda_energy" not in p for p in points if p["generator.type"] != "ecco")
-    assert GRID_KEY in s.ray_param_space()  # enumerated points, so Ray runs exactly these
+    assert s.settings(1, seed=0) == points
 
 
 def test_conditional_distribution_is_dropped_when_inactive():
@@ -247,7 +260,7 @@ def test_pareto_front_keeps_only_non_dominated_rows():
 
 
 def test_a_nan_search_metric_reaches_optuna_as_the_worst_value():
-    from ct_sweeps.searchers import worst_for_nan
+    from ct_sweeps.run.searchers import worst_for_nan
 
     nan = float("nan")
     r = worst_for_nan({"val_implausibility": nan, "val_acc": 0.9}, "val_implausibility", "min")
@@ -284,23 +297,22 @@ def test_cli_rejects_bad_input_with_exit_2_before_importing_ray(tmp_path):
 
 def test_search_algorithms_and_asha_are_built_from_the_sweep(tmp_path):
     from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.basic_variant import BasicVariantGenerator
     from ray.tune.search.optuna import OptunaSearch
 
-    from ct_sweeps import runner
+    from ct_sweeps.run.tune import scheduler, search_alg
 
     space = {"generator.tau": {"uniform": [0.5, 0.9]}, "generator.type": ["ecco", "generic"]}
     asha = {"scheduler": "asha", "asha": {"grace_period": 1, "reduction_factor": 3}}
     p = plan(write_sweep(tmp_path, space=space, search={"algorithm": "random", **asha}))
-    assert isinstance(runner._search_alg(p), BasicVariantGenerator)
-    sched = runner._scheduler(p)
+    assert search_alg(p) is None  # a grid over the settings drawn up front
+    sched = scheduler(p)
     assert isinstance(sched, ASHAScheduler) and sched._max_t == 2  # train.epochs of the base
     assert sched._time_attr == "epoch"  # rungs in epochs, whatever a trial reports twice
 
     for algorithm, sampler in [("optuna-tpe", "TPESampler"), ("optuna-gp", "GPSampler")]:
         search = {"algorithm": algorithm, "metric": ["val_loss", "val_acc"], "mode": ["min", "max"]}
         p = plan(write_sweep(tmp_path, space=space, search=search))
-        alg = runner._search_alg(p)
+        alg = search_alg(p)
         assert isinstance(alg, OptunaSearch) and type(alg._sampler).__name__ == sampler
         assert (alg.metric, alg.mode) == (["val_loss", "val_acc"], ["min", "max"])
 
@@ -315,16 +327,16 @@ def test_a_trial_holding_no_gpu_trains_on_the_cpu_where_the_device_is_auto():
     """Ray leaves every GPU visible to a trial that asked for none (resources.gpu: 0), so
     ``train.device: auto`` becomes ``cpu`` there; a GPU share, an explicit device, or a call
     outside Tune (``gpus`` unknown) leaves it as it is."""
-    from ct_sweeps.space import trial_config
-    from ct_sweeps.trainable import TrialSpec, trial_params
+    from ct_sweeps.plan.space import trial_config, trial_params
 
     p = plan(str(Path(__file__).parents[1] / "configs" / "quickstart.yaml"))
-    spec = p.spec()
     point = p.space.grid_points()[0]
-    assert trial_params(spec, point, 1.0, 0.0)["train.device"] == "cpu"
-    assert "train.device" not in trial_params(spec, point, 1.0, 0.25)
-    assert "train.device" not in trial_params(spec, point, 1.0, None)
-    assert trial_config(spec.base, trial_params(spec, point, 1.0, 0.0)).train.device == "cpu"
-    on_cuda = TrialSpec(base={**spec.base, "train": {"device": "cuda"}}, space=spec.space)
-    assert "train.device" not in trial_params(on_cuda, point, 2.0, 0.0)  # as the user asked
-    assert trial_params(on_cuda, point, 2.0, 0.0)["train.threads"] == 2
+    assert trial_params(p.space, p.base, point, 1.0, 0.0)["train.device"] == "cpu"
+    assert "train.device" not in trial_params(p.space, p.base, point, 1.0, 0.25)
+    assert "train.device" not in trial_params(p.space, p.base, point, 1.0, None)
+    assert (
+        trial_config(p.base, trial_params(p.space, p.base, point, 1.0, 0.0)).train.device == "cpu"
+    )
+    on_cuda = {**p.base, "train": {"device": "cuda"}}
+    assert "train.device" not in trial_params(p.space, on_cuda, point, 2.0, 0.0)  # as asked
+    assert trial_params(p.space, on_cuda, point, 2.0, 0.0)["train.threads"] == 2

@@ -134,14 +134,14 @@ def test_best_config_and_report_are_per_setting(packed):
     assert main(["report", str(packed.run_dir)]) == 0
 
 
-def test_the_report_from_the_results_the_driver_received_equals_one_from_the_files(
-    packed, unpacked
-):
-    """The sweep writes its report from the results Tune handed the driver (no second parse of
-    every result.json); rebuilt from the trial folders it is the same, failed setting included."""
+def test_the_report_rebuilt_from_the_run_directory_is_the_sweeps_own(packed, unpacked):
+    """`ct-sweep report` rebuilds the sweep's own table from the trial folders, failed setting
+    included."""
     import pandas as pd
 
-    from ct_sweeps.report import RunDir, collect, results_frame
+    from ct_sweeps.plan import RunDir
+    from ct_sweeps.record.report import results_frame
+    from ct_sweeps.run.results import collect
 
     for out in (packed, unpacked):
         run = RunDir.load(out.run_dir)
@@ -151,42 +151,6 @@ def test_the_report_from_the_results_the_driver_received_equals_one_from_the_fil
             sent.sort_values("trial_id").reset_index(drop=True),
             rebuilt.sort_values("trial_id").reset_index(drop=True),
         )
-
-
-def test_trial_workers_import_torch_ahead_and_the_driver_never_does(ray_runtime):
-    import ray
-
-    from ct_sweeps import trainable
-
-    assert trainable._IMPORT_AHEAD is None  # this process is a driver
-
-    @ray.remote
-    def in_a_worker() -> tuple[bool, bool]:
-        import sys
-
-        from ct_sweeps import trainable
-
-        trainable.imports_ahead_done()
-        return trainable._IMPORT_AHEAD is not None, "ct_core.training" in sys.modules
-
-    assert ray.get(in_a_worker.remote()) == (True, True)
-
-
-def test_the_driver_keeps_only_results_it_saw_from_a_trials_first_one():
-    import pickle
-    from types import SimpleNamespace
-
-    from ct_sweeps.callbacks import PrepareReport
-
-    cb = PrepareReport()
-    fresh, restored = SimpleNamespace(trial_id="a"), SimpleNamespace(trial_id="b")
-    for i in (1, 2):
-        cb.on_trial_result(i, [], fresh, {"training_iteration": i, "iterations_since_restore": i})
-    # a trial restored from its checkpoint at iteration 4: result.json holds 1-4 already
-    cb.on_trial_result(1, [], restored, {"training_iteration": 5, "iterations_since_restore": 1})
-    assert [r["training_iteration"] for r in cb.results("a")] == [1, 2]
-    assert cb.results("b") is None and cb.results("never") is None
-    assert pickle.loads(pickle.dumps(cb)).results("a") is None  # Tune pickles no results
 
 
 def test_each_setting_is_its_own_mlflow_child_run(packed, tmp_path):
@@ -218,53 +182,6 @@ def test_each_setting_is_its_own_mlflow_child_run(packed, tmp_path):
     assert mlflow.pytorch.load_model(local)(torch.zeros(4, 2)).shape == (4, 2)
 
 
-def test_the_last_round_is_dealt_out_as_the_sweep_goes_and_every_setting_stays_one_row(
-    ray_runtime, tmp_path
-):
-    """``pack: auto`` on two slots: 12 settings in 4 packs of 3; the last two packs (one pack
-    key) get their settings only when a slot frees up (ct_sweeps/last_round.py)."""
-    from ct_sweeps import runner
-    from ct_sweeps.packing import PACKS_FILE, load_book
-
-    space = {
-        "train.objective": ["full", "vanilla"],
-        "train.lambda_reg": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
-    }
-    # long enough (a few seconds per pack) for the first packs to report before one ends
-    slow = {"data.n_train": 3000, "train.batch_size": 30, "train.nce": 300, "train.epochs": 40}
-    plan = runner.plan(sweep_file(tmp_path, "flex", "auto", space=space, overrides=slow))
-    out = runner.run(plan, storage=str(tmp_path / "run"))
-    assert (out.n_finished, out.n_errors, out.interrupted) == (12, 0, False)
-    doc = json.loads((out.run_dir / PACKS_FILE).read_text())
-    assert doc["flex"] == [2, 3]
-    assert sum(doc["last_round"]["sizes"]) == 6, doc["last_round"]  # dealt out, not kept
-    book = load_book(out.run_dir / PACKS_FILE)
-    # each trial trained what packs.json says; together, every setting once
-    trained = {}
-    for t in (out.run_dir / "tune").glob("trial_*/params.json"):
-        cfg = json.loads(t.read_text())
-        trained[cfg["pack"]] = book.members(cfg)
-        assert ("members" in cfg) == (cfg["pack"] in (2, 3))
-    assert sorted(trained) == [0, 1, 2, 3]
-    assert tuple(trained[j] for j in range(4)) == book.packs
-    assert sorted(i for m in trained.values() for i in m) == list(range(12))
-    df = out.report.frame
-    assert len(df) == 12 and (df["epochs"] == 40).all()
-    got = sorted((r["train.objective"], float(r["train.lambda_reg"])) for _, r in df.iterrows())
-    assert got == sorted((o, lr) for o in ("full", "vanilla") for lr in space["train.lambda_reg"])
-    _, _, children = mlflow_runs(out.run_dir)
-    assert len(children) == 12 and {c.info.status for c in children} == {"FINISHED"}
-    assert (
-        len(
-            {
-                (c.data.params["train.objective"], c.data.params["train.lambda_reg"])
-                for c in children
-            }
-        )
-        == 12
-    )
-
-
 def test_log_every_thins_mlflow_but_not_the_results(unpacked):
     client, _, children = mlflow_runs(unpacked.run_dir)
     finished = [c for c in children if c.info.status == "FINISHED"]
@@ -278,7 +195,8 @@ def test_log_every_thins_mlflow_but_not_the_results(unpacked):
 def test_packed_results_equal_the_unpacked_sweep(packed, unpacked):
     a = {key(r): r for r in packed.report.frame.to_dict("records")}
     b = {key(r): r for r in unpacked.report.frame.to_dict("records")}
-    assert unpacked.run_dir.joinpath("packs.json").exists() is False
+    book = json.loads(unpacked.run_dir.joinpath("packs.json").read_text())
+    assert [len(pk) for pk in book["packs"]] == [1] * 6  # one setting per trial
     assert set(a) == set(b) and len(a) == 6
     for k in a:
         assert a[k]["status"] == b[k]["status"], k
@@ -294,7 +212,7 @@ def test_packed_results_equal_the_unpacked_sweep(packed, unpacked):
 
 def test_pack_option_is_validated_before_ray_starts():
     from ct_core.config import ConfigError
-    from ct_sweeps.schema import parse_sweep
+    from ct_sweeps.plan.schema import parse_sweep
 
     ok = {"name": "x", "base": {}}
     assert parse_sweep(ok).search.pack == "auto"
@@ -309,9 +227,9 @@ def test_pack_option_is_validated_before_ray_starts():
         parse_sweep({**ok, "tracking": {"log_model": "some"}})
 
 
-def test_settings_are_expanded_up_front_and_packed_by_compatibility(tmp_path):
+def test_settings_are_drawn_up_front_and_packed_by_compatibility(tmp_path):
     from ct_sweeps import runner
-    from ct_sweeps.packing import auto_pack_size, expand_settings, make_packs
+    from ct_sweeps.plan.packing import auto_pack_size, make_packs
 
     path = sweep_file(
         tmp_path,
@@ -325,9 +243,8 @@ def test_settings_are_expanded_up_front_and_packed_by_compatibility(tmp_path):
         search={"algorithm": "random", "num_samples": 3},
     )
     p = runner.plan(path)
-    settings = expand_settings(p.space, 3, seed=1)
+    settings = p.space.settings(3, seed=1)
     assert len(settings) == p.n_trials == 12
-    assert settings == expand_settings(p.space, 3, seed=1)  # seeded
     assert all(0.01 <= s["train.lambda_reg"] <= 1.0 for s in settings)
     assert len({s["train.lambda_reg"] for s in settings}) == 12
     packs = make_packs(settings, p.base, p.space, 2, slots=2)
@@ -342,17 +259,39 @@ def test_settings_are_expanded_up_front_and_packed_by_compatibility(tmp_path):
     assert auto_pack_size(3, 8) == 1 and auto_pack_size(900, 1) == 90  # CAP_CPU
 
 
+def test_a_random_sweep_trains_the_same_settings_packed_or_not(ray_runtime, tmp_path):
+    """The settings of a grid/random sweep are drawn once, up front, from ``search.seed``, and
+    only then packed: ``pack: auto`` and ``pack: 0`` train the same values."""
+    from ct_sweeps import runner
+
+    space = {
+        "train.objective": ["full", "vanilla"],
+        "train.lambda_reg": {"loguniform": [0.01, 1.0]},
+        "generator.tau": {"uniform": [0.5, 0.95]},
+    }
+    swept = ["train.objective", "train.lambda_reg", "generator.tau"]
+    got = []
+    for pack in ("auto", 0):
+        search = {"algorithm": "random", "num_samples": 3, "seed": 11}
+        doc = sweep_file(tmp_path, f"random-{pack}", pack, space=space, search=search)
+        out = runner.run(runner.plan(doc), storage=str(tmp_path / f"run-{pack}"))
+        assert (out.n_finished, out.n_errors) == (6, 0)
+        got.append(sorted(map(tuple, out.report.frame[swept].values.tolist())))
+    assert got[0] == got[1] and len(set(got[0])) == 6
+    assert json.loads((tmp_path / "run-auto" / "run.json").read_text())["n_packs"] < 6
+
+
 def test_auto_packs_on_cpu_trials_are_the_widest_that_keep_the_slots_balanced():
     """The paper's OL grid on two CPU slots: a setting-epoch costs less in a wider pack (the
     per-operation work is shared), so each slot gets one Generic/ECCo pack of 90 and one REVISE
     pack of 45 (REVISE searches a latent space and cannot share a pack with the others), not
     three packs of 45; the dearer Generic/ECCo packs start first."""
     from ct_sweeps import runner
-    from ct_sweeps.packing import CAP_CPU, expand_settings, make_packs, setting_cost
-    from ct_sweeps.space import trial_config
+    from ct_sweeps.plan.packing import CAP_CPU, make_packs, setting_cost
+    from ct_sweeps.plan.space import trial_config
 
     p = runner.plan(str(Path(__file__).parents[1] / "configs/paper/gen_params_over.yaml"))
-    settings = expand_settings(p.space, 1, seed=0)
+    settings = p.space.settings(1, seed=0)
     packs = make_packs(settings, p.base, p.space, "auto", slots=2)
     assert sorted(i for pk in packs for i in pk) == list(range(270))
     families = [{settings[i]["generator.type"] == "revise" for i in pk} for pk in packs]
@@ -370,13 +309,13 @@ def test_auto_packs_keep_both_slots_busy_when_settings_cost_very_different_amoun
     vanilla ones. Even-sized packs put 3 CT settings in one pack and leave a slot idle for about
     one CT setting at the end; the packs come out the most expensive first, as Tune starts them."""
     from ct_sweeps import runner
-    from ct_sweeps.packing import expand_settings, make_packs, setting_cost
-    from ct_sweeps.space import trial_config
+    from ct_sweeps.plan.packing import make_packs, setting_cost
+    from ct_sweeps.plan.space import trial_config
 
     p = runner.plan(
         str(Path(__file__).parents[1] / "configs/paper/tune_adult.yaml"), ["train.nce=5000"]
     )
-    settings = expand_settings(p.space, 1, seed=0)
+    settings = p.space.settings(1, seed=0)
     cost = [setting_cost(trial_config(p.base, p.space.resolve(s))) for s in settings]
     ct = max(cost)
     assert ct > 10 * min(cost)  # CT settings cost an order of magnitude more than vanilla
@@ -398,11 +337,11 @@ def test_auto_packs_on_gpu_trials_are_as_wide_as_allowed_and_cut_only_to_fill_th
     most two slots; with four, the largest group is cut, its dearest settings (CT, large T)
     together, until every slot has a pack."""
     from ct_sweeps import runner
-    from ct_sweeps.packing import expand_settings, make_packs
-    from ct_sweeps.space import trial_config
+    from ct_sweeps.plan.packing import make_packs
+    from ct_sweeps.plan.space import trial_config
 
     p = runner.plan(str(Path(__file__).parents[1] / "configs/paper/gen_params_over.yaml"))
-    settings = expand_settings(p.space, 1, seed=0)
+    settings = p.space.settings(1, seed=0)
     cfgs = [trial_config(p.base, p.space.resolve(s)) for s in settings]
 
     def generators(pk):
@@ -427,7 +366,8 @@ def test_auto_packs_on_gpu_trials_are_as_wide_as_allowed_and_cut_only_to_fill_th
 def test_interrupted_packed_sweep_resumes_without_rerunning_finished_packs(ray_runtime, tmp_path):
 
     from ct_sweeps import runner
-    from ct_sweeps.report import RunDir, collect
+    from ct_sweeps.plan import RunDir
+    from ct_sweeps.run.results import collect
 
     path = sweep_file(
         tmp_path,
@@ -444,7 +384,7 @@ def test_interrupted_packed_sweep_resumes_without_rerunning_finished_packs(ray_r
 
     before = {r.trial_id: r for r in collect(RunDir.load(run_dir))}
     done = {t: r for t, r in before.items() if r.status == "TERMINATED"}
-    assert len(done) == 2 and len({r.pack_trial for r in done.values()}) == 1
+    assert len(done) == 2 and len({r.trial for r in done.values()}) == 1
     lines = {t: (r.path / "result.json").read_text() for t, r in done.items()}
 
     out = runner.resume(run_dir)
@@ -459,43 +399,6 @@ def test_interrupted_packed_sweep_resumes_without_rerunning_finished_packs(ray_r
         assert epochs[-1] == n and set(epochs) == set(range(1, n + 1))
     _, parents, children = mlflow_runs(run_dir)
     assert len(parents) == 1 and len(children) == 4
-    assert {c.info.status for c in children} == {"FINISHED"}
-
-
-def test_an_interrupted_sweep_resumes_with_its_last_round_as_dealt(ray_runtime, tmp_path):
-    """``pack: auto`` on two slots, interrupted once the first pack has finished (the last
-    round is dealt out then): the resumed sweep trains every setting once, in the packs that
-    ``packs.json`` names."""
-    from ct_sweeps import runner
-    from ct_sweeps.packing import PACKS_FILE, load_book
-    from ct_sweeps.report import RunDir, collect
-
-    space = {"train.objective": ["full", "vanilla"], "train.lambda_reg": [0.1, 0.2, 0.3, 0.4]}
-    path = sweep_file(
-        tmp_path, "flexresume", "auto", space=space, overrides=INTERRUPTIBLE, checkpoint_every=2
-    )
-    run_dir = tmp_path / "run"
-    rc, log = run_then_interrupt(path, run_dir, ray_runtime)
-    assert rc == 130, log
-    assert json.loads((run_dir / PACKS_FILE).read_text())["flex"]
-
-    out = runner.resume(run_dir)
-    assert (out.n_finished, out.n_errors, out.interrupted) == (8, 0, False)
-    book = load_book(run_dir / PACKS_FILE)
-    trained = {}
-    for t in (run_dir / "tune").glob("trial_*/params.json"):
-        cfg = json.loads(t.read_text())
-        trained[cfg["pack"]] = book.members(cfg)
-    assert tuple(trained[j] for j in range(len(book))) == book.packs
-    assert sorted(i for m in trained.values() for i in m) == list(range(8))
-    records = collect(RunDir.load(run_dir))
-    assert len(records) == 8 and {r.status for r in records} == {"TERMINATED"}
-    n = INTERRUPTIBLE["train.epochs"]
-    for r in records:
-        epochs = [h["epoch"] for h in r.history()]
-        assert epochs[-1] == n and set(epochs) == set(range(1, n + 1))
-    _, parents, children = mlflow_runs(run_dir)
-    assert len(parents) == 1 and len(children) == 8
     assert {c.info.status for c in children} == {"FINISHED"}
 
 
@@ -522,7 +425,7 @@ def test_a_users_model_and_generator_pack_in_a_real_sweep_and_equal_their_runs_a
     overrides = {"model.factory": "ct_test_models:residual_mlp"}
     sweep = sweep_file(tmp_path, "factory", 4, space=space, overrides=overrides)
     path = os.pathsep.join(p for p in (str(user), os.environ.get("PYTHONPATH")) if p)
-    env = {**os.environ, "PYTHONPATH": path, "RAY_AUTH_MODE": "disabled", "CT_SWEEP_VERBOSE": "0"}
+    env = {**os.environ, "PYTHONPATH": path, "CT_SWEEP_VERBOSE": "0"}
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "ct_sweeps.cli", "run", str(sweep), "--storage", str(run_dir)]
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

@@ -1,0 +1,240 @@
+"""Plan a sweep: validate everything and fix what will run and where, without Ray.
+
+:func:`plan` checks the sweep file (schema, search space, every grid point and every
+distribution bound against the training-config schema), so that bad input fails in a fraction of
+a second with one line per problem. :func:`pack_settings` turns a grid/random sweep into its
+settings and packs (:mod:`ct_sweeps.plan.packing`). :class:`RunDir` is the run directory and
+what ``run.json`` and ``sweep.yaml`` say about it. Nothing here imports Ray or MLflow.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ct_core.config import Config, ConfigError
+from ct_sweeps.plan.packing import PACKS_FILE, PackBook, load_book, make_packs, setting_traits
+from ct_sweeps.plan.schema import SweepConfig, load_sweep, parse_sweep
+from ct_sweeps.plan.space import Space, parse_space, trial_config, validate
+
+__all__ = ["CF_METRICS", "RUN_FILE", "SWEEP_FILE", "Plan", "RunDir", "check_features"]
+__all__ += ["new_run_dir", "pack_settings", "plan", "plan_from"]
+
+CF_METRICS = ("val_validity", "val_cost", "val_implausibility", "val_mmd")
+"""Validation-set counterfactual metrics, present only every ``train.eval_every`` epochs."""
+KNOWN_METRICS = (
+    *"loss class_loss div reg adv train_acc val_acc val_loss mature ce_steps skipped_batches".split(),
+    *"time_search time_train time_eval seconds".split(),
+    *CF_METRICS,
+)
+"""The metrics of a training record (``ct_core.training``) a sweep can optimise."""
+
+
+RUN_FILE = "run.json"
+SWEEP_FILE = "sweep.yaml"
+_INFO_LOCK = threading.Lock()
+
+
+def in_ray_job() -> bool:
+    """Whether this process is the entrypoint of a ``ray job submit``."""
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+
+
+def default_run_dir(name: str, storage: str | None) -> Path:
+    """``storage``, else ``$CT_RUNS_DIR/<name>-<timestamp>`` (default ``./ct_runs``; under a
+    Ray job, whose working directory is a temporary copy, ``~/ct_runs``)."""
+    if storage:
+        return Path(storage).expanduser().resolve()
+    root = os.environ.get("CT_RUNS_DIR")
+    if not root:
+        root = str(Path.home() / "ct_runs") if in_ray_job() else "ct_runs"
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return (Path(root) / f"{name}-{stamp}").resolve()
+
+
+@dataclass
+class RunDir:
+    """A sweep's run directory and what ``run.json`` / ``sweep.yaml`` say about it."""
+
+    path: Path
+    info: dict[str, Any]
+    sweep: SweepConfig
+    base: dict[str, Any]
+    space: Space
+
+    @property
+    def experiment_path(self) -> Path:
+        """Ray Tune's experiment folder (``tune/``)."""
+        return self.path / self.info["experiment"]
+
+    def book(self) -> PackBook | None:
+        """The packs of a grid/random sweep (``packs.json``), ``None`` for Optuna."""
+        path = self.path / PACKS_FILE
+        return load_book(path) if path.exists() else None
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunDir:
+        p = Path(path).resolve()
+        if not (p / RUN_FILE).is_file() or not (p / SWEEP_FILE).is_file():
+            raise ConfigError(
+                f"{p}: not a sweep run directory (no {RUN_FILE} / {SWEEP_FILE}); "
+                "pass the directory that `ct-sweep run` printed"
+            )
+        info = json.loads((p / RUN_FILE).read_text())
+        sweep = parse_sweep(yaml.safe_load((p / SWEEP_FILE).read_text()))
+        assert isinstance(sweep.base, dict)
+        space = parse_space(sweep.space, sweep.search.algorithm)
+        return cls(p, info, sweep, dict(sweep.base), space)
+
+    def save_info(self, **updates: Any) -> None:
+        """Update ``run.json`` atomically (the tracking thread writes it too)."""
+        with _INFO_LOCK:
+            self.info.update(updates)
+            tmp = self.path / f".{RUN_FILE}.tmp"
+            tmp.write_text(json.dumps(self.info, indent=2))
+            os.replace(tmp, self.path / RUN_FILE)
+
+
+@dataclass
+class Plan:
+    """A validated sweep, ready to run."""
+
+    sweep: SweepConfig
+    base: dict[str, Any]
+    space: Space
+    base_cfg: Config
+    n_trials: int
+    """Settings the sweep trains (grid/random), or Optuna trials."""
+
+    def resolved_yaml(self) -> str:
+        """The sweep with its base inlined (overrides applied): what ``sweep.yaml`` holds."""
+        d = self.sweep.model_dump(mode="json")
+        d["base"] = self.base
+        d["overrides"] = {}
+        return yaml.safe_dump(d, sort_keys=False)
+
+
+def plan(sweep_file: str | Path, sets: Iterable[str] | None = None) -> Plan:
+    """Load and validate a sweep file; raises :class:`ConfigError` (nothing is started)."""
+    sweep, base = load_sweep(sweep_file, sets)
+    return plan_from(sweep, base)
+
+
+def plan_from(sweep: SweepConfig, base: dict[str, Any]) -> Plan:
+    s = sweep.search
+    unknown = [m for m in s.metrics if m not in KNOWN_METRICS]
+    if unknown:
+        raise ConfigError(
+            f"search.metric must be one of {', '.join(KNOWN_METRICS)}, got {unknown[0]!r}"
+        )
+    space = parse_space(sweep.space, s.algorithm)
+    base_cfg = validate(space, base)
+    needs_eval = [m for m in s.metrics if m in CF_METRICS]
+    if needs_eval and base_cfg.train.eval_every == 0 and "train.eval_every" not in sweep.space:
+        raise ConfigError(
+            f"search.metric {needs_eval[0]!r} is computed only with train.eval_every > 0 "
+            "(set it under overrides, e.g. train.eval_every: 5)"
+        )
+    tc = base_cfg.train
+    if needs_eval and 0 < tc.epochs < tc.eval_every and "train.epochs" not in sweep.space:
+        raise ConfigError(
+            f"train.eval_every ({tc.eval_every}) is larger than train.epochs ({tc.epochs}): "
+            f"search.metric {needs_eval[0]!r} would never be computed"
+        )
+    if tc.device == "cuda" and sweep.resources.gpu == 0 and "train.device" not in sweep.space:
+        raise ConfigError(
+            "train.device 'cuda' needs resources.gpu > 0 (each trial's share of a GPU, e.g. "
+            "0.25), or train.device: auto to use a GPU only where a trial holds one"
+        )
+    if s.scheduler == "asha" and s.asha.max_t is None:
+        s.asha.max_t = base_cfg.train.epochs
+    if not space.entries and s.uses_optuna:
+        raise ConfigError(f"space: search.algorithm {s.algorithm!r} needs at least one entry")
+    return Plan(sweep, base, space, base_cfg, space.num_trials(s.num_samples))
+
+
+def _variants(p: Plan, prefixes: tuple[str, ...]) -> list[Config]:
+    """The base config and the config of each grid point that changes a field under
+    ``prefixes``."""
+    configs = [p.base_cfg]
+    if any(e.key.startswith(prefixes) for e in p.space.entries):
+        for point in p.space.grid_points():
+            if any(k.startswith(prefixes) for k in point):
+                configs.append(trial_config(p.base, point))
+    return configs
+
+
+def check_features(p: Plan) -> None:
+    """Feature names in ``data.immutable`` / ``increase_only`` / ``decrease_only`` must exist:
+    the data are loaded only in the trials, where a typo would fail every trial after Ray
+    started. Checked for the base config and each grid point that changes ``data.*``."""
+    from ct_core.constraints import resolve_features
+    from ct_core.data import feature_names
+
+    fields = ("immutable", "increase_only", "decrease_only")
+    seen: set[str] = set()
+    for cfg in _variants(p, ("data.",)):
+        data = cfg.data
+        key = data.model_dump_json()
+        if not any(getattr(data, f) for f in fields) or key in seen:
+            continue
+        seen.add(key)
+        try:
+            names = feature_names(data)
+        except ConfigError:
+            raise
+        except Exception:  # data problems surface in the trial, with its own message
+            continue
+        for f in fields:
+            resolve_features(getattr(data, f), names, f"data.{f}")
+
+
+def check_factories(p: Plan) -> None:
+    """Each ``model.factory`` of the sweep must build a model of its data's shape: an error
+    here, before Ray starts, rather than in every trial. Only a sweep that names a factory
+    imports torch (and the factory's module) in the driver."""
+    from ct_core.models import check_factory
+
+    seen: set[str] = set()
+    for cfg in _variants(p, ("data.", "model.")):
+        key = cfg.data.model_dump_json() + cfg.model.model_dump_json()
+        if cfg.model.factory and key not in seen:
+            seen.add(key)
+            check_factory(cfg)
+
+
+def new_run_dir(p: Plan, storage: str | None) -> RunDir:
+    """Create the run directory with ``sweep.yaml`` and ``run.json``."""
+    path = default_run_dir(p.sweep.name, storage or p.sweep.storage)
+    if (path / SWEEP_FILE).exists():
+        raise ConfigError(
+            f"--storage {path} already holds a sweep; use `ct-sweep resume {path}` "
+            "or choose a new directory"
+        )
+    path.mkdir(parents=True, exist_ok=True)
+    (path / SWEEP_FILE).write_text(p.resolved_yaml())
+    info = {"experiment": "tune", "n_trials": p.n_trials, "created": time.time()}
+    run = RunDir(path, info, p.sweep, p.base, p.space)
+    run.save_info()
+    return run
+
+
+def pack_settings(p: Plan, slots: int, gpu: bool) -> PackBook:
+    """A grid/random sweep's settings (:meth:`Space.settings`) and their packs for ``slots``
+    trials at once: ``search.pack`` settings per trial, or one each where the sweep does not
+    pack (``pack`` 0/1, or an ASHA scheduler, which stops trials one setting at a time)."""
+    s = p.sweep.search
+    settings = p.space.settings(s.num_samples, s.seed)
+    traits = setting_traits(settings, p.base, p.space)
+    pack = s.pack if s.packs else 1
+    packs = make_packs(settings, p.base, p.space, pack, slots, gpu=gpu, traits=traits)
+    return PackBook(tuple(settings), tuple(tuple(pk) for pk in packs))

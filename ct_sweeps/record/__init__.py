@@ -1,0 +1,1 @@
+"""Record a sweep: the tracker's events, MLflow as the tracker, and the report."""
