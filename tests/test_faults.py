@@ -121,13 +121,15 @@ def test_nan_and_raising_trials_are_retried_then_failed_with_their_reason(cluste
         err = (run_dir / "tune" / f"trial_{tid}" / "error.txt").read_text()
         assert err.count("Failure # ") == 2, err[:2000]
     # the NaN trial's retry resumed from its last checkpoint, which holds the failure: epoch 1
-    # trained once, epoch 2 failed once. A retry reports its checkpoint's epochs again, so
-    # result.json can hold them twice; the report keeps one record of each
+    # trained once, epoch 2 failed once (its record, the history's last, says why). A retry
+    # reports its checkpoint's epochs again, so result.json can hold them twice; the report
+    # keeps one record of each
     nan_dir = run_dir / "tune" / f"trial_{nan['trial_id']}"
     states = sorted(nan_dir.glob("checkpoint_*/states.pt"))
     assert states, "the NaN trial left no checkpoint"
     (state,) = torch.load(states[-1], map_location="cpu", weights_only=True)
-    assert [int(r["epoch"]) for r in state["history"]] == [1] and "NaN/Inf" in state["failed"]
+    assert [int(r["epoch"]) for r in state["history"]] == [1, 2] and "NaN/Inf" in state["failed"]
+    assert "failed" not in state["history"][0] and "NaN/Inf" in state["history"][1]["failed"]
     assert sorted({int(r["epoch"]) for r in records(nan_dir) if "failed" not in r}) == [1]
 
     info = run_info(run_dir)
