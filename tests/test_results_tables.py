@@ -57,8 +57,15 @@ def test_verdict_compares_sign_and_significance(tables):
 def test_render_main_counts_agreement(tables):
     ours = pd.DataFrame(
         [
-            {"dataset": "LS", "model": "full", "metric": m, "population": pop, "cell": c,
-             "ct": "1", "bl": "2"}  # fmt: skip
+            {
+                "dataset": "LS",
+                "model": "full",
+                "metric": m,
+                "population": pop,
+                "cell": c,
+                "ct": "1",
+                "bl": "2",
+            }  # fmt: skip
             for m, pop, c in [
                 ("IP", "0.5", "20.00±1.00*"),
                 ("IP", "paired", "19.00±1.00*"),
