@@ -145,16 +145,22 @@ def train_local(sweep: Path, dest: Path, args: argparse.Namespace, log: Path) ->
 
 def evaluate(
     models: dict[str, Path], settings: tuple[str, ...], frames: Path, args: argparse.Namespace,
-    individuals: int, ig: bool = False, sets: list[str] | None = None,
+    individuals: int, ig: bool = False, sets: list[str] | None = None, robust: bool = False,
 ) -> dict[str, dict[str, Any]]:  # fmt: skip
     """Each model through the protocol once, on the draws of the CT model's config.
 
-    Returns per objective ``{"frame", "accuracy", "ig"}``; frames are cached as parquet in
+    Returns per objective ``{"frame", "accuracy", "ig", "robust"}`` (``robust``: FGSM and PGD
+    accuracy at ε = 0.1 on up to 2000 test points); frames are cached as parquet in
     ``frames`` (reused with ``--reuse``). ``sets``: ``KEY=VALUE`` overrides of that config."""
     from ct_core.config import apply_overrides, parse_config
     from ct_core.constraints import NONE
     from ct_core.data import load_dataset
-    from ct_core.evaluation import accuracy, integrated_gradients_sensitivity, predict
+    from ct_core.evaluation import (
+        accuracy,
+        integrated_gradients_sensitivity,
+        predict,
+        robust_accuracy_table,
+    )
     from ct_core.models import load_model
     from ct_core.protocol import draw_classes, evaluate_model
 
@@ -188,6 +194,13 @@ def evaluate(
                 n_samples=min(2500, data.X_test.shape[0]), n_classes=data.n_classes,
                 seed=cfg.evaluation.seed,
             )  # fmt: skip
+        if robust:
+            n = min(2000, data.X_test.shape[0])
+            g = torch.Generator().manual_seed(cfg.evaluation.seed)
+            sel = torch.randperm(data.X_test.shape[0], generator=g)[:n]
+            rob = robust_accuracy_table(model, data.X_test[sel], data.y_test[sel], [0.1],
+                                        seed=cfg.evaluation.seed)  # fmt: skip
+            entry["robust"] = dict(zip(rob["attack"], rob["accuracy"]))
         out[obj] = entry
     return out
 
@@ -224,11 +237,15 @@ def table_main(ds: str, out: Path, args: argparse.Namespace, log: Path) -> list[
                                     ("_mutability", ("cost",), MAIN_COST)):  # fmt: skip
         key = f"{ds}{variant}"
         res = _train_and_evaluate(FINAL / f"{key}.yaml", out / key, settings, args, log, ds,
-                                  ig=bool(variant))  # fmt: skip
+                                  ig=bool(variant), robust=not variant)  # fmt: skip
         rows += comparison_rows(name, "full", res["full"], res["vanilla"], keep)
         if not variant:
             a, b = res["full"]["accuracy"], res["vanilla"]["accuracy"]
             rows.append(extra_row(name, "full", "Accuracy", a, b, f"{a:.3f} / {b:.3f}"))
+            for attack in ("fgsm", "pgd"):
+                a, b = res["full"]["robust"][attack], res["vanilla"]["robust"][attack]
+                label = f"{attack.upper()} accuracy (eps 0.1)"
+                rows.append(extra_row(name, "full", label, a, b, f"{a:.3f} / {b:.3f}"))
         elif "ig" in res["full"] and "ig" in res["vanilla"]:
             ig_ct, ig_bl = res["full"]["ig"], res["vanilla"]["ig"]
             cell = f"{_ig_text(ig_ct)} / {_ig_text(ig_bl)}"
@@ -272,14 +289,14 @@ def table_study(variant: dict, out: Path, args: argparse.Namespace, log: Path) -
 
 def _train_and_evaluate(sweep: Path, dest: Path, settings: tuple[str, ...],
                         args: argparse.Namespace, log: Path, ds: str, ig: bool = False,
-                        sets: list[str] | None = None) -> dict:  # fmt: skip
+                        sets: list[str] | None = None, robust: bool = False) -> dict:  # fmt: skip
     if not args.skip_train:
         train(sweep, dest / "sweep", args, log)
     models = export_models(dest / "sweep", dest / "models")
     if "vanilla" not in models or len(models) < 2:
         sys.exit(f"{sweep.name}: could not find the trained models under {dest / 'sweep'}")
     ind = args.individuals or INDIVIDUALS.get(ds, 250)
-    return evaluate(models, settings, dest / "frames", args, ind, ig=ig, sets=sets)
+    return evaluate(models, settings, dest / "frames", args, ind, ig=ig, sets=sets, robust=robust)
 
 
 def main(argv: list[str] | None = None) -> int:

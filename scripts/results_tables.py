@@ -142,6 +142,16 @@ def render_validity(df: pd.DataFrame, paper: pd.DataFrame) -> str:
     return _table(header, rows)
 
 
+def render_robust(df: pd.DataFrame, paper: pd.DataFrame) -> str:
+    """Clean and adversarial accuracy (FGSM, PGD at ε = 0.1), CT / vanilla."""
+    rows = [
+        [d, _pair(df, d, "Accuracy", ""), _pair(df, d, "FGSM accuracy (eps 0.1)", ""),
+         _pair(df, d, "PGD accuracy (eps 0.1)", "")]
+        for d in _datasets(df)
+    ]  # fmt: skip
+    return _table(["Data", "clean, CT / BL", "FGSM, CT / BL", "PGD, CT / BL"], rows)
+
+
 def render_ablation(df: pd.DataFrame, paper: pd.DataFrame) -> str:
     """% reduction of IP and IP* of each CT variant against vanilla, ours and the paper's."""
     labels = (("full", "CT"), ("energy", "CD"), ("adversarial", "AR"))
@@ -168,10 +178,30 @@ def render_study(df: pd.DataFrame, paper: pd.DataFrame) -> str:
     return _table(header, rows)
 
 
+def render_confidence(df: pd.DataFrame, paper: pd.DataFrame) -> str:
+    """One row per trained model of ``scripts/confidence_study.py``."""
+    rows = []
+    for _, r in df.iterrows():
+        ct = r["objective"] == "full"
+        rows.append([
+            "CT" if ct else "vanilla", r["tau"] if ct else "", r["lambda_reg"] if ct else "",
+            r["lambda_adv"] if ct else "", f"{float(r['validity_05']):.2f}",
+            f"{float(r['validity_95']):.2f}", f"{float(r['p_target_mean']):.2f}",
+            f"{float(r['share_test_p95']):.2f}", f"{float(r['median_logit_gap']):.2f}",
+            f"{float(r['accuracy']):.3f}",
+        ])  # fmt: skip
+    header = ["Model", "τ (train)", "λ_reg", "λ_adv", "Validity p ≥ 0.5", "Validity p ≥ 0.95",
+              "Mean p(y⁺) of the CEs", "Test points with p ≥ 0.95", "Median logit gap (test)",
+              "Test acc."]  # fmt: skip
+    return _table(header, rows)
+
+
 RENDER: dict[str, Callable[[pd.DataFrame, pd.DataFrame], str]] = {
+    "confidence": render_confidence,
     "main": render_main,
     "validity": render_validity,
     "ablation": render_ablation,
+    "robust": render_robust,
     "study": render_study,
 }
 
