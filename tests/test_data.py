@@ -112,6 +112,19 @@ def test_julia_is_the_default_stream_and_numpy_an_option_with_other_points():
         parse_config({"data": {"name": "over", "rng": "mt19937"}})
 
 
+def test_julia_points_are_cached_once_and_read_back_unchanged(tmp_path, monkeypatch):
+    from ct_core.data.synthetic import synthetic_splits
+
+    monkeypatch.setenv("CT_CACHE_DIR", str(tmp_path))
+    cfg = DataConfig(name="circles")
+    first = synthetic_splits(cfg, 300, 60, 90)
+    assert len(list((tmp_path / "synthetic").glob("*.npz"))) == 1
+    again = synthetic_splits(cfg, 300, 60, 90)
+    for part in ("train", "val", "test"):
+        assert np.array_equal(first[part][0], again[part][0])
+        assert np.array_equal(first[part][1], again[part][1])
+
+
 def test_synthetic_data_is_not_standardised_unless_asked():
     raw = load("lin_sep")
     assert raw.X_train.abs().mean() > 1.5  # blob centres lie in (-10, 10)

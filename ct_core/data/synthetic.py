@@ -36,6 +36,8 @@ circle is 0 as in MLJBase.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from ct_core.config import ConfigError, DataConfig
@@ -156,6 +158,36 @@ def generate_julia(name: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray
     return x[perm].astype(np.float64), y[perm].astype(np.int64)
 
 
+_CACHE_VERSION = 1
+"""Bump when :func:`generate_julia` or :class:`~ct_core.data.julia_rng.Xoshiro` changes output."""
+
+
+def _julia_cached(name: str, n: int, seed: int, split_seed: int) -> tuple[np.ndarray, ...]:
+    """:func:`generate_julia` and the split permutation, kept in ``$CT_CACHE_DIR/synthetic``.
+
+    Replaying Julia's streams in Python takes about a second; sweep workers each load the data,
+    so the arrays are written once (atomically) and read back after that."""
+    from ct_core.data.download import cache_dir
+    from ct_core.data.julia_rng import Xoshiro
+
+    path = cache_dir() / "synthetic" / f"julia-v{_CACHE_VERSION}-{name}-{n}-{seed}-{split_seed}.npz"
+    try:
+        with np.load(path) as f:
+            return f["x"], f["y"], f["perm"]
+    except (OSError, KeyError, ValueError):
+        pass
+    x, y = generate_julia(name, n, seed)
+    perm = Xoshiro(split_seed).randperm(n)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, x=x, y=y, perm=perm)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache only costs the regeneration
+    return x, y, perm
+
+
 def synthetic_splits(
     cfg: DataConfig, n_train: int, n_val: int, n_test: int
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -164,10 +196,7 @@ def synthetic_splits(
     n_gen = max(N_GENERATED, n_trval + n_test)
     rng = np.random.default_rng(cfg.split_seed)
     if cfg.rng == "julia":
-        from ct_core.data.julia_rng import Xoshiro
-
-        x, y = generate_julia(cfg.name, n_gen, cfg.seed)
-        perm = Xoshiro(cfg.split_seed).randperm(n_gen)
+        x, y, perm = _julia_cached(cfg.name, n_gen, cfg.seed, cfg.split_seed)
     else:
         x, y = generate(cfg.name, n_gen, cfg.seed)
         perm = rng.permutation(n_gen)
