@@ -88,7 +88,8 @@ def reduction_stats(ct: pd.Series, bl: pd.Series, level: float = 0.99) -> dict[s
     with np.errstate(divide="ignore", invalid="ignore"):
         r = a / b
     r = r[np.isfinite(r)]
-    d = a - b
+    # differences within float32 rounding are ties (identical models give bit-different sums)
+    d = np.where(np.isclose(a, b, rtol=1e-6, atol=1e-12), 0.0, a - b)
     out: dict[str, Any] = {
         "ct": float(np.mean(a)) if a.size else math.nan,
         "bl": float(np.mean(b)) if b.size else math.nan,

@@ -68,8 +68,10 @@ def run(cmd: list[str], log: Path) -> None:
 
 def export_models(run_dir: Path, dest: Path) -> dict[str, Path]:
     """Copy the final model of each objective found under a sweep's run directory to
-    ``dest/<objective>/model.pt``."""
+    ``dest/<objective>/model.pt``. Where the sweep also trains an objective without its
+    immutable features (the paper's synthetic mutability grid), that model is ``<objective>@none``."""
     best: dict[str, tuple[float, Path]] = {}
+    protected: set[str] = set()
     for p in run_dir.rglob("*.pt"):
         try:
             blob = torch.load(p, map_location="cpu", weights_only=True)
@@ -78,11 +80,16 @@ def export_models(run_dir: Path, dest: Path) -> dict[str, Path]:
         if not isinstance(blob, dict) or "state_dict" not in blob or "config" not in blob:
             continue
         obj = blob["config"]["train"]["objective"]
+        if blob["config"].get("data", {}).get("immutable"):
+            protected.add(obj)
+        else:
+            obj = f"{obj}@none"
         mtime = p.stat().st_mtime
         if obj not in best or mtime > best[obj][0]:
             best[obj] = (mtime, p)
     out = {}
-    for obj, (_, p) in best.items():
+    for key, (_, p) in best.items():
+        obj = key[: -len("@none")] if key.endswith("@none") and key[:-5] not in protected else key
         d = dest / obj
         d.mkdir(parents=True, exist_ok=True)
         shutil.copy2(p, d / "model.pt")
@@ -165,7 +172,7 @@ def evaluate(
     from ct_core.protocol import draw_classes, evaluate_model
 
     loaded = {obj: load_model(d / "model.pt") for obj, d in models.items()}
-    ref = loaded.get("full", next(iter(loaded.values())))[1]
+    ref = loaded.get("full", next(iter(loaded.values())))[1]  # the draws and constraints of CT
     raw = apply_overrides(ref.to_dict(), [f"evaluation.n_runs={args.runs}",
                                           f"evaluation.n_individuals={individuals}",
                                           *(sets or [])])  # fmt: skip
@@ -174,12 +181,15 @@ def evaluate(
     draws = draw_classes(data.n_classes, cfg.evaluation.n_individuals, cfg.evaluation.seed)
     frames.mkdir(parents=True, exist_ok=True)
     out: dict[str, dict[str, Any]] = {}
+    none = {o: _own_config(own, args, individuals) for o, (_, own) in loaded.items() if "@" in o}
     for obj, (model, _) in loaded.items():
         path = frames / f"{obj}.parquet"
         if args.reuse and path.is_file():
             frame = pd.read_parquet(path)
         else:
-            frame = evaluate_model(model, data, cfg, draws, settings=settings, progress=False)
+            c = none.get(obj, cfg)
+            d = data if c is cfg else load_dataset(c.data)
+            frame = evaluate_model(model, d, c, draws, settings=settings, progress=False)
             frame.to_parquet(path, index=False)
         entry: dict[str, Any] = {"frame": frame}
         entry["accuracy"] = accuracy(data.y_test, predict(model, data.X_test))
@@ -188,7 +198,7 @@ def evaluate(
             if data.mutability is None
             else (data.mutability == NONE).nonzero().flatten().tolist()
         )
-        if ig and prot:
+        if ig and prot and "@" not in obj:
             entry["ig"] = integrated_gradients_sensitivity(
                 model, data.X_test, data.y_test, prot, n_rounds=100,
                 n_samples=min(2500, data.X_test.shape[0]), n_classes=data.n_classes,
@@ -203,6 +213,15 @@ def evaluate(
             entry["robust"] = dict(zip(rob["attack"], rob["accuracy"]))
         out[obj] = entry
     return out
+
+
+def _own_config(own: Any, args: argparse.Namespace, individuals: int) -> Any:
+    """A model's own config with the protocol's run counts (for models evaluated under their
+    own constraints rather than the CT model's)."""
+    from ct_core.config import apply_overrides, parse_config
+
+    return parse_config(apply_overrides(own.to_dict(), [f"evaluation.n_runs={args.runs}",
+                                                        f"evaluation.n_individuals={individuals}"]))  # fmt: skip
 
 
 def comparison_rows(dataset: str, model: str, ct: dict, bl: dict, metrics: set[str]) -> list[dict]:
@@ -239,6 +258,8 @@ def table_main(ds: str, out: Path, args: argparse.Namespace, log: Path) -> list[
         res = _train_and_evaluate(FINAL / f"{key}.yaml", out / key, settings, args, log, ds,
                                   ig=bool(variant), robust=not variant)  # fmt: skip
         rows += comparison_rows(name, "full", res["full"], res["vanilla"], keep)
+        if "full@none" in res and "vanilla@none" in res:
+            rows += pooled_rows(name, res)
         if not variant:
             a, b = res["full"]["accuracy"], res["vanilla"]["accuracy"]
             rows.append(extra_row(name, "full", "Accuracy", a, b, f"{a:.3f} / {b:.3f}"))
@@ -251,6 +272,24 @@ def table_main(ds: str, out: Path, args: argparse.Namespace, log: Path) -> list[
             cell = f"{_ig_text(ig_ct)} / {_ig_text(ig_bl)}"
             rows.append(extra_row(name, "full", "IG", ig_ct["median"], ig_bl["median"], cell))
     return rows
+
+
+def pooled_rows(name: str, res: dict) -> list[dict]:
+    """The paper's cost column on synthetic data: its mutability grid trains every model with
+    x1 immutable *and* without constraint, and its aggregation pools the counterfactuals of both
+    (per run and λ_egy) before the CT/BL ratio. ``res`` holds both models' frames; each model
+    was evaluated with its own constraint (none for ``@none``)."""
+    from ct_core.comparison import compare
+
+    def pooled(obj: str) -> pd.DataFrame:
+        return pd.concat([res[obj]["frame"], res[f"{obj}@none"]["frame"]], ignore_index=True)
+
+    table = compare(pooled("full"), pooled("vanilla"), populations=("0.5",))
+    table = table[table["metric"].isin(MAIN_COST)]
+    table["metric"] = table["metric"].map(
+        {"Cost": "Cost (pooled as the paper)", "Validity (cost setting)": "Validity (pooled)"}
+    )
+    return [{"dataset": name, "model": "full", **r} for r in table.to_dict(orient="records")]
 
 
 def table_ablation(ds: str, out: Path, args: argparse.Namespace, log: Path) -> list[dict]:
@@ -293,7 +332,7 @@ def _train_and_evaluate(sweep: Path, dest: Path, settings: tuple[str, ...],
     if not args.skip_train:
         train(sweep, dest / "sweep", args, log)
     models = export_models(dest / "sweep", dest / "models")
-    if "vanilla" not in models or len(models) < 2:
+    if "vanilla" not in models or len(models) < 2:  # fmt: skip
         sys.exit(f"{sweep.name}: could not find the trained models under {dest / 'sweep'}")
     ind = args.individuals or INDIVIDUALS.get(ds, 250)
     return evaluate(models, settings, dest / "frames", args, ind, ig=ig, sets=sets, robust=robust)
