@@ -1,4 +1,4 @@
-"""Aggregation of the protocol's per-counterfactual frames into the paper's table (§6.1, Table 1).
+"""Aggregation of the protocol's per-counterfactual frames into the paper's Table 1.
 
 :func:`compare`: valid counterfactuals only, mean per (run, λ_egy), averaged over λ_egy ->
 per-run values; per-run ratio CT/BL -> % reduction −(mean r − 1)·100 ± 100·sd(r); the 99 %
@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 POPULATIONS = ("0.5", "tau", "paired")
-"""Which counterfactuals a metric averages: each model's own with p ≥ 0.5 (the reference's
+"""Which counterfactuals a metric averages: each model's own with p ≥ 0.5 (the authors'
 aggregation filter), each model's own with p ≥ τ of the setting, or only the draws (run, λ_egy,
 individual) where *both* models' counterfactuals reach p ≥ 0.5 (the same population for CT and
 BL)."""
@@ -59,7 +59,7 @@ def per_run(
     ``"group"``: the group-level column (IP*) taken once per (run, λ_egy, target) group with
     valid counterfactuals, mean over targets, then over λ_egy; ``"share"``: mean of the column
     over all counterfactuals (validity). ``valid`` names the filter column: ``valid`` (p ≥ τ of
-    the setting, default) or ``valid_05`` (p ≥ 0.5, the reference's filter, §9.15; IP* groups
+    the setting, default) or ``valid_05`` (p ≥ 0.5, the authors' filter; IP* groups
     are always formed from the τ-valid counterfactuals). Index: run.
     """
     f = frame[frame["setting"] == setting]

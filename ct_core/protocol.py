@@ -1,4 +1,4 @@
-"""The paper's counterfactual comparison protocol (reference §6.1, format of Table 1 / §8.1).
+"""The paper's counterfactual comparison protocol (the paper's Table 1; docs/results.md).
 
 1. :func:`draw_classes` draws ``n_individuals`` factual classes uniformly and for each a target
    uniformly among the other classes — once, reused by every run and every model.
@@ -148,7 +148,7 @@ def evaluate_model(
 
     Columns: ``setting, run, lambda_energy, individual, index`` (row of the evaluation split),
     ``factual, target, tau, constrained, valid`` (p ≥ τ of the setting), ``valid_05`` (p ≥ 0.5,
-    the reference's filter), ``converged, p_target, steps, cost, implausibility, redundancy,
+    the authors' filter), ``converged, p_target, steps, cost, implausibility, redundancy,
     mmd`` (IP* of the run × λ × target group over its valid counterfactuals, repeated on each of
     its rows; NaN elsewhere and in the cost setting), ``mmd_05`` (the same over the group's
     p ≥ 0.5 counterfactuals), then ``x_<feature>`` and ``cf_<feature>``.

@@ -1,4 +1,4 @@
-"""The synthetic datasets (reference §4): LS, OL, Moons, Circles and the 10-D GaussM blobs.
+"""The synthetic datasets (docs/julia_streams.md): LS, OL, Moons, Circles and the 10-D GaussM blobs.
 
 Two generators, chosen by ``data.rng``:
 
@@ -191,7 +191,7 @@ def _julia_cached(name: str, n: int, seed: int, split_seed: int) -> tuple[np.nda
 def synthetic_splits(
     cfg: DataConfig, n_train: int, n_val: int, n_test: int
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Train/val/test arrays for a synthetic ``cfg.name`` (reference §4 split logic)."""
+    """Train/val/test arrays for a synthetic ``cfg.name`` (the authors' split)."""
     n_trval = n_train + n_val
     n_gen = max(N_GENERATED, n_trval + n_test)
     rng = np.random.default_rng(cfg.split_seed)
