@@ -260,6 +260,8 @@ def table_main(ds: str, out: Path, args: argparse.Namespace, log: Path) -> list[
         rows += comparison_rows(name, "full", res["full"], res["vanilla"], keep)
         if "full@none" in res and "vanilla@none" in res:
             rows += pooled_rows(name, res)
+        if args.publish and ds in ("lin_sep", "circles", "moons", "over"):
+            figures(ds, out / key, variant, log)
         if not variant:
             a, b = res["full"]["accuracy"], res["vanilla"]["accuracy"]
             rows.append(extra_row(name, "full", "Accuracy", a, b, f"{a:.3f} / {b:.3f}"))
@@ -272,6 +274,19 @@ def table_main(ds: str, out: Path, args: argparse.Namespace, log: Path) -> list[
             cell = f"{_ig_text(ig_ct)} / {_ig_text(ig_bl)}"
             rows.append(extra_row(name, "full", "IG", ig_ct["median"], ig_bl["median"], cell))
     return rows
+
+
+def figures(ds: str, dest: Path, variant: str, log: Path) -> None:
+    """The paper's Figure 1 panels (decision regions, counterfactual paths; BL left, CT right)
+    of a 2-D dataset into docs/figures/<ds>_figure1[_protected].png, drawn by ``ct compare``
+    from one protocol run of the models just evaluated."""
+    models, tmp = dest / "models", dest / "figure"
+    setting = "cost" if variant else "plausibility"
+    run([*CT, "compare", str(models / "full"), str(models / "vanilla"), "--out", str(tmp),
+         "--runs", "1", "--setting", setting, "--ig-rounds", "0", "--robust-samples", "0",
+         "--quiet"], log)  # fmt: skip
+    name = "figure1_protected.png" if variant else "figure1.png"
+    shutil.copy2(tmp / name, ROOT / "docs" / "figures" / f"{ds}_{name}")
 
 
 def pooled_rows(name: str, res: dict) -> list[dict]:
