@@ -318,6 +318,74 @@ def table_ablation(ds: str, out: Path, args: argparse.Namespace, log: Path) -> l
 
 def table_study(variant: dict, out: Path, args: argparse.Namespace, log: Path) -> list[dict]:
     """One variant of a study (``--spec``): CT and vanilla trained from ``base`` with the
+    ``train`` overrides, evaluated in the variant's ``setting`` (``cost``, the default, or
+    ``plausibility``) with the ``evaluate`` overrides applied to the CT model's config (e.g. a
+    constraint the models were not trained with)."""
+    import yaml
+
+    slug = "".join(c if c.isalnum() else "_" for c in variant["name"]).strip("_").lower()[:60]
+    base = (args.spec.parent / variant["base"]).resolve()
+    sweep = {
+        "name": f"study-{slug}"[:60],
+        "base": str(base),
+        "overrides": variant.get("train", {}),
+        "search": {"algorithm": "grid", "metric": "val_acc", "mode": "max", "max_concurrent": 2},
+        "space": {"train.objective": ["full", "vanilla"]},
+        "checkpoint_every": 10,
+    }
+    dest = out / slug
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "sweep.yaml").write_text(yaml.safe_dump(sweep, sort_keys=False))
+    ds = yaml.safe_load(base.read_text())["data"]["name"]
+    sets = [f"{k}={json.dumps(v)}" for k, v in (variant.get("evaluate") or {}).items()]
+    setting = variant.get("setting", "cost")
+    res = _train_and_evaluate(dest / "sweep.yaml", dest, (setting,), args, log, ds, sets=sets)
+    keep = MAIN_COST if setting == "cost" else MAIN_PLAIN
+    return comparison_rows(variant["name"], "full", res["full"], res["vanilla"], keep)
+
+
+def figures(ds: str, dest: Path, variant: str, log: Path) -> None:
+    """The paper's Figure 1 panels (decision regions, counterfactual paths; BL left, CT right)
+    of a 2-D dataset into docs/figures/<ds>_figure1[_protected].png, drawn by ``ct compare``
+    from one protocol run of the models just evaluated."""
+    models, tmp = dest / "models", dest / "figure"
+    setting = "cost" if variant else "plausibility"
+    run([*CT, "compare", str(models / "full"), str(models / "vanilla"), "--out", str(tmp),
+         "--runs", "1", "--setting", setting, "--ig-rounds", "0", "--robust-samples", "0",
+         "--quiet"], log)  # fmt: skip
+    name = "figure1_protected.png" if variant else "figure1.png"
+    shutil.copy2(tmp / name, ROOT / "docs" / "figures" / f"{ds}_{name}")
+
+
+def pooled_rows(name: str, res: dict) -> list[dict]:
+    """The paper's cost column on synthetic data: its mutability grid trains every model with
+    x1 immutable *and* without constraint, and its aggregation pools the counterfactuals of both
+    (per run and λ_egy) before the CT/BL ratio. ``res`` holds both models' frames; each model
+    was evaluated with its own constraint (none for ``@none``)."""
+    from ct_core.comparison import compare
+
+    def pooled(obj: str) -> pd.DataFrame:
+        return pd.concat([res[obj]["frame"], res[f"{obj}@none"]["frame"]], ignore_index=True)
+
+    table = compare(pooled("full"), pooled("vanilla"), populations=("0.5",))
+    table = table[table["metric"].isin(MAIN_COST)]
+    table["metric"] = table["metric"].map(
+        {"Cost": "Cost (pooled as the paper)", "Validity (cost setting)": "Validity (pooled)"}
+    )
+    return [{"dataset": name, "model": "full", **r} for r in table.to_dict(orient="records")]
+
+
+def table_ablation(ds: str, out: Path, args: argparse.Namespace, log: Path) -> list[dict]:
+    key = f"ablation_{ds}"
+    res = _train_and_evaluate(FINAL / f"{key}.yaml", out / key, ("plausibility",), args, log, ds)
+    rows: list[dict] = []
+    for obj in ("full", "energy", "adversarial"):
+        rows += comparison_rows(PAPER[ds], obj, res[obj], res["vanilla"], MAIN_PLAIN)
+    return rows
+
+
+def table_study(variant: dict, out: Path, args: argparse.Namespace, log: Path) -> list[dict]:
+    """One variant of a study (``--spec``): CT and vanilla trained from ``base`` with the
     ``train`` overrides, evaluated in the cost setting with the ``evaluate`` overrides applied
     to the CT model's config (e.g. a constraint the models were not trained with)."""
     import yaml

@@ -174,15 +174,26 @@ def render_ablation(df: pd.DataFrame, paper: pd.DataFrame) -> str:
 
 
 def render_study(df: pd.DataFrame, paper: pd.DataFrame) -> str:
-    """One row per variant of an experiment (``dataset`` names the variant): cost and validity."""
-    rows = []
+    """One row per variant of an experiment (``dataset`` names the variant): the cost setting's
+    cost and validity, or the plausibility setting's IP, IP* and validity."""
+    rows, plaus = [], "IP" in set(df["metric"])
     for d in list(dict.fromkeys(df["dataset"])):
-        rows.append([
-            d, _get(df, d, "Cost", "0.5"), _get(df, d, "Cost", "paired"),
-            _pair(df, d, "Cost", "0.5"), _pair(df, d, "Validity (cost setting)", "0.5"),
-        ])  # fmt: skip
-    header = ["Variant", "Cost reduction, own valid", "Cost reduction, both valid",
-              "Cost CT / BL (own valid)", "Validity CT / BL"]  # fmt: skip
+        if plaus:
+            rows.append([
+                d, _get(df, d, "IP", "0.5"), _get(df, d, "IP", "paired"), _get(df, d, "IP*", "0.5"),
+                _pair(df, d, "Validity", "0.5"), _pair(df, d, "Validity", "tau"),
+            ])  # fmt: skip
+        else:
+            rows.append([
+                d, _get(df, d, "Cost", "0.5"), _get(df, d, "Cost", "paired"),
+                _pair(df, d, "Cost", "0.5"), _pair(df, d, "Validity (cost setting)", "0.5"),
+            ])  # fmt: skip
+    if plaus:
+        header = ["Variant", "IP reduction", "IP, both valid", "IP\\* reduction",
+                  "Validity p ≥ 0.5, CT / BL", "Validity p ≥ 0.95, CT / BL"]  # fmt: skip
+    else:
+        header = ["Variant", "Cost reduction, own valid", "Cost reduction, both valid",
+                  "Cost CT / BL (own valid)", "Validity CT / BL"]  # fmt: skip
     return _table(header, rows)
 
 
