@@ -200,7 +200,7 @@ def evaluate(
         )
         if ig and prot and "@" not in obj:
             entry["ig"] = integrated_gradients_sensitivity(
-                model, data.X_test, data.y_test, prot, n_rounds=100,
+                model, data.X_test, data.y_test, prot, n_rounds=args.ig_rounds,
                 n_samples=min(2500, data.X_test.shape[0]), n_classes=data.n_classes,
                 seed=cfg.evaluation.seed,
             )  # fmt: skip
@@ -347,7 +347,8 @@ def table_study(variant: dict, out: Path, args: argparse.Namespace, log: Path) -
 def _train_and_evaluate(sweep: Path, dest: Path, settings: tuple[str, ...],
                         args: argparse.Namespace, log: Path, ds: str, ig: bool = False,
                         sets: list[str] | None = None, robust: bool = False) -> dict:  # fmt: skip
-    if not args.skip_train:
+    trained = (dest / "sweep" / "results.csv").is_file()
+    if not (args.skip_train or (args.keep_trained and trained)):
         train(sweep, dest / "sweep", args, log)
     models = export_models(dest / "sweep", dest / "models")
     if "vanilla" not in models or len(models) < 2:  # fmt: skip
@@ -374,6 +375,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tracking-uri", help="MLflow tracking URI (default: local store per sweep)")
     ap.add_argument("--skip-train", action="store_true", help="reuse models already in OUT")
     ap.add_argument("--reuse", action="store_true", help="reuse the frames in OUT (no search)")
+    ap.add_argument("--keep-trained", action="store_true",
+                    help="train only the sweeps that have no results in OUT yet")  # fmt: skip
+    ap.add_argument("--ig-rounds", type=int, default=100,
+                    help="bootstrap rounds of the integrated-gradients sensitivity (paper: 100)")  # fmt: skip
     ap.add_argument("--trainer", choices=["sweep", "local"], default="sweep",
                     help="sweep: ct-sweep, tracked in MLflow (default); local: `ct train` each "
                     "setting (no Ray or MLflow)")  # fmt: skip
