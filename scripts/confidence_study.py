@@ -4,9 +4,11 @@ For one dataset, CT is trained over a grid of τ (training), λ_reg and λ_adv (
 ``configs/paper/studies/confidence_<ds>.yaml``; everything else at the paper's final setting)
 next to the vanilla model, and every model is evaluated with the paper's protocol (plausibility
 setting, τ_eval = 0.95). Per model the summary records validity at p ≥ 0.5 and p ≥ 0.95, the mean
-final p(y⁺) of the counterfactuals, IP of the p ≥ 0.5 counterfactuals, the test accuracy, and two
-measures of the model's confidence on the test data: the share of test points whose top softmax
-probability reaches 0.95 and the median gap between the two logits.
+final p(y⁺) of the counterfactuals, their mean number of search steps and the share that used up
+all T = 50 steps below 0.95, validity at p ≥ 0.95 with T = 200 steps (5 runs), IP of the p ≥ 0.5
+counterfactuals, the test accuracy, and two measures of the model's confidence on the test data:
+the share of test points whose top softmax probability reaches 0.95 and the median gap between
+the two logits.
 
     .venv/bin/python scripts/confidence_study.py --dataset gmsc --publish
 
@@ -77,6 +79,13 @@ def evaluate_all(paths: list[Path], runs: int, individuals: int) -> pd.DataFrame
             draws = draw_classes(data.n_classes, individuals, cfg.evaluation.seed)
         f = evaluate_model(model, data, cfg, draws, settings=("plausibility",), progress=False)
         v05 = f[f["valid_05"].astype(bool)]
+        # the same search with four times the step budget, on a few runs
+        long_cfg = cfg.model_copy(
+            update={"evaluation": cfg.evaluation.model_copy(update={"T": 200})}
+        )
+        g = evaluate_model(model, data, long_cfg, draws, settings=("plausibility",), n_runs=5,
+                           progress=False)  # fmt: skip
+        T = cfg.evaluation.T
         with torch.no_grad():
             logits = model(data.X_test)
         top2 = logits.topk(2, dim=1).values
@@ -86,6 +95,9 @@ def evaluate_all(paths: list[Path], runs: int, individuals: int) -> pd.DataFrame
             "validity_05": float(f["valid_05"].mean()),
             "validity_95": float((f["p_target"] >= 0.95).mean()),
             "p_target_mean": float(f["p_target"].mean()),
+            "steps_mean": float(f["steps"].mean()),
+            "exhausted": float(((f["steps"] >= T) & (f["p_target"] < 0.95)).mean()),
+            "validity_95_T200": float((g["p_target"] >= 0.95).mean()),
             "implausibility_05": float(v05["implausibility"].mean()) if len(v05) else float("nan"),
             "accuracy": accuracy(data.y_test, predict(model, data.X_test)),
             "share_test_p95": float((proba.max(1).values >= 0.95).float().mean()),

@@ -206,11 +206,14 @@ def render_confidence(df: pd.DataFrame, paper: pd.DataFrame) -> str:
             "CT" if ct else "vanilla", r["tau"] if ct else "", r["lambda_reg"] if ct else "",
             r["lambda_adv"] if ct else "", f"{float(r['validity_05']):.2f}",
             f"{float(r['validity_95']):.2f}", f"{float(r['p_target_mean']):.2f}",
+            f"{float(r['steps_mean']):.1f}", f"{float(r['exhausted']):.2f}",
+            f"{float(r['validity_95_T200']):.2f}",
             f"{float(r['share_test_p95']):.2f}", f"{float(r['median_logit_gap']):.2f}",
             f"{float(r['accuracy']):.3f}",
         ])  # fmt: skip
     header = ["Model", "τ (train)", "λ_reg", "λ_adv", "Validity p ≥ 0.5", "Validity p ≥ 0.95",
-              "Mean p(y⁺) of the CEs", "Test points with p ≥ 0.95", "Median logit gap (test)",
+              "Mean p(y⁺) of the CEs", "Mean steps", "Stopped by T = 50 below 0.95",
+              "Validity p ≥ 0.95, T = 200", "Test points with p ≥ 0.95", "Median logit gap (test)",
               "Test acc."]  # fmt: skip
     return _table(header, rows)
 
