@@ -255,13 +255,15 @@ def table_main(ds: str, out: Path, args: argparse.Namespace, log: Path) -> list[
     for variant, settings, keep in (("", ("plausibility",), MAIN_PLAIN),
                                     ("_mutability", ("cost",), MAIN_COST)):  # fmt: skip
         key = f"{ds}{variant}"
-        res = _train_and_evaluate(FINAL / f"{key}.yaml", out / key, settings, args, log, ds,
+        folder = args.mutability_dir.resolve() if variant else FINAL
+        res = _train_and_evaluate(folder / f"{key}.yaml", out / key, settings, args, log, ds,
                                   ig=bool(variant), robust=not variant)  # fmt: skip
         rows += comparison_rows(name, "full", res["full"], res["vanilla"], keep)
         if "full@none" in res and "vanilla@none" in res:
             rows += pooled_rows(name, res)
         if args.publish and ds in ("lin_sep", "circles", "moons", "over"):
-            figures(ds, out / key, variant, log)
+            recorded = variant and args.mutability_dir.resolve() != FINAL
+            figures(ds, out / key, variant, log, "_recorded" if recorded else "")
         if not variant:
             a, b = res["full"]["accuracy"], res["vanilla"]["accuracy"]
             rows.append(extra_row(name, "full", "Accuracy", a, b, f"{a:.3f} / {b:.3f}"))
@@ -276,9 +278,9 @@ def table_main(ds: str, out: Path, args: argparse.Namespace, log: Path) -> list[
     return rows
 
 
-def figures(ds: str, dest: Path, variant: str, log: Path) -> None:
+def figures(ds: str, dest: Path, variant: str, log: Path, suffix: str = "") -> None:
     """The paper's Figure 1 panels (decision regions, counterfactual paths; BL left, CT right)
-    of a 2-D dataset into docs/figures/<ds>_figure1[_protected].png, drawn by ``ct compare``
+    of a 2-D dataset into docs/figures/<ds>_figure1[_protected][_recorded].png, drawn by ``ct compare``
     from one protocol run of the models just evaluated."""
     models, tmp = dest / "models", dest / "figure"
     setting = "cost" if variant else "plausibility"
@@ -286,7 +288,8 @@ def figures(ds: str, dest: Path, variant: str, log: Path) -> None:
          "--runs", "1", "--setting", setting, "--ig-rounds", "0", "--robust-samples", "0",
          "--quiet"], log)  # fmt: skip
     name = "figure1_protected.png" if variant else "figure1.png"
-    shutil.copy2(tmp / name, ROOT / "docs" / "figures" / f"{ds}_{name}")
+    target = f"{ds}_{name[:-4]}{suffix}.png"
+    shutil.copy2(tmp / name, ROOT / "docs" / "figures" / target)
 
 
 def pooled_rows(name: str, res: dict) -> list[dict]:
