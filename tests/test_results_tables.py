@@ -83,5 +83,6 @@ def test_render_main_counts_agreement(tables):
     )
     text = tables.render_main(ours, paper)
     assert "| LS | 20.00±1.00* | 19.00±1.00* | 26.26±0.67* | 50.00±2.00* |" in text
+    assert "| −3.00±1.00* | 1.00±1.00 | 16.41±0.57* |" in text
     assert "IP: sign and significance as the paper's on 1 of 1 datasets (LS;" in text
     assert "Cost: sign and significance as the paper's on 0 of 1 datasets (~~LS~~;" in text
