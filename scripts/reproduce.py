@@ -367,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--spec", type=Path, help="--table study: a study spec (configs/paper/studies/)"
     )
+    ap.add_argument("--mutability-dir", type=Path, default=FINAL,
+                    help="--table main: folder of the <ds>_mutability.yaml configs (default: "
+                    "configs/paper/final; configs/paper/recorded: the authors' recorded grid)")  # fmt: skip
     ap.add_argument("--name", help="summary CSV name (default: <table>)")
     ap.add_argument("--out", help="output directory (default: results/<name>)")
     ap.add_argument("--publish", action="store_true",
