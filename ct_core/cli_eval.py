@@ -3,7 +3,8 @@
 ``ct evaluate MODEL_DIR --out DIR`` writes ``counterfactuals.csv`` (one row per counterfactual),
 ``summary.json``, ``robust_accuracy.csv`` and PNG plots. ``ct compare CT_DIR BASELINE_DIR`` runs
 (or reuses) both evaluations on the same draws and prints/writes the Table-1 style comparison
-(``comparison.csv``, ``comparison.md``). Bad input raises :class:`ConfigError` (exit code 2).
+(``comparison.csv``, ``comparison.md``): every metric for each model's own counterfactuals at
+p ≥ 0.5 (the reference's filter) and at p ≥ τ, and for the draws where both are valid. Bad input raises :class:`ConfigError` (exit code 2).
 """
 
 from __future__ import annotations
@@ -36,13 +37,6 @@ def add_eval_commands(subparsers: Any) -> None:
     c.add_argument("baseline_dir", help="baseline model directory, or its `ct evaluate` output")
     _common(c)
     c.add_argument("--out", default=None, help="output directory (default: CT_DIR/comparison)")
-    c.add_argument(
-        "--filter",
-        choices=["tau", "0.5"],
-        default="tau",
-        help="which counterfactuals count as valid: p >= tau of the setting (default) or "
-        "p >= 0.5 as the reference's aggregation filters",
-    )
     c.set_defaults(func=cmd_compare)
 
 
@@ -356,9 +350,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 d,
                 objective=own.train.objective,
             )
-    table = compare(
-        frames["CT"], frames["BL"], valid="valid_05" if args.filter == "0.5" else "valid"
-    )
+    table = compare(frames["CT"], frames["BL"])
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "comparison.csv", index=False)
     title = f"CT ({ct_dir}) vs BL ({bl_dir}), data {summaries['CT'].get('data')}"

@@ -112,6 +112,9 @@ class DataConfig(_Strict):
     """Seed of the data generator / subsampling (the reference's ``data_seed``)."""
     split_seed: int = 2025
     """Seed of the train/test shuffle (the reference's ``train_test_seed``)."""
+    rng: Literal["julia", "numpy"] = "julia"
+    """Random streams of the synthetic sets: ``julia`` draws the authors' points (Julia's
+    ``Xoshiro``, ``docs/julia_streams.md``), ``numpy`` the same recipes on numpy's stream."""
     standardize: bool | None = None
     """Standardise continuous columns on the training part; ``null`` = the dataset's default."""
     immutable: list[FeatureRef] = Field(default_factory=list)

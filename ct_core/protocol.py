@@ -1,4 +1,4 @@
-"""The paper's counterfactual comparison protocol (reference §6.1, format of Table 1 / §8.1).
+"""The paper's counterfactual comparison protocol (the paper's Table 1; docs/results.md).
 
 1. :func:`draw_classes` draws ``n_individuals`` factual classes uniformly and for each a target
    uniformly among the other classes — once, reused by every run and every model.
@@ -8,10 +8,8 @@
    counterfactual. Two settings: ``plausibility`` (τ_eval = 0.95, unconstrained unless
    ``evaluation.constrained``) and ``cost`` (τ = 0.5 with the data's mutability constraints, the
    cost column of Table 1).
-3. :func:`compare`: valid counterfactuals only, mean per (run, λ_egy), averaged over λ_egy ->
-   per-run values; per-run ratio CT/BL -> % reduction −(mean r − 1)·100 ± 100·sd(r); the 99 %
-   percentile interval of the per-run differences |CT| − |BL| (the runs are the bootstrap rounds)
-   marks ``*`` when it excludes 0 (``CTX/presentation.jl::final_table``).
+3. :func:`compare` (:mod:`ct_core.comparison`, re-exported here): the Table-1 cells from two
+   models' frames, for each population of counterfactuals.
 """
 
 from __future__ import annotations
@@ -21,11 +19,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from ct_core.comparison import (
+    POPULATIONS,
+    compare,
+    format_markdown,
+    paired_frames,
+    per_run,
+    reduction_stats,
+    summarize,
+)
 from ct_core.evaluation import (
     cost,
     implausibility,
@@ -41,28 +47,20 @@ if TYPE_CHECKING:
     from ct_core.data.base import Dataset
 
 __all__ = [
+    "POPULATIONS",
     "SETTINGS",
     "Draws",
     "compare",
     "draw_classes",
     "evaluate_model",
     "format_markdown",
+    "paired_frames",
     "per_run",
     "reduction_stats",
     "summarize",
 ]
 
 SETTINGS = ("plausibility", "cost")
-
-# (table label, setting, column, kind)
-METRICS: list[tuple[str, str, str, str]] = [
-    ("IP", "plausibility", "implausibility", "mean"),
-    ("IP*", "plausibility", "mmd", "group"),
-    ("Cost", "cost", "cost", "mean"),
-    ("Cost (unconstrained, tau_eval)", "plausibility", "cost", "mean"),
-    ("Validity", "plausibility", "valid", "share"),
-    ("Validity (cost setting)", "cost", "valid", "share"),
-]
 
 
 @dataclass
@@ -150,9 +148,10 @@ def evaluate_model(
 
     Columns: ``setting, run, lambda_energy, individual, index`` (row of the evaluation split),
     ``factual, target, tau, constrained, valid`` (p ≥ τ of the setting), ``valid_05`` (p ≥ 0.5,
-    the reference's filter), ``converged, p_target, steps, cost, implausibility, redundancy,
+    the authors' filter), ``converged, p_target, steps, cost, implausibility, redundancy,
     mmd`` (IP* of the run × λ × target group over its valid counterfactuals, repeated on each of
-    its rows; NaN elsewhere and in the cost setting), then ``x_<feature>`` and ``cf_<feature>``.
+    its rows; NaN elsewhere and in the cost setting), ``mmd_05`` (the same over the group's
+    p ≥ 0.5 counterfactuals), then ``x_<feature>`` and ``cf_<feature>``.
     All individuals × runs of a chunk go through one batched search per λ_egy.
     """
     from tqdm.auto import tqdm
@@ -209,12 +208,15 @@ def evaluate_model(
                 x_cf = res.x_cf.detach().cpu()
                 p = res.p_target.detach().cpu()
                 valid = validity(p, tau)
+                valid05 = validity(p, 0.5)
                 ip = torch.full((x0.shape[0],), math.nan)
                 mmd = torch.full((x0.shape[0],), math.nan)
+                mmd05 = torch.full((x0.shape[0],), math.nan)
                 for r in runs:
                     g = _run_generator(draws.seed, r, salt=1)
                     g_mmd = _run_generator(draws.seed, r, salt=2 + int(1000 * lam))
                     g_ref = _run_generator(draws.seed, r, salt=1_000_001)
+                    g_mmd05 = _run_generator(draws.seed, r, salt=2_000_003 + int(1000 * lam))
                     in_run = run_col == r
                     for k in range(data.n_classes):
                         rows = in_run & (tgt == k)
@@ -224,11 +226,14 @@ def evaluate_model(
                         if not rows.any():
                             continue
                         ip[rows] = implausibility(x_cf[rows], samples)
-                        vrows = rows & valid
-                        if setting == "plausibility" and int(vrows.sum()) >= 2:
-                            mmd[rows] = mmd_unbiased(
-                                x_cf[vrows], ref, ev.length_scale, ev.mmd_samples, g_mmd
-                            )
+                        if setting != "plausibility":
+                            continue
+                        for col, ok, gen in ((mmd, valid, g_mmd), (mmd05, valid05, g_mmd05)):
+                            vrows = rows & ok
+                            if int(vrows.sum()) >= 2:
+                                col[rows] = mmd_unbiased(
+                                    x_cf[vrows], ref, ev.length_scale, ev.mmd_samples, gen
+                                )
                 df = pd.DataFrame(
                     {
                         "setting": setting,
@@ -241,7 +246,7 @@ def evaluate_model(
                         "tau": tau,
                         "constrained": constrained,
                         "valid": valid.numpy(),
-                        "valid_05": validity(p, 0.5).numpy(),
+                        "valid_05": valid05.numpy(),
                         "converged": res.converged.cpu().numpy(),
                         "p_target": p.numpy(),
                         "steps": res.steps.cpu().numpy(),
@@ -249,6 +254,7 @@ def evaluate_model(
                         "implausibility": ip.numpy(),
                         "redundancy": redundancy(x0, x_cf).numpy(),
                         "mmd": mmd.numpy(),
+                        "mmd_05": mmd05.numpy(),
                     }
                 )
                 fx = pd.DataFrame(x0.numpy(), columns=[f"x_{f}" for f in feats])
@@ -265,161 +271,3 @@ def _isatty() -> bool:
     import sys
 
     return sys.stderr.isatty()
-
-
-# ----------------------------------------------------------------------------------------------
-# Aggregation
-
-
-def per_run(
-    frame: pd.DataFrame,
-    column: str,
-    setting: str = "plausibility",
-    kind: str = "mean",
-    valid: str = "valid",
-) -> pd.Series:
-    """Per-run values of one metric (reference ``aggregate_ce_evaluation``).
-
-    ``kind="mean"``: mean over valid counterfactuals per (run, λ_egy), then over λ_egy;
-    ``"group"``: the group-level column (IP*) taken once per (run, λ_egy, target) group with
-    valid counterfactuals, mean over targets, then over λ_egy; ``"share"``: mean of the column
-    over all counterfactuals (validity). ``valid`` names the filter column: ``valid`` (p ≥ τ of
-    the setting, default) or ``valid_05`` (p ≥ 0.5, the reference's filter, §9.15; IP* groups
-    are always formed from the τ-valid counterfactuals). Index: run.
-    """
-    f = frame[frame["setting"] == setting]
-    if f.empty:
-        return pd.Series(dtype=float)
-    if kind == "share":
-        return f.groupby("run")[column].mean().astype(float)
-    f = f[f[valid].astype(bool)]
-    if kind == "group":
-        grp = f.groupby(["run", "lambda_energy", "target"])[column].first().dropna()
-        by_lam = grp.groupby(level=["run", "lambda_energy"]).mean()
-    else:
-        by_lam = f.groupby(["run", "lambda_energy"])[column].mean().dropna()
-    return by_lam.groupby(level="run").mean().astype(float)
-
-
-def reduction_stats(ct: pd.Series, bl: pd.Series, level: float = 0.99) -> dict[str, Any]:
-    """% reduction CT vs BL from per-run values (both indexed by run).
-
-    ``r = |ct|/|bl|`` per run (non-finite ratios dropped, as the reference filters Inf/NaN);
-    ``reduction = −(mean r − 1)·100``, ``sd = 100·std(r)`` (ddof 1); ``ci_lo, ci_hi`` the
-    ``level`` percentile interval of ``|ct| − |bl|`` over runs; ``significant`` if it excludes 0.
-    """
-    both = pd.concat([ct.rename("ct"), bl.rename("bl")], axis=1, join="inner").dropna()
-    a, b = both["ct"].abs().to_numpy(float), both["bl"].abs().to_numpy(float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = a / b
-    r = r[np.isfinite(r)]
-    d = a - b
-    out: dict[str, Any] = {
-        "ct": float(np.mean(a)) if a.size else math.nan,
-        "bl": float(np.mean(b)) if b.size else math.nan,
-        "reduction_pct": float(-(np.mean(r) - 1) * 100) if r.size else math.nan,
-        "sd_pct": float(100 * np.std(r, ddof=1)) if r.size > 1 else math.nan,
-        "diff": float(np.mean(d)) if d.size else math.nan,
-        "ci_lo": math.nan,
-        "ci_hi": math.nan,
-        "significant": False,
-        "n_runs": int(r.size),
-    }
-    if d.size:
-        q = (1 - level) / 2
-        lo, hi = np.quantile(d, [q, 1 - q])
-        out.update(ci_lo=float(lo), ci_hi=float(hi), significant=bool(lo > 0 or hi < 0))
-    return out
-
-
-def _cell(s: dict[str, Any]) -> str:
-    if math.isnan(s["reduction_pct"]):
-        return "n/a"
-    sd = "nan" if math.isnan(s["sd_pct"]) else f"{s['sd_pct']:.2f}"
-    return f"{s['reduction_pct']:.2f}±{sd}{'*' if s['significant'] else ''}"
-
-
-def compare(
-    ct_frame: pd.DataFrame, bl_frame: pd.DataFrame, level: float = 0.99, valid: str = "valid"
-) -> pd.DataFrame:
-    """The paper-style table from two :func:`evaluate_model` frames evaluated on the same draws.
-
-    One row per metric (IP, IP*, Cost with constraints at τ_cost, Cost at τ_eval, validity):
-    ``metric, setting, ct, bl`` (means of the per-run values), ``reduction_pct, sd_pct, diff,
-    ci_lo, ci_hi, significant, n_runs`` and ``cell`` (``"26.26±0.67*"``). Validity rows carry
-    the two shares only (no reduction). Metrics whose setting was not evaluated are left out.
-    ``valid``: the filter column (see :func:`per_run`).
-    """
-    rows = []
-    for label, setting, column, kind in METRICS:
-        if column not in ct_frame or column not in bl_frame:
-            continue
-        ct = per_run(ct_frame, column, setting, kind, valid)
-        bl = per_run(bl_frame, column, setting, kind, valid)
-        if ct.empty and bl.empty:
-            continue
-        s = reduction_stats(ct, bl, level)
-        if kind == "share":
-            s.update(
-                ct=float(ct.mean()), bl=float(bl.mean()), reduction_pct=math.nan, sd_pct=math.nan
-            )
-            s.update(ci_lo=math.nan, ci_hi=math.nan, significant=False)
-            cell = f"{s['ct']:.2f} vs {s['bl']:.2f}"
-        else:
-            cell = _cell(s)
-        rows.append({"metric": label, "setting": setting, **s, "cell": cell})
-    return pd.DataFrame(rows)
-
-
-def summarize(frame: pd.DataFrame) -> dict[str, Any]:
-    """Per setting (and per λ_egy): counts, validity, and valid-only means of cost, IP, IP*."""
-    out: dict[str, Any] = {}
-    for setting, f in frame.groupby("setting"):
-        entry: dict[str, Any] = {}
-        for key, g in [
-            ("all", f),
-            *[(f"lambda={lam:g}", h) for lam, h in f.groupby("lambda_energy")],
-        ]:
-            v = g[g["valid"].astype(bool)]
-            grp = v.groupby(["run", "lambda_energy", "target"])["mmd"].first().dropna()
-            entry[key] = {
-                "n": int(len(g)),
-                "validity": float(g["valid"].mean()),
-                "validity_05": float(g["valid_05"].mean()),
-                "cost": _nanmean(v["cost"]),
-                "implausibility": _nanmean(v["implausibility"]),
-                "mmd": _nanmean(grp),
-                "redundancy": _nanmean(v["redundancy"]),
-                "steps": _nanmean(g["steps"]),
-            }
-        out[str(setting)] = entry
-    return out
-
-
-def _nanmean(s: pd.Series) -> float | None:
-    s = pd.to_numeric(s, errors="coerce").dropna()
-    return float(s.mean()) if len(s) else None
-
-
-def format_markdown(table: pd.DataFrame, title: str | None = None) -> str:
-    """The comparison table as Markdown (Table 1 cells plus raw means and the 99 % interval)."""
-    lines = [f"### {title}", ""] if title else []
-    lines += [
-        "| Metric | Setting | CT | BL | Reduction (%) | 99% CI of CT−BL |",
-        "|---|---|---|---|---|---|",
-    ]
-    for _, r in table.iterrows():
-        ci = "" if math.isnan(r["ci_lo"]) else f"[{r['ci_lo']:.4g}, {r['ci_hi']:.4g}]"
-        red = "" if math.isnan(r["reduction_pct"]) else r["cell"]
-        lines.append(
-            f"| {r['metric']} | {r['setting']} | {_fmt(r['ct'])} | {_fmt(r['bl'])} | {red} | {ci} |"
-        )
-    lines.append("")
-    lines.append(
-        "Reduction = −(mean over runs of CT/BL − 1)·100 ± 100·sd; * = 99 % interval excludes 0."
-    )
-    return "\n".join(lines) + "\n"
-
-
-def _fmt(x: float) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4g}"

@@ -49,9 +49,10 @@ def assert_disjoint_rows(a: torch.Tensor, b: torch.Tensor) -> None:
 # ---------------------------------------------------------------------------------- synthetic
 
 
+@pytest.mark.parametrize("rng", ["julia", "numpy"])
 @pytest.mark.parametrize("name", list(SYNTHETIC))
-def test_synthetic_sets_have_the_papers_sizes_dims_and_balanced_classes(name):
-    ds = load(name)
+def test_synthetic_sets_have_the_papers_sizes_dims_and_balanced_classes(name, rng):
+    ds = load(name, rng=rng)
     assert ds.X_train.shape == (3000, SYNTHETIC[name]) and ds.X_train.dtype == torch.float32
     assert ds.X_val.shape == (600, SYNTHETIC[name]) and ds.y_val.dtype == torch.int64
     assert ds.X_test.shape == (900, SYNTHETIC[name])
@@ -92,6 +93,38 @@ def test_synthetic_generators_draw_exactly_what_scikit_learn_draws(name, n, seed
     np.testing.assert_array_equal(y, ys)
 
 
+def test_julia_is_the_default_stream_and_numpy_an_option_with_other_points():
+    from ct_core.data.synthetic import generate_julia
+
+    assert DataConfig(name="moons").rng == "julia"
+    jl, npy = load("over"), load("over", rng="numpy")
+    assert not torch.equal(jl.X_test, npy.X_test)
+    # the test set is the last 900 of Julia's randperm(Xoshiro(2025), 100_000)
+    from ct_core.data.julia_rng import Xoshiro
+
+    x, y = generate_julia("over", 100_000, 42)
+    test = Xoshiro(2025).randperm(100_000)[-900:]
+    assert torch.equal(jl.X_test, torch.tensor(x[test], dtype=torch.float32))
+    assert torch.equal(jl.y_test, torch.tensor(y[test]))
+    from ct_core.config import parse_config
+
+    with pytest.raises(ConfigError, match="data.rng"):
+        parse_config({"data": {"name": "over", "rng": "mt19937"}})
+
+
+def test_julia_points_are_cached_once_and_read_back_unchanged(tmp_path, monkeypatch):
+    from ct_core.data.synthetic import synthetic_splits
+
+    monkeypatch.setenv("CT_CACHE_DIR", str(tmp_path))
+    cfg = DataConfig(name="circles")
+    first = synthetic_splits(cfg, 300, 60, 90)
+    assert len(list((tmp_path / "synthetic").glob("*.npz"))) == 1
+    again = synthetic_splits(cfg, 300, 60, 90)
+    for part in ("train", "val", "test"):
+        assert np.array_equal(first[part][0], again[part][0])
+        assert np.array_equal(first[part][1], again[part][1])
+
+
 def test_synthetic_data_is_not_standardised_unless_asked():
     raw = load("lin_sep")
     assert raw.X_train.abs().mean() > 1.5  # blob centres lie in (-10, 10)
@@ -99,8 +132,9 @@ def test_synthetic_data_is_not_standardised_unless_asked():
     assert torch.allclose(std.X_train.mean(0), torch.zeros(2), atol=1e-4)
 
 
-def test_moons_follow_mljbase_shifts_and_circles_put_the_inner_point_in_class_0():
-    m = load("moons")
+@pytest.mark.parametrize("rng", ["julia", "numpy"])
+def test_moons_follow_mljbase_shifts_and_circles_put_the_inner_point_in_class_0(rng):
+    m = load("moons", rng=rng)
     x = torch.cat([m.X_train, m.X_val])
     y = torch.cat([m.y_train, m.y_val])
     lower = x[y == 1]  # (cos θ + 1, -sin θ + 0.3) + noise
@@ -108,7 +142,7 @@ def test_moons_follow_mljbase_shifts_and_circles_put_the_inner_point_in_class_0(
     assert abs(lower[:, 1].mean().item() - (0.3 - 2 / np.pi)) < 0.03
     upper = x[y == 0]
     assert abs(upper[:, 1].mean().item() - 2 / np.pi) < 0.03
-    c = load("circles")
+    c = load("circles", rng=rng)
     radius = c.X_train.norm(dim=1)
     assert radius[c.y_train == 0].mean() < 0.3 < radius[c.y_train == 1].mean()
 

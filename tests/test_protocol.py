@@ -19,6 +19,7 @@ from ct_core.protocol import (
     draw_classes,
     evaluate_model,
     format_markdown,
+    paired_frames,
     per_run,
     reduction_stats,
 )
@@ -40,8 +41,11 @@ def frame(
                         "setting": "plausibility",
                         "run": run,
                         "lambda_energy": lam,
+                        "individual": target,
                         "target": target,
+                        "tau": 0.95,
                         "valid": True,
+                        "valid_05": True,
                         column: v,
                     }
                 )
@@ -95,14 +99,43 @@ def test_mixed_differences_are_not_significant_and_sd_is_over_runs():
     assert not s["significant"]
 
 
-def test_compare_builds_table_one_cells():
+def test_compare_builds_table_one_cells_for_each_population():
     ct = frame({r: [1.0, 1.0, 1.0] for r in range(5)})
     bl = frame({r: [4.0, 4.0, 4.0] for r in range(5)})
-    table = compare(ct, bl).set_index("metric")
-    assert table.loc["IP", "cell"] == "75.00±0.00*"
-    assert table.loc["Validity", "ct"] == 1.0
+    table = compare(ct, bl).set_index(["metric", "population"])
+    for pop in ("0.5", "tau", "paired"):
+        assert table.loc[("IP", pop), "cell"] == "75.00±0.00*"
+    assert table.loc[("Validity", "0.5"), "ct"] == 1.0
+    assert ("Validity", "paired") not in table.index
     md = format_markdown(compare(ct, bl), "demo")
-    assert "75.00±0.00*" in md and md.startswith("### demo")
+    assert "75.00±0.00*" in md and md.startswith("### demo") and "both valid" in md
+
+
+def test_populations_differ_when_validity_differs():
+    """CT reaches p ≥ 0.5 but not τ on half the draws, where its values are high; BL always."""
+    ct = frame({r: [1.0, 1.0, 1.0] for r in range(4)})
+    bl = frame({r: [2.0, 2.0, 2.0] for r in range(4)})
+    hard = ct["individual"] == 1
+    ct.loc[hard, "implausibility"] = 3.0
+    ct.loc[hard, "valid"] = False  # p ≥ 0.5, p < τ
+    bl.loc[bl["individual"] == 0, "valid_05"] = False  # BL misses its other draw entirely
+    bl.loc[bl["individual"] == 0, "valid"] = False
+    t = compare(ct, bl).set_index(["metric", "population"])
+    assert t.loc[("IP", "tau"), "ct"] == 1.0  # CT's τ-valid draws only
+    assert t.loc[("IP", "0.5"), "ct"] == 2.0  # both CT draws
+    assert t.loc[("IP", "paired"), "ct"] == 3.0  # only the draw valid for both
+    assert t.loc[("IP", "paired"), "bl"] == 2.0
+    assert t.loc[("Validity", "tau"), "ct"] == 0.5 and t.loc[("Validity", "0.5"), "ct"] == 1.0
+    assert t.loc[("Validity", "0.5"), "bl"] == 0.5
+
+
+def test_paired_frames_keep_only_draws_valid_for_both():
+    ct = frame({0: [1.0, 1.0, 1.0]})
+    bl = frame({0: [1.0, 1.0, 1.0]})
+    ct.loc[(ct["lambda_energy"] == 0.1) & (ct["individual"] == 0), "valid_05"] = False
+    a, b = paired_frames(ct, bl, "plausibility")
+    assert len(a) == len(b) == 5
+    assert a[["lambda_energy", "individual"]].equals(b[["lambda_energy", "individual"]])
 
 
 def test_mmd_is_aggregated_once_per_group():
@@ -149,6 +182,7 @@ def test_evaluate_model_frame_has_one_row_per_counterfactual(trained):
         "cost",
         "implausibility",
         "mmd",
+        "mmd_05",
         "x_x1",
         "cf_x2",
     ):
@@ -254,6 +288,7 @@ def test_ct_compare_prints_and_writes_table_one(twin_dirs, capsys):
     printed = capsys.readouterr().out
     table = pd.read_csv(out / "comparison.csv")
     assert {"IP", "IP*", "Cost", "Validity"} <= set(table["metric"])
+    assert set(table["population"]) == {"0.5", "tau", "paired"}
     assert (out / "comparison.md").read_text() in printed
     assert (out / "figure1.png").is_file() and (out / "figure1_protected.png").is_file()
     # each model's summary names its own objective (both are evaluated with CT's config)
