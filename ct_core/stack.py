@@ -4,10 +4,7 @@
 The K models' parameters are one ``(K, P)`` matrix (:attr:`ModelStack.flat`, stepped as one
 tensor by :mod:`ct_core.optim`), buffers are stacked ``(K, ...)``, and a forward on ``(K, N, D)``
 (or a shared ``(N, D)``) gives ``(K, N, C)`` logits through ``torch.func``: ``functional_call``
-of one template module under ``vmap`` over the K parameter sets. Plain stacks of ``nn.Linear``
-and elementwise activations (the paper's linear models and MLPs) take a batched-matmul path
-behind the same interface: on the paper's small MLPs ``vmap``'s per-operation dispatch costs
-more than the arithmetic (``bench/bench_stack.py``).
+of one template module under ``vmap`` over the K parameter sets, for every architecture alike.
 
 What the search relies on: a model treats the rows of a batch independently. BatchNorm does not
 (its statistics mix factuals with counterfactuals, and settings' running statistics would be
@@ -30,7 +27,6 @@ from ct_core.search import Forward
 
 __all__ = ["ModelStack"]
 
-ELEMENTWISE = (nn.ReLU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.ELU, nn.LeakyReLU, nn.Identity)
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
@@ -38,19 +34,13 @@ class ModelStack:
     """K models of one architecture (same parameter and buffer names and shapes) on ``device``.
 
     The models are copied: training changes :attr:`flat`, not them (:meth:`module` writes a
-    setting's weights back into a module). ``fast_path`` false evaluates linear stacks through
-    ``torch.func`` too (default: :attr:`fast_path`).
+    setting's weights back into a module).
     """
-
-    fast_path: bool = True
-    """Whether linear stacks take the batched-matmul path (false: ``torch.func`` for every
-    model; ``bench/bench_stack.py`` compares the two)."""
 
     def __init__(
         self,
         models: Sequence[nn.Module],
         device: torch.device | str | None = None,
-        fast_path: bool | None = None,
     ):
         if not models:
             raise ValueError("a model stack needs at least one model")
@@ -86,8 +76,6 @@ class ModelStack:
             n: torch.stack([dict(m.named_buffers())[n].detach() for m in models]).to(dev)
             for n, _ in ref.named_buffers()
         }
-        fast = type(self).fast_path if fast_path is None else fast_path
-        self._chain = _linear_chain(self.template) if fast else None
 
     @property
     def device(self) -> torch.device:
@@ -123,8 +111,6 @@ class ModelStack:
         params = {
             n: c.view(K, *s) for n, c, s in zip(self.names, flat.split(self.sizes, 1), self.shapes)
         }
-        if self._chain is not None:
-            return _chain_forward(self._chain, params, x)
 
         def one(p: dict[str, Tensor], b: dict[str, Tensor], xs: Tensor) -> Tensor:
             return functional_call(self.template, (p, b), (xs,))
@@ -160,29 +146,3 @@ class ModelStack:
         for n, b in self.buffers.items():
             m.get_buffer(n).copy_(b[k])
         return m.eval()
-
-
-def _linear_chain(module: nn.Module) -> list[tuple[str, nn.Module]] | None:
-    """``nn.Sequential`` of ``nn.Linear`` and elementwise activations: its layers (name, module)
-    for the batched-matmul path; ``None`` for anything else."""
-    if type(module) is not nn.Sequential:
-        return None
-    layers = list(module.named_children())
-    ok = all(type(m) is nn.Linear or type(m) in ELEMENTWISE for _, m in layers)
-    return layers if ok and layers else None
-
-
-def _chain_forward(
-    layers: list[tuple[str, nn.Module]], params: dict[str, Tensor], x: Tensor
-) -> Tensor:
-    """The layers on ``x`` ``(K, N, D)`` or ``(N, D)`` with parameters ``(K, ...)``."""
-    h = x
-    for name, m in layers:
-        if type(m) is nn.Linear:
-            h = torch.matmul(h, params[f"{name}.weight"].transpose(1, 2))
-            bias = params.get(f"{name}.bias")
-            if bias is not None:
-                h = h + bias[:, None, :]
-        else:
-            h = m(h)
-    return h

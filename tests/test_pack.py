@@ -355,19 +355,6 @@ def test_a_users_residual_network_packs_from_its_factory_and_as_given_modules(us
             assert torch.allclose(v, mine[k].state_dict()[name], atol=1e-6), name
 
 
-def test_the_batched_matmul_path_equals_torch_func_on_an_mlp():
-    torch.manual_seed(0)
-    models = [
-        torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.SiLU(), torch.nn.Linear(8, 2))
-        for _ in range(3)
-    ]
-    fast, general = ModelStack(models), ModelStack(models, fast_path=False)
-    x = torch.randn(3, 10, 3)
-    for inp in (x, x[0]):
-        assert torch.allclose(fast(inp), general(inp), atol=1e-6)
-        assert torch.allclose(fast(inp)[1], models[1](inp if inp.dim() == 2 else inp[1]), atol=1e-6)
-
-
 def test_a_model_with_batch_norm_is_rejected_with_the_reason():
     bn = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2))
     with pytest.raises(ValueError, match="BatchNorm1d at '1'.*LayerNorm"):
