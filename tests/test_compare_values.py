@@ -255,3 +255,61 @@ def test_every_number_of_the_comparison_is_the_slow_paths(compared):
     # the populations do give different answers on these models
     assert got["IP", "0.5"]["ct"] != got["IP", "tau"]["ct"] != got["IP", "paired"]["ct"]
     assert any(w.get("significant") for w in want.values())
+
+
+def test_each_models_summary_is_the_slow_paths_over_its_rows(compared):
+    """``summary.json`` (what ``ct evaluate`` prints and writes): per setting and per λ_egy the
+    count, validity at τ and at 0.5, the means over valid counterfactuals of cost, IP and
+    redundancy, IP* averaged over its (run, λ_egy, target) groups, the mean search steps; and
+    the model's test accuracy."""
+    import json
+
+    from ct_core.data import load_dataset
+
+    data = load_dataset(parse_config(CONFIG).data)
+    for name in WEIGHTS:
+        rows = read(compared / name / "counterfactuals.csv")
+        summary = json.loads((compared / name / "summary.json").read_text())
+        with torch.no_grad():
+            pred = fixed_model(name)(data.X_test).argmax(-1)
+        acc = sum(int(p) == int(y) for p, y in zip(pred, data.y_test)) / len(pred)
+        assert summary["test_accuracy"] == pytest.approx(acc)
+        assert set(summary["settings"]) == {"plausibility", "cost"}
+        for setting, entry in summary["settings"].items():
+            mine = [r for r in rows if r["setting"] == setting]
+            groups = {"all": mine}
+            for lam in {r["lambda_energy"] for r in mine}:
+                groups[f"lambda={float(lam):g}"] = [r for r in mine if r["lambda_energy"] == lam]
+            assert set(entry) == set(groups), (name, setting)
+            for key, g in groups.items():
+                ok = [r for r in g if true(r["valid"])]
+
+                def valid_mean(column: str, ok: list[dict] = ok) -> float | None:
+                    vals = [num(r[column]) for r in ok if not math.isnan(num(r[column]))]
+                    return mean(vals) if vals else None
+
+                first = {}
+                for r in ok:
+                    first.setdefault((r["run"], r["lambda_energy"], r["target"]), num(r["mmd"]))
+                mmd = [v for v in first.values() if not math.isnan(v)]
+                want = {
+                    "n": len(g),
+                    "validity": mean([float(true(r["valid"])) for r in g]),
+                    "validity_05": mean([float(true(r["valid_05"])) for r in g]),
+                    "cost": valid_mean("cost"),
+                    "implausibility": valid_mean("implausibility"),
+                    "mmd": mean(mmd) if mmd else None,
+                    "redundancy": valid_mean("redundancy"),
+                    "steps": mean([num(r["steps"]) for r in g]),
+                }
+                got = entry[key]
+                for field, v in want.items():
+                    if v is None:
+                        assert got[field] is None, (name, setting, key, field)
+                    else:
+                        assert got[field] == pytest.approx(v, rel=1e-5, abs=1e-6), (
+                            name,
+                            setting,
+                            key,
+                            field,
+                        )
