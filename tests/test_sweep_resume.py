@@ -12,9 +12,7 @@ that ran a trial apart.
 from __future__ import annotations
 
 import json
-import math
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -25,6 +23,7 @@ import pytest
 import torch
 import yaml
 
+from tests.readme_promise import promised_metrics, readme_promise
 from tests.sweep_support import mlflow_runs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cluster"))
@@ -194,51 +193,12 @@ def test_every_setting_finishes_every_epoch_once(resumed):
 # MLflow: what the README says a setting's run holds
 
 
-def readme_promise() -> dict[str, str]:
-    """metric key -> the README's words for the steps at which it is logged (its table under
-    "What a setting's MLflow run holds")."""
-    text = (ROOT / "README.md").read_text()
-    start = text.index("**What a setting's MLflow run holds.**")
-    table = re.search(r"\| metrics \| steps \|\n\|---\|---\|\n((?:\|.*\|\n)+)", text[start:])
-    assert table, "the README lost its table of MLflow metrics"
-    out = {}
-    for row in table.group(1).splitlines():
-        keys, steps = (c.strip() for c in row.strip("|").split(" | "))
-        for key in re.findall(r"`([^`]+)`", keys):
-            out[key] = steps
-    return out
-
-
-def promised_steps(words: str, setting: dict, records: dict[int, dict]) -> list[int]:
-    """The epochs at which the README's ``words`` say a metric is logged for ``setting``
-    (its swept values; ``records``: its record of each epoch, to tell where a batch was
-    skipped)."""
-    logged = [e for e in range(1, EPOCHS + 1) if e % LOG_EVERY == 0 or e == EPOCHS]
-    vanilla = setting["train.objective"] == "vanilla"
-    searched = [] if vanilla else [e for e in logged if e > round(BURNIN * EPOCHS)]
-    computed = [e for e in logged if e % EVAL_EVERY == 0 or e == EPOCHS]
-    skipped = [e for e in logged if records[e].get("skipped_batches", 0) > 0]
-    rules = {
-        "every logged epoch": logged,
-        "every logged epoch, except for vanilla settings": [] if vanilla else logged,
-        "every logged epoch in which counterfactuals were searched (not vanilla, not during "
-        "the burn-in)": searched,
-        "every logged epoch in which they were computed (every `train.eval_every` epochs and "
-        "the last; never with `eval_every: 0`)": computed,
-        "every logged epoch in which a mini-batch had a non-finite loss": skipped,
-        "once, at the last epoch": [EPOCHS],
-    }
-    assert words in rules, f"the README promises something this test does not know: {words!r}"
-    return rules[words]
-
-
 def test_mlflow_holds_the_metrics_and_steps_the_readme_promises(resumed):
     from ct_sweeps.plan import RunDir
     from ct_sweeps.run.results import collect
 
-    promise = readme_promise()
     assert {"loss", "val_acc", "mature", "div", "val_implausibility", "train_seconds"} <= set(
-        promise
+        readme_promise()
     )
     by_id = {r.trial_id: r for r in collect(RunDir.load(resumed["run_dir"]))}
     client, parents, children = mlflow_runs(resumed["run_dir"])
@@ -248,13 +208,14 @@ def test_mlflow_holds_the_metrics_and_steps_the_readme_promises(resumed):
         records = {int(r["epoch"]): r for r in setting.history()}
         assert sorted(records) == list(range(1, EPOCHS + 1))
         swept = setting.params
-        want = {}
-        for key, words in promise.items():
-            steps = promised_steps(words, swept, records)
-            if key in records[EPOCHS]:  # an epoch's own metric: left out where not finite
-                steps = [e for e in steps if math.isfinite(records[e].get(key, math.nan))]
-            if steps:
-                want[key] = steps
+        want = promised_metrics(
+            records,
+            vanilla=swept["train.objective"] == "vanilla",
+            epochs=EPOCHS,
+            log_every=LOG_EVERY,
+            eval_every=EVAL_EVERY,
+            burnin=BURNIN,
+        )
         run_id = child.info.run_id
         assert set(child.data.metrics) == set(want), (swept, sorted(child.data.metrics))
         for key, steps in want.items():
