@@ -40,7 +40,9 @@ from tests.faults_util import (
 )
 from tests.readme_promise import promised_metrics
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]  # real-cluster faults, ~4-5 min: `-m slow`
+# in the default run (CI): the resume and restore paths these faults exercise are where a
+# regression loses a user's work; `-m "not faults"` leaves them out of a quick local run
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 
 @pytest.fixture(scope="module")
