@@ -11,7 +11,6 @@ that ran a trial apart.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -23,6 +22,7 @@ import pytest
 import torch
 import yaml
 
+from tests.faults_util import history, trial_dirs
 from tests.readme_promise import promised_metrics, readme_promise
 from tests.sweep_support import mlflow_runs
 
@@ -55,22 +55,6 @@ SWEEP = {
     "checkpoint_every": 1,
 }
 SEARCH_PACK = {"pack": 2}
-
-
-def trial_dirs(run_dir: Path) -> list[Path]:
-    return sorted(p for p in (run_dir / "tune").glob("trial_*") if p.is_dir())
-
-
-def lines(trial: Path) -> list[dict]:
-    """The results the driver(s) recorded for a trial (``result.json``), complete lines only."""
-    out = []
-    path = trial / "result.json"
-    for text in path.read_text().splitlines() if path.exists() else []:
-        try:
-            out.append(json.loads(text))
-        except json.JSONDecodeError:
-            continue
-    return out
 
 
 def checkpoints(trial: Path) -> list[int]:
@@ -162,7 +146,7 @@ def test_a_resumed_pack_goes_on_from_its_newest_checkpoint(resumed):
     that had finished is not trained again; one that had not started starts at epoch 1."""
     resumed_from = {}
     for trial in trial_dirs(resumed["run_dir"]):
-        results = lines(trial)
+        results = history(trial)
         after = [r for r in results if r["started"] > resumed["t_stop"]]
         if not after:  # finished, and recorded as such, before the stop
             for k in ("0", "1"):
@@ -219,8 +203,8 @@ def test_mlflow_holds_the_metrics_and_steps_the_readme_promises(resumed):
         run_id = child.info.run_id
         assert set(child.data.metrics) == set(want), (swept, sorted(child.data.metrics))
         for key, steps in want.items():
-            history = client.get_metric_history(run_id, key)
-            assert [m.step for m in sorted(history, key=lambda m: m.step)] == steps, (swept, key)
-            for m in history:  # per-epoch values are the epoch's record
+            logged = client.get_metric_history(run_id, key)
+            assert [m.step for m in sorted(logged, key=lambda m: m.step)] == steps, (swept, key)
+            for m in logged:  # per-epoch values are the epoch's record
                 if key in records[m.step]:
                     assert m.value == pytest.approx(records[m.step][key], rel=1e-6), (key, m.step)
