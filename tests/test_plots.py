@@ -1,10 +1,20 @@
-"""PNG plots: Figure-1 panels for 2-D data, training curves, robust accuracy."""
+"""PNG plots: Figure-1 panels for 2-D data, training curves, robust accuracy.
+
+Each plot is checked by what it draws (the figure a plot function returns is the one it saves):
+the decision regions are the model's predictions, the stars and circles are the given
+counterfactuals and factuals joined by arrows, and every curve holds the values of its column.
+"""
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from matplotlib.collections import PathCollection, QuadMesh
+from matplotlib.quiver import Quiver
 from torch import nn
 
 from ct_core.config import ConfigError
@@ -15,25 +25,84 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def is_png(path) -> bool:
-    return path.read_bytes()[:8] == PNG and path.stat().st_size > 5000
+    return path.read_bytes()[:8] == PNG
 
 
-def test_decision_boundary_panels_are_written_for_2d_data(tmp_path):
-    data = gaussian_dataset(200, 2)
+def split_on_x1(threshold: float = 0.3) -> nn.Module:
+    """A linear model that predicts class 1 where x1 > ``threshold`` (and class 0 elsewhere)."""
     model = nn.Sequential(nn.Linear(2, 2))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[-1.0, 0.0], [1.0, 0.0]]))
+        model[0].bias.copy_(torch.tensor([threshold, -threshold]))
+    return model.eval()
+
+
+def scatter(ax, label: str) -> np.ndarray:
+    (pts,) = [c for c in ax.collections if isinstance(c, PathCollection) and c.get_label() == label]
+    return np.asarray(pts.get_offsets())
+
+
+def regions(ax) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The decision regions drawn on ``ax``: cell centres along x1 and x2, and the class shown
+    in each cell (rows along x2)."""
+    (mesh,) = [c for c in ax.collections if isinstance(c, QuadMesh)]
+    edges = mesh.get_coordinates()  # (rows + 1, columns + 1, 2)
+    cls = np.asarray(mesh.get_array()).reshape(edges.shape[0] - 1, edges.shape[1] - 1)
+    xs = (edges[0, :-1, 0] + edges[0, 1:, 0]) / 2
+    ys = (edges[:-1, 0, 1] + edges[1:, 0, 1]) / 2
+    return xs, ys, cls
+
+
+def test_a_decision_boundary_panel_shows_the_models_regions_and_the_counterfactual_paths(
+    tmp_path,
+):
+    data = gaussian_dataset(200, 2)
+    model = split_on_x1(0.3)
     fa = data.X_test[:5]
-    cf = fa + torch.tensor([1.0, 0.0])
+    cf = fa + torch.tensor([1.0, 0.5])
+    targets = [1, 0, 1, 0, 1]
     fig = plot_decision_boundary(
-        model, data, cf, fa, protected=1, path=tmp_path / "a.png", targets=[1] * 5, title="demo"
+        model, data, cf, fa, protected=1, path=tmp_path / "a.png", targets=targets, title="demo"
     )
     assert is_png(tmp_path / "a.png")
-    assert "protected" in fig.axes[0].get_ylabel()
-    plot_panels(
-        [{"model": model, "title": "BL"}, {"model": model, "counterfactuals": cf}],
+    ax = fig.axes[0]
+    xs, ys, cls = regions(ax)
+    # each cell shows the class the model predicts at its centre (cells on the line aside)
+    want = np.broadcast_to((xs > 0.3).astype(int), cls.shape)
+    clear = np.broadcast_to(np.abs(xs - 0.3) > 1e-4, cls.shape)
+    assert (cls[clear] == want[clear]).all()
+    assert cls.min() == 0 and cls.max() == 1
+    np.testing.assert_allclose(scatter(ax, "counterfactual"), cf.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(scatter(ax, "factual"), fa.numpy(), rtol=1e-6)
+    (arrows,) = [c for c in ax.collections if isinstance(c, Quiver)]
+    np.testing.assert_allclose(np.c_[arrows.U, arrows.V], (cf - fa).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(arrows.XY, fa.numpy(), rtol=1e-6)
+    # every training point is drawn in its class's colour
+    shown = sum(len(scatter(ax, f"class {k}")) for k in (0, 1))
+    assert shown == min(len(data.X_train), 1000)
+    assert ax.get_ylabel() == "x2 (protected)" and ax.get_xlabel() == "x1"
+    assert ax.get_title() == "demo"
+
+
+def test_side_by_side_panels_each_show_their_own_model(tmp_path):
+    data = gaussian_dataset(200, 2)
+    cf = data.X_test[:3] + 1.0
+    fig = plot_panels(
+        [
+            {"model": split_on_x1(-0.5), "title": "BL"},
+            {"model": split_on_x1(0.5), "counterfactuals": cf, "title": "CT"},
+        ],
         data,
         tmp_path / "b.png",
     )
     assert is_png(tmp_path / "b.png")
+    assert [ax.get_title() for ax in fig.axes] == ["BL", "CT"]
+    for ax, threshold in zip(fig.axes, (-0.5, 0.5)):
+        xs, _, cls = regions(ax)
+        row = cls[0]
+        first_one = xs[np.argmax(row == 1)]
+        assert abs(first_one - threshold) < 2 * (xs[1] - xs[0])
+    np.testing.assert_allclose(scatter(fig.axes[1], "counterfactual"), cf.numpy(), rtol=1e-6)
 
 
 def test_decision_boundary_refuses_other_dimensions():
@@ -41,7 +110,16 @@ def test_decision_boundary_refuses_other_dimensions():
         plot_decision_boundary(nn.Linear(3, 2), gaussian_dataset(100, 3))
 
 
-def test_history_and_robust_accuracy_plots(tmp_path):
+def lines(fig) -> dict[tuple[str, str], tuple[list[float], list[float]]]:
+    """(panel title, curve label) -> the curve's x and y values."""
+    return {
+        (ax.get_title(), ln.get_label()): (list(ln.get_xdata()), list(ln.get_ydata()))
+        for ax in fig.axes
+        for ln in ax.get_lines()
+    }
+
+
+def test_the_history_plot_draws_each_column_at_its_epochs(tmp_path):
     h = pd.DataFrame(
         {
             "epoch": [1, 2, 3],
@@ -51,17 +129,42 @@ def test_history_and_robust_accuracy_plots(tmp_path):
             "val_acc": [0.6, 0.7, 0.9],
             "mature": [0.1, 0.5, 0.9],
             "val_mmd": [None, 0.1, None],
+            "time_search": [0.1, 0.1, 0.1],  # a clock: not a curve
         }
     )
     h.to_csv(tmp_path / "history.csv", index=False)
     fig = plot_history(tmp_path / "history.csv", tmp_path / "h.png")
-    assert is_png(tmp_path / "h.png") and len(fig.axes) == 4
-    t = pd.DataFrame(
-        {
-            "attack": ["fgsm", "fgsm", "pgd", "pgd"],
-            "epsilon": [0, 0.1, 0, 0.1],
-            "accuracy": [0.9, 0.5, 0.9, 0.4],
-        }
-    )
-    plot_robust_accuracy({"CT": t, "BL": t}, tmp_path / "r.png")
+    assert is_png(tmp_path / "h.png")
+    got = lines(fig)
+    assert got == {
+        ("loss terms", "loss"): ([1, 2, 3], [1.0, 0.8, 0.7]),
+        ("loss terms", "class_loss"): ([1, 2, 3], [0.9, 0.7, 0.6]),
+        ("accuracy", "train_acc"): ([1, 2, 3], [0.6, 0.8, 0.9]),
+        ("accuracy", "val_acc"): ([1, 2, 3], [0.6, 0.7, 0.9]),
+        ("counterfactuals", "mature"): ([1, 2, 3], [0.1, 0.5, 0.9]),
+        ("validation CE metrics", "val_mmd"): ([2], [0.1]),
+    }
+
+
+def test_the_robust_accuracy_plot_draws_each_models_accuracy_per_attack(tmp_path):
+    def table(fgsm: list[float], pgd: list[float]) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "attack": ["fgsm"] * 3 + ["pgd"] * 3,
+                "epsilon": [0.0, 0.05, 0.1] * 2,
+                "accuracy": fgsm + pgd,
+            }
+        )
+
+    ct, bl = table([0.9, 0.7, 0.5], [0.9, 0.6, 0.3]), table([0.95, 0.5, 0.2], [0.95, 0.4, 0.1])
+    fig = plot_robust_accuracy({"CT": ct, "BL": bl}, tmp_path / "r.png")
     assert is_png(tmp_path / "r.png")
+    got = {k: (x, [round(v, 6) for v in y]) for k, (x, y) in lines(fig).items()}
+    eps = [0.0, 0.05, 0.1]
+    assert got == {
+        ("FGSM", "CT"): (eps, [0.9, 0.7, 0.5]),
+        ("FGSM", "BL"): (eps, [0.95, 0.5, 0.2]),
+        ("PGD", "CT"): (eps, [0.9, 0.6, 0.3]),
+        ("PGD", "BL"): (eps, [0.95, 0.4, 0.1]),
+    }
+    assert not any(math.isnan(v) for _, y in got.values() for v in y)
