@@ -81,8 +81,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import version
+
+    return f"ct {version('ct')} (torch {version('torch')})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ct", description="Counterfactual Training")
+    p.add_argument("--version", action="version", version=_version())
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train one configuration")
     t.add_argument("config", help="training config YAML (e.g. configs/base/moons.yaml)")

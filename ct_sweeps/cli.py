@@ -14,6 +14,7 @@ and exits with code 2 before Ray starts; an interrupted sweep exits 130 and says
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import re
@@ -45,7 +46,9 @@ CONNECT_TIMEOUT_S = 3.0
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ct-sweep", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--version", action="version", version=_version())
     sub = ap.add_subparsers(dest="command", required=True)
+    loud = "Ray Tune's status tables and Ray's log instead of one progress line"
     r = sub.add_parser("run", help="run a sweep file")
     r.add_argument("sweep", help="sweep YAML (see configs/quickstart.yaml)")
     over = "override: search.num_samples=20, space.generator.T=[5,10], train.epochs=5 ..."
@@ -54,15 +57,19 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--address", help=f"{addr} (http://HOST:8265)")
     uri = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else a sqlite store in RUN_DIR)"
     r.add_argument("--tracking-uri", help=uri)
-    r.add_argument("--storage", help="run directory (default ./ct_runs/<name>-<timestamp>)")
+    where = "default ./ct_runs/<name>-<timestamp>, or $CT_RUNS_DIR/...; as the entrypoint of "
+    where += "`ray job submit` (--address http://...), ~/ct_runs/... on the head node"
+    r.add_argument("--storage", help=f"run directory ({where})")
     r.add_argument("--name", help="sweep name (overrides name: in the file)")
     r.add_argument("--num-cpus", type=int, help="CPUs of the sweep's own Ray (default: all)")
     r.add_argument("--dry-run", action="store_true", help="validate and count trials only")
+    r.add_argument("--verbose", action="store_true", help=loud)
     s = sub.add_parser("resume", help="continue an interrupted sweep")
     s.add_argument("run_dir")
     s.add_argument("--address", help=addr)
     s.add_argument("--num-cpus", type=int)
     s.add_argument("--retry-errored", action="store_true", help="also rerun failed trials")
+    s.add_argument("--verbose", action="store_true", help=loud)
     p = sub.add_parser("report", help="results table, best config, Pareto front of a run")
     p.add_argument("run_dir")
     p.add_argument("--metric", help="sort by this metric (default: the sweep's)")
@@ -72,6 +79,13 @@ def _parser() -> argparse.ArgumentParser:
     y.add_argument("run_dir")
     y.add_argument("--tracking-uri")
     return ap
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    deps = ", ".join(f"{d} {version(d)}" for d in ("ray", "mlflow", "optuna", "torch"))
+    return f"ct-sweep {version('ct')} ({deps})"
 
 
 def _error(msg: str | Sequence[str]) -> int:
@@ -109,12 +123,22 @@ def check_address(address: str | None) -> None:
         ) from None
 
 
-def _mlflow_hint(uri: str | None) -> str:
+def _mlflow_hint(uri: str | None, info: dict[str, Any]) -> str:
+    """How to see the run in MLflow: the UI's command for a local store, and the link to the
+    sweep's runs table (the experiment's "ct: <metric>" view)."""
     if not uri:
         return "MLflow: tracking disabled"
-    if uri.startswith("sqlite:") or "://" not in uri:
-        return f"MLflow UI:   mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
-    return f"MLflow:      {uri}"
+    local = uri.startswith("sqlite:") or "://" not in uri
+    base = "http://127.0.0.1:5000" if local else uri.rstrip("/")
+    out = f"MLflow UI:   mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000\n"
+    out = out if local else ""
+    if "experiment_id" in info:
+        from ct_sweeps.record.mlflow_tracker import runs_link
+
+        out += f"Runs:        {runs_link(base, info['experiment_id'], info.get('view'))}"
+    if info.get("registered_model"):
+        out += f"\nBest model:  models:/{info['registered_model']}@best"
+    return out or f"MLflow:      {uri}"
 
 
 def _files(rep: Any) -> None:
@@ -123,6 +147,15 @@ def _files(rep: Any) -> None:
         print(f"Best config: {rep.best}  (by {rep.metric}, {rep.mode})")
     if rep.pareto:
         print(f"Pareto:      {rep.pareto}")
+
+
+def _info(run_dir: Path) -> dict[str, Any]:
+    from ct_sweeps.plan import RUN_FILE
+
+    try:
+        return json.loads((run_dir / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def _summary(o: Outcome) -> int:
@@ -146,7 +179,7 @@ def _summary(o: Outcome) -> int:
     )
     print(f"Run dir:     {o.run_dir}")
     _files(rep)
-    print(_mlflow_hint(o.tracking_uri))
+    print(_mlflow_hint(o.tracking_uri, _info(o.run_dir)))
     if o.tracking_uri and not o.tracking_ok:
         print(
             "MLflow could not be reached during the sweep; backfill it with:  "
@@ -201,7 +234,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from ct_sweeps import runner
 
     kw = {"address": args.address, "tracking_uri": args.tracking_uri, "num_cpus": args.num_cpus}
-    return _summary(runner.run(plan, storage=args.storage, **kw))
+    return _summary(runner.run(plan, storage=args.storage, verbose=args.verbose, **kw))
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -212,7 +245,7 @@ def _report(args: argparse.Namespace) -> int:
     rep = write_report(run, metric=args.metric, mode=args.mode)
     print(format_table(rep.frame, rep.metric, args.top))
     _files(rep)
-    print(_mlflow_hint(run.info.get("tracking_uri")))
+    print(_mlflow_hint(run.info.get("tracking_uri"), run.info))
     return 0
 
 
@@ -232,7 +265,7 @@ def _sync(args: argparse.Namespace) -> int:
         f"values logged, {counts['status']} statuses set"
         + (", parent run created" if counts["parent_created"] else "")
     )
-    print(_mlflow_hint(run.info.get("tracking_uri")))
+    print(_mlflow_hint(run.info.get("tracking_uri"), run.info))
     return 0
 
 
@@ -251,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ct_sweeps.runner import resume
 
             check_address(args.address)
-            kw = {"address": args.address, "num_cpus": args.num_cpus}
+            kw = {"address": args.address, "num_cpus": args.num_cpus, "verbose": args.verbose}
             return _summary(resume(args.run_dir, retry_errored=args.retry_errored, **kw))
         if args.command == "report":
             return _report(args)

@@ -57,7 +57,8 @@ def _session(p: Plan, run: RunDir, uri: str | None) -> Any:
     run.save_info(tracking_uri=run.info.get("tracking_uri") or uri)
     if "id" not in run.info:
         run.save_info(id=uuid.uuid4().hex)
-    session = Session(run.info["id"], Stream(MlflowTracker(uri, run), p, run, None))
+    tracker = MlflowTracker(uri, run, flush_s=p.sweep.tracking.flush_s)
+    session = Session(run.info["id"], Stream(tracker, p, run, None))
     session.submit(session.stream.sweep_started)
     return session
 
@@ -78,6 +79,23 @@ def _book(p: Plan, run: RunDir) -> PackBook | None:
     return book
 
 
+def _progress(p: Plan, book: PackBook | None) -> Any:
+    """The console's progress line: each trial's settings and epochs."""
+    from ct_sweeps.plan.space import trial_config
+    from ct_sweeps.record.progress import Progress
+
+    epochs, units = p.base_cfg.train.epochs, None
+    if book is not None:
+        swept = "train.epochs" in {e.key for e in p.space.entries}
+        first = [book.settings[pk[0]] for pk in book.packs]
+        units = [
+            (len(pk), trial_config(p.base, p.space.resolve(s)).train.epochs if swept else epochs)
+            for pk, s in zip(book.packs, first)
+        ]
+    s = p.sweep.search
+    return Progress(p.n_trials, epochs, s.metrics[0], s.modes[0], units)
+
+
 def _count(frame: Any, expected: int) -> tuple[int, int, bool]:
     """Finished and errored settings, and whether the sweep stopped early (a SIGINT makes
     ``Tuner.fit()`` return normally)."""
@@ -95,6 +113,7 @@ def _fit(
     uri: str | None,
     restore: bool = False,
     retry_errored: bool = False,
+    verbose: bool = False,
 ) -> Outcome:
     """Run (or go on with) the sweep's Tune experiment, then report and end the tracking.
     ``timings`` in ``run.json``: where the driver's time went, in seconds."""
@@ -110,7 +129,7 @@ def _fit(
     session = _session(p, run, uri)
     started, ran = None, False
     try:
-        started = ensure_ray(address, num_cpus)
+        started = ensure_ray(address, num_cpus, verbose)
         t1 = lap("ray_start", t0)
         from ray import tune
 
@@ -141,14 +160,16 @@ def _fit(
                 raise ConfigError(f"{run.path}: nothing to resume (no Tune experiment state)")
             if session is not None:  # what the earlier driver may not have logged
                 session.submit(session.stream.replay, collect(run))
-            tuner = restore_tuner(p, run, spec, retry_errored)
+            tuner = restore_tuner(p, run, spec, retry_errored, verbose)
         else:
             from ct_sweeps.record.live import TrackingCallback
 
             callbacks: list[Any] = [ResultLog()]
             if session is not None:
                 callbacks.append(TrackingCallback(run.info["id"]))
-            tuner = build_tuner(p, run, spec, callbacks)
+            if not verbose:
+                callbacks.append(_progress(p, book))
+            tuner = build_tuner(p, run, spec, callbacks, verbose)
         t2 = lap("tuner_setup", t1)
         ran = True
         tuner.fit()
@@ -177,7 +198,7 @@ def _fit(
     tracking_ok = True
     if session is not None:
         session.submit(session.stream.replay, records)  # anything the live stream missed
-        session.submit(session.stream.finish, status, report.files, report.plots)
+        session.submit(session.stream.finish, status, report)
         session.close()
         tracker = session.stream.tracker
         timings["mlflow_in_driver"] = round(tracker.seconds, 3)
@@ -200,13 +221,15 @@ def run(
     address: str | None = None,
     tracking_uri: str | None = None,
     num_cpus: int | None = None,
+    verbose: bool = False,
 ) -> Outcome:
-    """Run a planned sweep to the end (or until interrupted)."""
+    """Run a planned sweep to the end (or until interrupted); ``verbose``: Ray Tune's tables
+    instead of one progress line."""
     set_defaults(address)
     run_dir = new_run_dir(p, storage)
     t = p.sweep.tracking
     uri = resolve_tracking_uri(tracking_uri, t.uri, run_dir.path) if t.enabled else None
-    return _fit(p, run_dir, address, num_cpus, uri)
+    return _fit(p, run_dir, address, num_cpus, uri, verbose=verbose)
 
 
 def resume(
@@ -215,6 +238,7 @@ def resume(
     address: str | None = None,
     num_cpus: int | None = None,
     retry_errored: bool = False,
+    verbose: bool = False,
 ) -> Outcome:
     """Continue an interrupted sweep: unfinished trials resume from their last checkpoint,
     finished trials are kept as they are, errored trials are retried only if asked."""
@@ -223,7 +247,8 @@ def resume(
     p = plan_from(run_dir.sweep, run_dir.base)
     t = p.sweep.tracking
     uri = run_dir.info.get("tracking_uri") or resolve_tracking_uri(None, t.uri, run_dir.path)
-    return _fit(p, run_dir, address, num_cpus, uri if t.enabled else None, True, retry_errored)
+    uri = uri if t.enabled else None
+    return _fit(p, run_dir, address, num_cpus, uri, True, retry_errored, verbose)
 
 
 def sync(run_path: str | Path, tracking_uri: str | None = None) -> dict[str, int]:
@@ -245,7 +270,7 @@ def sync(run_path: str | Path, tracking_uri: str | None = None) -> dict[str, int
     stream.replay(records)
     if records and all(r.status in ("TERMINATED", "ERROR") for r in records):
         report = write_report(run, records=records)
-        stream.finish("FINISHED", report.files, report.plots)
+        stream.finish("FINISHED", report)
     else:
         tracker.flush()
         checkpoint(uri)

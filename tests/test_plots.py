@@ -137,12 +137,12 @@ def test_the_history_plot_draws_each_column_at_its_epochs(tmp_path):
     assert is_png(tmp_path / "h.png")
     got = lines(fig)
     assert got == {
-        ("loss terms", "loss"): ([1, 2, 3], [1.0, 0.8, 0.7]),
-        ("loss terms", "class_loss"): ([1, 2, 3], [0.9, 0.7, 0.6]),
-        ("accuracy", "train_acc"): ([1, 2, 3], [0.6, 0.8, 0.9]),
-        ("accuracy", "val_acc"): ([1, 2, 3], [0.6, 0.7, 0.9]),
-        ("counterfactuals", "mature"): ([1, 2, 3], [0.1, 0.5, 0.9]),
-        ("validation CE metrics", "val_mmd"): ([2], [0.1]),
+        ("Loss terms", "loss"): ([1, 2, 3], [1.0, 0.8, 0.7]),
+        ("Loss terms", "class_loss"): ([1, 2, 3], [0.9, 0.7, 0.6]),
+        ("Accuracy", "train_acc"): ([1, 2, 3], [0.6, 0.8, 0.9]),
+        ("Accuracy", "val_acc"): ([1, 2, 3], [0.6, 0.7, 0.9]),
+        ("Counterfactuals found", "mature"): ([1, 2, 3], [0.1, 0.5, 0.9]),
+        ("Validation counterfactual quality", "val_mmd"): ([2], [0.1]),
     }
 
 
@@ -168,3 +168,73 @@ def test_the_robust_accuracy_plot_draws_each_models_accuracy_per_attack(tmp_path
         ("PGD", "BL"): (eps, [0.95, 0.4, 0.1]),
     }
     assert not any(math.isnan(v) for _, y in got.values() for v in y)
+
+
+def _pixels(path) -> tuple[int, int]:
+    import matplotlib.image
+
+    h, w = matplotlib.image.imread(path).shape[:2]
+    return w, h
+
+
+def test_compared_panels_share_axes_that_show_every_panels_points(tmp_path):
+    data = gaussian_dataset(200, 2)
+    fa = data.X_test[:5]
+    far = fa + torch.tensor([12.0, -9.0])  # one panel's counterfactuals far from the data
+    panels = [
+        {"model": nn.Linear(2, 2), "title": "BL"},
+        {"model": nn.Linear(2, 2), "counterfactuals": far, "factuals": fa, "title": "CT"},
+    ]
+    fig = plot_panels(panels, data, tmp_path / "p.png", title="CT against BL")
+    bl, ct = fig.axes[:2]
+    assert bl.get_xlim() == ct.get_xlim() and bl.get_ylim() == ct.get_ylim()
+    (x0, x1), (y0, y1) = ct.get_xlim(), ct.get_ylim()
+    assert x1 > float(far[:, 0].max()) and y0 < float(far[:, 1].min())
+    assert x0 < float(data.X_train[:, 0].min()) and y1 > float(data.X_train[:, 1].max())
+    assert fig.get_suptitle() == "CT against BL"
+    assert [ax.get_title() for ax in (bl, ct)] == ["BL", "CT"]
+    assert all(ax.get_xlabel() and ax.get_ylabel() for ax in (bl, ct))
+    w, h = _pixels(tmp_path / "p.png")
+    assert w >= 1000 and h >= 500  # screen size, not a thumbnail
+
+
+def test_robust_accuracy_is_scaled_to_the_accuracies_so_that_models_differ_visibly(tmp_path):
+    def table(acc: list[float]) -> pd.DataFrame:
+        return pd.DataFrame(
+            {"attack": ["fgsm"] * 2 + ["pgd"] * 2, "epsilon": [0, 0.1] * 2, "accuracy": acc}
+        )
+
+    fig = plot_robust_accuracy(
+        {"CT": table([0.92, 0.90, 0.92, 0.89]), "BL": table([0.91, 0.86, 0.91, 0.85])},
+        tmp_path / "r.png",
+    )
+    lo, hi = fig.axes[0].get_ylim()
+    assert 0.8 < lo < 0.85 and 0.92 < hi < 0.95  # not 0-1, where 0.85 and 0.89 look alike
+    assert fig.axes[0].get_ylim() == fig.axes[1].get_ylim()
+    assert fig.get_suptitle() and fig.axes[0].get_ylabel() == "accuracy"
+    assert all(ax.get_title() and ax.get_xlabel() for ax in fig.axes[:2])
+    w, h = _pixels(tmp_path / "r.png")
+    assert w >= 800 and h >= 400
+
+
+def test_sweep_plots_are_titled_labelled_and_screen_sized(tmp_path):
+    from ct_core.plots import plot_metric_by_param, plot_pareto
+
+    df = pd.DataFrame(
+        {
+            "generator.tau": [0.5, 0.7, 0.9],
+            "val_implausibility": [1.4, 1.2, 1.3],
+            "val_cost": [0.9, 1.1, 1.0],
+            "pareto": [True, True, False],
+        }
+    )
+    by = plot_metric_by_param(
+        df, "generator.tau", "val_implausibility", "min", path=tmp_path / "b.png"
+    )
+    front = plot_pareto(df, "val_implausibility", "val_cost", path=tmp_path / "f.png")
+    for fig, name in ((by, "b.png"), (front, "f.png")):
+        ax = fig.axes[0]
+        assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel()
+        w, h = _pixels(tmp_path / name)
+        assert w >= 800 and h >= 500
+    assert "lower is better" in by.axes[0].get_ylabel()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 import yaml
 
 from ct_core.config import ConfigError
-from ct_sweeps.plan import plan
+from ct_sweeps.plan import new_run_dir, plan
 from ct_sweeps.plan.schema import apply_sets
 from ct_sweeps.plan.space import parse_space, validate
 from ct_sweeps.record.report import pareto_mask
@@ -306,7 +307,8 @@ def test_asha_counts_its_rungs_in_epochs_up_to_the_training_length(tmp_path):
     space = {"generator.tau": {"uniform": [0.5, 0.9]}, "generator.type": ["ecco", "generic"]}
     asha = {"scheduler": "asha", "asha": {"grace_period": 1, "reduction_factor": 3}}
     p = plan(write_sweep(tmp_path, space=space, search={"algorithm": "random", **asha}))
-    assert search_alg(p) is None  # a grid over the settings drawn up front
+    # a grid over the settings drawn up front
+    assert search_alg(p, new_run_dir(p, str(tmp_path / "random"))) is None
     sched = scheduler(p)
     assert sched.set_search_properties("val_acc", "max")  # as Tune passes the sweep's metric
     trial = Trial("trainable", stub=True)
@@ -340,11 +342,12 @@ def test_optuna_sweeps_suggest_what_their_optuna_sampler_suggests(tmp_path, algo
     def loss(cfg: dict) -> float:
         return float(cfg["generator.tau"]) ** 2 + (cfg["generator.type"] == "ecco")
 
+    runs = itertools.count()
+
     def searcher(alg: str):
         search = {"algorithm": alg, "metric": "val_loss", "mode": "min", "seed": 3}
-        return search_alg(
-            plan(write_sweep(tmp_path, space=space, search=search | {"n_startup_trials": 2}))
-        )
+        p = plan(write_sweep(tmp_path, space=space, search=search | {"n_startup_trials": 2}))
+        return search_alg(p, new_run_dir(p, str(tmp_path / f"{alg}-{next(runs)}")))
 
     got = _suggestions(searcher(algorithm), 4, loss)
     if algorithm == "optuna-tpe":
@@ -370,8 +373,19 @@ def test_multi_objective_optuna_sweeps_pass_every_metric_and_mode(tmp_path):
     space = {"generator.tau": {"uniform": [0.5, 0.9]}, "generator.type": ["ecco", "generic"]}
     for algorithm in ("optuna-tpe", "optuna-gp"):
         search = {"algorithm": algorithm, "metric": ["val_loss", "val_acc"], "mode": ["min", "max"]}
-        alg = search_alg(plan(write_sweep(tmp_path, space=space, search=search)))
+        p = plan(write_sweep(tmp_path, space=space, search=search))
+        run = new_run_dir(p, str(tmp_path / algorithm))
+        alg = search_alg(p, run)
         assert (alg.metric, alg.mode) == (["val_loss", "val_acc"], ["min", "max"])
+        # the study lives in the run directory, where optuna-dashboard and optuna read it
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        journal = JournalStorage(JournalFileBackend(str(run.path / "optuna_journal.log")))
+        assert optuna.load_study(study_name=p.sweep.name, storage=journal).directions == [
+            optuna.study.StudyDirection.MINIMIZE,
+            optuna.study.StudyDirection.MAXIMIZE,
+        ]
 
 
 def test_asha_needs_a_single_metric(tmp_path):

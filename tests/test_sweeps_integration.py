@@ -109,24 +109,37 @@ def test_grid_is_tracked_as_one_parent_and_4_children(grid_run, tmp_path):
     assert parent.info.status == "FINISHED"
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"results.csv", "sweep.yaml", "search_space.json", "best_config.yaml"} <= artifacts
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert "plots/val_acc_by_generator.type.png" in plots  # the sweep's plots
+    assert parent.info.run_name == "grid4"  # named by the sweep
+    names = sorted(c.info.run_name for c in children)
+    assert names == ["ecco full", "generic full", "vanilla", "vanilla #2"]  # vanilla: no generator
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert child.info.status == "FINISHED"
         p = child.data.params
-        assert p["generator.type"] in ("ecco", "generic")
+        if p["train.objective"] == "vanilla":  # what does not apply is not logged
+            assert not [k for k in p if k.startswith("generator.")] and "train.lambda_div" not in p
+        else:
+            assert p["generator.type"] in ("ecco", "generic") and "train.lambda_div" in p
         assert p["train.epochs"] == "3" and p["data.n_train"] == "200"
         assert p["train.threads"] == "1"  # one torch thread per CPU the trial holds
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")]
         assert sorted(steps) == [1, 2, 3]
         arts = {a.path for a in client.list_artifacts(child.info.run_id, "checkpoint")}
         assert "checkpoint/model.pt" in arts
-    # the final model is an MLflow PyTorch model that maps (N, 2) moons points to (N, 2) logits
+        plots = {a.path for a in client.list_artifacts(child.info.run_id, "plots")}
+        assert {"plots/learning_curves.png", "plots/figure1.png"} <= plots  # moons is 2-D
+        assert [
+            i.dataset.name for i in client.get_run(child.info.run_id).inputs.dataset_inputs
+        ] == ["moons"]
+    # the final model is an MLflow logged model that maps (N, 2) moons points to (N, 2) logits
     import mlflow.pytorch
     import torch
 
-    local = client.download_artifacts(children[0].info.run_id, "model", str(tmp_path))
-    model = mlflow.pytorch.load_model(local)
-    assert model(torch.zeros(5, 2)).shape == (5, 2)
+    model = client.get_logged_model(children[0].data.tags["ct.model"])
+    net = mlflow.pytorch.load_model(model.artifact_location)
+    assert net(torch.zeros(5, 2)).shape == (5, 2)
 
 
 def test_the_run_store_file_alone_holds_every_run_after_the_sweep(grid_run, tmp_path):
@@ -277,6 +290,16 @@ def test_optuna_tpe_sweep_of_6_trials(ray_runtime, tmp_path):
         cf = client.get_metric_history(child.info.run_id, "val_validity")
         assert [m.step for m in cf] == [2, 3]  # every eval_every epochs and at the last one
         assert 0.5 <= float(child.data.params["generator.tau"]) <= 0.95
+    # the study is in the run directory, and its plots in the parent run
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    journal = JournalStorage(JournalFileBackend(str(out.run_dir / "optuna_journal.log")))
+    study = optuna.load_study(study_name="tpe6", storage=journal)
+    assert len(study.get_trials(states=[optuna.trial.TrialState.COMPLETE])) == 6
+    plots = {a.path for a in client.list_artifacts(parents[0].info.run_id, "plots")}
+    assert {f"plots/optuna_{n}.png" for n in ("history", "parallel_coordinate")} <= plots
 
 
 def test_failing_trial_errors_with_its_reason_and_the_others_finish(ray_runtime, tmp_path):

@@ -39,6 +39,11 @@ SPACE = {
 }
 
 
+EVAL = {"train.eval_every": 2, "evaluation.n_val_individuals": 40, "train.lr": 0.03}
+"""Counterfactual metrics at epochs 2 and 3 (the last), valid ones after so few epochs."""
+CF = ("val_implausibility", "val_cost", "val_validity", "val_mmd")
+
+
 def sweep_file(tmp: Path, name: str, pack: int, space: dict = SPACE, **extra) -> Path:
     doc = {
         "name": name,
@@ -82,7 +87,8 @@ def packed(ray_runtime, tmp_path_factory):
     from ct_sweeps import runner
 
     tmp = tmp_path_factory.mktemp("packed")
-    return runner.run(runner.plan(sweep_file(tmp, "packed6", 3)), storage=str(tmp / "run"))
+    plan = runner.plan(sweep_file(tmp, "packed6", 3, overrides=EVAL))
+    return runner.run(plan, storage=str(tmp / "run"))
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +97,7 @@ def unpacked(ray_runtime, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("unpacked")
     # also thins MLflow to every 2nd epoch (and the last)
-    plan = runner.plan(sweep_file(tmp, "plain6", 0, tracking={"log_every": 2}))
+    plan = runner.plan(sweep_file(tmp, "plain6", 0, overrides=EVAL, tracking={"log_every": 2}))
     return runner.run(plan, storage=str(tmp / "run"))
 
 
@@ -178,8 +184,46 @@ def test_each_setting_is_its_own_mlflow_child_run(packed, tmp_path):
     import mlflow.pytorch
     import torch
 
-    local = client.download_artifacts(by_status["FINISHED"][0].info.run_id, "model", str(tmp_path))
-    assert mlflow.pytorch.load_model(local)(torch.zeros(4, 2)).shape == (4, 2)
+    # each finished setting's model is an MLflow logged model, an output of its run
+    for child in by_status["FINISHED"]:
+        outputs = client.get_run(child.info.run_id).outputs.model_outputs
+        assert [o.model_id for o in outputs] == [child.data.tags["ct.model"]]
+    model = client.get_logged_model(by_status["FINISHED"][0].data.tags["ct.model"])
+    assert model.status == "READY" and model.source_run_id == by_status["FINISHED"][0].info.run_id
+    net = mlflow.pytorch.load_model(model.artifact_location)
+    assert isinstance(net, torch.nn.Module) and net(torch.zeros(4, 2)).shape == (4, 2)
+
+
+def test_packed_and_unpacked_child_runs_hold_the_same_counterfactual_metrics(packed, unpacked):
+    """The sweep's own metric and the other counterfactual metrics, at each evaluation epoch,
+    whether a setting trained in a pack or alone; the runs are named by what they sweep."""
+    runs = []
+    for out in (packed, unpacked):
+        client, _, children = mlflow_runs(out.run_dir)
+        names = [c.info.run_name for c in children]
+        assert len(set(names)) == 6, names  # e.g. "ecco reg=0.25"
+        assert all(n.split()[0] in ("ecco", "generic") and " reg=" in n for n in names), names
+        done = [c for c in children if c.info.status == "FINISHED"]
+        runs.append(
+            {
+                (c.data.params["generator.type"], c.data.params["train.lambda_reg"]): (client, c)
+                for c in done
+            }
+        )
+    a, b = runs
+    assert set(a) == set(b) and len(a) == 5
+    for k, (client, run) in a.items():
+        other_client, other = b[k]
+        assert set(run.data.metrics) == set(other.data.metrics), k
+        assert set(CF) <= set(run.data.metrics), (k, sorted(run.data.metrics))
+        for m in CF:
+            mine = {h.step: h.value for h in client.get_metric_history(run.info.run_id, m)}
+            theirs = {
+                h.step: h.value for h in other_client.get_metric_history(other.info.run_id, m)
+            }
+            assert sorted(mine) == sorted(theirs) == [2, 3], (k, m, mine, theirs)
+            for step, v in mine.items():
+                assert math.isclose(v, theirs[step], rel_tol=1e-5, abs_tol=1e-6), (k, m, step)
 
 
 def test_log_every_thins_mlflow_but_not_the_results(unpacked):

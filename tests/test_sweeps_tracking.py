@@ -62,7 +62,7 @@ def test_a_settings_epochs_become_metrics_once_with_the_clocks_totalled_at_its_e
     p, run = _plan(tmp_path, log_every=2)
     rec = Recorder()
     s = Stream(rec, p, run, None)
-    s.start("a", "trial_a", {"train.lambda_reg": 0.1})
+    s.start("a", {"train.lambda_reg": 0.1})
     for e in (1, 2, 3, 2, 3):  # a restored trial reports epochs 2 and 3 again
         s.record("a", _epoch(e, skipped_batches=0, div=0.0))
     s.end("a", "FINISHED")
@@ -87,17 +87,25 @@ def test_a_vanilla_setting_logs_no_ct_terms():
 
 
 def test_only_the_best_settings_get_a_model_and_only_once_their_ranking_is_known(tmp_path):
+    import pandas as pd
+
+    from ct_sweeps.record.report import Report
+
     p, run = _plan(tmp_path, n=3, log_model=2)
     rec = Recorder()
     s = Stream(rec, p, run, None)
     for uid, acc in (("a", 0.7), ("b", 0.9), ("c", 0.8)):
-        s.start(uid, uid, {})
+        s.start(uid, {})
         s.record(uid, {"epoch": 4.0, "val_acc": acc})
         s.end(uid, "FINISHED", model=tmp_path / f"{uid}.pt")
     assert not rec.of(Model) and all(e.model_file for e in rec.of(SettingEnded))
-    s.finish("FINISHED")
+    ranked = pd.DataFrame({"trial_id": ["b", "c", "a"], "status": ["TERMINATED"] * 3})
+    ranked["val_acc"] = [0.9, 0.8, 0.7]  # results.csv, sorted by the search metric
+    s.finish("FINISHED", Report(ranked, run.path / "results.csv", None, None, [], "val_acc", "max"))
     assert [m.setting_id for m in rec.of(Model)] == ["b", "c"]
-    assert rec.of(SweepEnded)[0].metrics == {"best_val_acc": 0.9}
+    ended = rec.of(SweepEnded)[0]
+    assert ended.metrics == {"best_val_acc": 0.9}
+    assert (ended.best, ended.register) == ("b", "s")  # registered under the sweep's name
 
 
 def test_a_failed_setting_ends_failed_with_its_own_reason_and_no_model(tmp_path):
@@ -121,7 +129,7 @@ def _replay(p, run, records_by_uid: dict[str, list[dict]], uri: str, end: bool =
     s = Stream(tracker, p, run, None)
     s.sweep_started()
     for uid, history in records_by_uid.items():
-        s.start(uid, f"trial_{uid}", {"train.lambda_reg": 0.1})
+        s.start(uid, {"train.lambda_reg": 0.1})
         for r in history:
             s.record(uid, r)
         if end:
@@ -174,6 +182,70 @@ def test_a_resumed_sweep_adopts_its_runs_and_logs_only_what_they_lack(tmp_path):
     assert again.counts["created"] == 0
 
 
+class LostAnswers(MlflowTracker):
+    """A tracker whose store takes the first ``n`` batches of metrics but whose answers are
+    lost (a timeout after the server committed): each such call counts as failed."""
+
+    def __init__(self, *args, n: int = 1, **kw):
+        super().__init__(*args, **kw)
+        self.lost = n
+
+    def log_batch(self, run_id, metrics=(), params=None) -> bool:
+        ok = super().log_batch(run_id, metrics=metrics, params=params)
+        if ok and metrics and self.lost:
+            self.lost -= 1
+            self._down_until = 0.0  # the store is up again at once
+            return False
+        return ok
+
+
+def _steps_by_metric(client, run_id: str) -> dict[str, list[int]]:
+    keys = client.get_run(run_id).data.metrics
+    return {k: sorted(m.step for m in client.get_metric_history(run_id, k)) for k in keys}
+
+
+def test_no_step_reaches_a_run_twice_after_a_kill_a_resume_or_a_lost_answer(tmp_path):
+    """Driver 1 sends each epoch at once (one answer lost) and is killed after epoch 15 of "a"
+    and 12 of "b"; driver 2 replays what the run directory holds (a's results lag: epochs 1-10;
+    b's: 1-14), the restored trials report their checkpoints' epochs again (a's from epoch 10,
+    b's from 14), train on to epoch 20 and end. Every metric holds each step once."""
+    from mlflow.tracking import MlflowClient
+
+    p, run = _plan(tmp_path)
+    uri = f"sqlite:///{run.path / 'mlflow.db'}"
+    cf = {"val_implausibility": 1.5, "val_cost": 2.0}
+
+    def epoch(e: int) -> dict:
+        return _epoch(e, **(cf if e % 5 == 0 else {}))
+
+    first = LostAnswers(uri, run, flush_s=0.0)
+    s = Stream(first, p, run, None)
+    s.sweep_started()
+    for uid, last in (("a", 15), ("b", 12)):
+        s.start(uid, {"train.lambda_reg": 0.1})
+        for e in range(1, last + 1):
+            s.record(uid, epoch(e))
+    assert first.lost == 0  # the store took a batch whose answer was lost
+
+    second = MlflowTracker(uri, run, flush_s=0.0)
+    s = Stream(second, p, run, None)
+    s.sweep_started()
+    for uid, known, restored in (("a", 10, 10), ("b", 14, 14)):
+        s.start(uid, {"train.lambda_reg": 0.1})
+        for e in range(1, known + 1):  # the replay
+            s.record(uid, epoch(e))
+        for e in range(restored - 1, 21):  # the checkpoint's epochs again, then the rest
+            s.record(uid, epoch(e))
+        s.end(uid, "FINISHED")
+    s.finish("FINISHED")
+    client = MlflowClient(tracking_uri=uri)
+    for uid, child in _children(client, second).items():
+        steps = _steps_by_metric(client, child.info.run_id)
+        assert steps["loss"] == steps["val_acc"] == list(range(1, 21)), (uid, steps)
+        assert steps["val_implausibility"] == [5, 10, 15, 20], (uid, steps)
+        assert steps["train_seconds"] == [20], (uid, steps)
+
+
 def test_a_run_whose_driver_died_before_its_first_flush_gets_its_params(tmp_path):
     from mlflow.tracking import MlflowClient
 
@@ -182,7 +254,7 @@ def test_a_run_whose_driver_died_before_its_first_flush_gets_its_params(tmp_path
     first = MlflowTracker(uri, run, flush_s=3600.0)
     s = Stream(first, p, run, None)
     s.sweep_started()
-    s.start("a", "trial_a", {"train.lambda_reg": 0.1})  # a run with tags only: nothing flushed
+    s.start("a", {"train.lambda_reg": 0.1})  # a run with tags only: nothing flushed
     client = MlflowClient(tracking_uri=uri)
     rid = _children(client, first)["a"].info.run_id
     assert client.get_run(rid).data.params == {}

@@ -26,7 +26,15 @@ from ct_sweeps.plan.packing import PACKS_FILE, PackBook, load_book, make_packs, 
 from ct_sweeps.plan.schema import SweepConfig, load_sweep, parse_sweep
 from ct_sweeps.plan.space import Space, parse_space, trial_config, validate
 
-__all__ = ["CF_METRICS", "RUN_FILE", "SWEEP_FILE", "Plan", "RunDir", "check_features"]
+__all__ = [
+    "CF_METRICS",
+    "OPTUNA_FILE",
+    "RUN_FILE",
+    "SWEEP_FILE",
+    "Plan",
+    "RunDir",
+    "check_features",
+]
 __all__ += ["new_run_dir", "pack_settings", "plan", "plan_from"]
 
 CF_METRICS = ("val_validity", "val_cost", "val_implausibility", "val_mmd")
@@ -41,6 +49,8 @@ KNOWN_METRICS = (
 
 RUN_FILE = "run.json"
 SWEEP_FILE = "sweep.yaml"
+OPTUNA_FILE = "optuna_journal.log"
+"""An Optuna sweep's study (``optuna.storages.JournalStorage``), for ``optuna-dashboard``."""
 _INFO_LOCK = threading.Lock()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import re
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,10 @@ class ResourcesConfig(_Strict):
     trains on the CPU even on a machine with GPUs."""
 
 
+# the field `register` hides pydantic's (abc's) classmethod of that name on instances only
+warnings.filterwarnings("ignore", 'Field name "register"', UserWarning)
+
+
 class TrackingConfig(_Strict):
     enabled: bool = True
     uri: str | None = None
@@ -143,6 +148,12 @@ class TrackingConfig(_Strict):
     log_every: int = Field(1, ge=1)
     """Metrics go to MLflow every N epochs and at a setting's last (``results.csv`` and
     ``result.json`` keep every epoch)."""
+    flush_s: float = Field(30.0, gt=0)
+    """Seconds between the driver's batched writes of metrics (and at each setting's end)."""
+    register: Any = True
+    """The best setting's MLflow model in the Model Registry, as a new version with the alias
+    ``best``: ``true`` under the sweep's name, a name of one's own, or ``false``. It needs a
+    logged model (``log_model`` not ``false``)."""
     sqlite_wal: Any = "auto"
     """A new local sqlite store (the default ``RUN_DIR/mlflow.db``) in SQLite's WAL mode (cheaper
     commits; ``mlflow ui`` reads without blocking the sweep). ``auto``: where the run directory is
@@ -158,6 +169,11 @@ class TrackingConfig(_Strict):
                 "tracking.log_model must be true, false, auto or a number of best settings "
                 f"(an integer >= 0), got {self.log_model!r}"
             )
+        if not (isinstance(self.register, bool) or _NAME.match(str(self.register))):
+            raise ValueError(
+                "tracking.register must be true, false or a model name (letters, digits, '_', "
+                f"'-', '.'), got {self.register!r}"
+            )
         if not (self.sqlite_wal == "auto" or isinstance(self.sqlite_wal, bool)):
             raise ValueError(
                 f"tracking.sqlite_wal must be true, false or auto, got {self.sqlite_wal!r}"
@@ -172,6 +188,10 @@ class TrackingConfig(_Strict):
         if isinstance(v, bool):
             return n_settings if v else 0
         return min(int(v), n_settings)
+
+    def model_name(self, sweep: str) -> str | None:
+        """The registered model the best setting goes to (``None``: none)."""
+        return None if self.register is False else sweep if self.register is True else self.register
 
 
 class SweepConfig(_Strict):

@@ -30,8 +30,9 @@ class SweepStarted:
 class SettingStarted:
     setting_id: str
     name: str
+    """Unique within the sweep, from what it sweeps (:mod:`ct_sweeps.record.labels`)."""
     params: dict[str, Any]
-    """Every resolved training parameter, by dotted path."""
+    """The resolved training parameters that apply to the setting, by dotted path."""
     swept: dict[str, Any]
     """What the sweep sets for this setting (its point in the space)."""
 
@@ -60,6 +61,8 @@ class Model:
 
     setting_id: str
     model_file: Path
+    plots: tuple[Path, ...] = ()
+    """The setting's plots (learning curves; the Figure-1 panel for 2-D data)."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,10 @@ class SweepEnded:
     """The report: ``results.csv``, ``best_config.yaml``, ``pareto.csv``."""
     plots: tuple[Path, ...] = ()
     metrics: dict[str, float] = field(default_factory=dict)
+    best: str | None = None
+    """The best setting, if its model was kept."""
+    register: str | None = None
+    """The registered model that the best setting's model becomes a version of (alias ``best``)."""
 
 
 Event = SweepStarted | SettingStarted | Metrics | SettingEnded | Model | SweepEnded

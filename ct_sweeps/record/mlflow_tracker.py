@@ -6,11 +6,21 @@ Child runs carry the tag ``ct.trial_id`` (the setting's id), so a resumed sweep 
 finds the runs an earlier driver made and adds only what they lack. Metrics are batched: a
 setting's params go with its first metrics, and what is pending goes to the store every
 ``flush_s`` seconds (one ``log_batch`` per setting) and at a setting's end.
+
+A run holds each step of each metric once, whatever a driver replays or a trial reports again:
+the tracker knows which steps each run holds (for a run it made, those it sent; for a run an
+earlier driver made, or after a call that failed, which the store may have taken all the same,
+it reads them from the store first) and never sends a step again. One ``log_batch`` call holds
+whole steps, so the store holds either every value of a step or none, and one metric of each
+group of values sent together (:func:`_mark`) tells which steps a run holds.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import re
 import shutil
 import tempfile
 import time
@@ -22,13 +32,25 @@ from ct_sweeps.plan import RunDir
 from ct_sweeps.record import events as ev
 from ct_sweeps.record.store import checkpoint, is_local, new_sqlite_store
 
-__all__ = ["MlflowTracker", "save_mlflow_model"]
+__all__ = ["MlflowTracker", "runs_link", "save_mlflow_model"]
 
 log = logging.getLogger("ct_sweeps.record")
 
 TRIAL_TAG = "ct.trial_id"
 PARENT_TAG = "mlflow.parentRunId"
 MODEL_TAG = "ct.model"
+KIND_TAG = "mlflow.experimentKind"
+"""What the MLflow UI takes an experiment for (docs/ecosystem.md, "MLflow")."""
+VIEW_TAG = "mlflow.sharedViewState."
+"""A saved view of the experiment's runs table, listed under the UI's "Views"."""
+CF_COLUMNS = ("val_implausibility", "val_cost", "val_validity", "val_mmd", "val_acc")
+
+
+def runs_link(base: str, experiment_id: str, view: str | None = None) -> str:
+    """The address of an experiment's runs table in the MLflow UI at ``base``, in the UI's
+    model-training view, with the saved view ``view`` (docs/ecosystem.md, "MLflow")."""
+    query = (f"viewStateShareKey={view}&" if view else "") + "workflowType=machine_learning"
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
 
 
 def _param_str(v: Any) -> str:
@@ -36,9 +58,11 @@ def _param_str(v: Any) -> str:
     return s if len(s) <= 6000 else s[:5997] + "..."
 
 
-def save_mlflow_model(model_file: Path, folder: Path) -> Path:
+def save_mlflow_model(model_file: Path, folder: Path, mlflow_model: Any = None) -> Path:
     """A model file (``ct_core.models.save_model``) as an MLflow PyTorch model in
-    ``folder/model`` (``mlflow.pytorch.load_model`` reads it back as an ``nn.Module``)."""
+    ``folder/model`` (``mlflow.pytorch.load_model`` reads it back as an ``nn.Module``), with a
+    signature inferred from an input example; ``mlflow_model``: the ``mlflow.models.Model`` of
+    the logged model it becomes."""
     import mlflow.pytorch
     import numpy as np
     import torch
@@ -51,7 +75,11 @@ def save_mlflow_model(model_file: Path, folder: Path) -> Path:
     example = np.zeros((2, int(meta["n_features"])), dtype=np.float32)
     pins = [f"torch=={torch.__version__.split('+')[0]}"]
     mlflow.pytorch.save_model(
-        model, str(folder / "model"), input_example=example, pip_requirements=pins
+        model,
+        str(folder / "model"),
+        mlflow_model=mlflow_model,
+        input_example=example,
+        pip_requirements=pins,
     )
     return folder / "model"
 
@@ -73,11 +101,16 @@ class MlflowTracker:
         self.parent: Any = None
         self.children: dict[str, Any] = {}
         """Setting id -> its run (``mlflow.entities.Run``) or, for a run made here, its id."""
-        self._stored: dict[str, set[int] | None] = {}
+        self._stored: dict[str, dict[str, set[int]]] = {}
+        """Setting id -> the steps its run holds, by the mark of the values (:func:`_mark`)."""
+        self._sure: set[str] = set()
+        """Settings whose ``_stored`` is all their run holds; for the others a mark not in it
+        is read from the store before values with that mark are sent."""
         self._params: dict[str, dict[str, Any]] = {}
-        self._buffer: dict[str, list[tuple[str, float, int]]] = {}
+        self._buffer: dict[str, list[tuple[int, dict[str, float]]]] = {}
         self._flushed = time.monotonic()
         self._warm = False
+        self._model_ids: dict[str, str] = {}
 
     # -- calls that may fail
     @property
@@ -85,7 +118,7 @@ class MlflowTracker:
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
-            self._client = MlflowClient(tracking_uri=self.uri)
+            self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
         return self._client
 
     def call(self, what: str, fn: str, *args: Any, **kwargs: Any) -> Any:
@@ -145,14 +178,18 @@ class MlflowTracker:
         new_sqlite_store(self.uri, wal=t.sqlite_wal)
         name = info.get("experiment_name") or t.experiment or e.name
         exp = self.call("get experiment", "get_experiment_by_name", name)
+        kind = {KIND_TAG: "custom_model_development"}  # the UI's "Model training"
         if exp is not None:
             exp_id = exp.experiment_id
+            if KIND_TAG not in exp.tags:
+                self.call("tag experiment", "set_experiment_tag", exp_id, KIND_TAG, kind[KIND_TAG])
         else:
             art = (e.run_dir / "mlartifacts").as_uri() if is_local(self.uri) else None
-            exp_id = self.call("create experiment", "create_experiment", name, art)
+            exp_id = self.call("create experiment", "create_experiment", name, art, kind)
         if exp_id is None:
             return
         self.experiment_id = exp_id
+        self._save_view()
         pid = info.get("parent_run_id")
         if pid and info.get("experiment_id") == exp_id and info.get("tracking_uri") == self.uri:
             self.parent = self.call("get parent run", "get_run", pid)
@@ -161,7 +198,7 @@ class MlflowTracker:
         else:
             tags = {"ct.sweep": e.name, "ct.run_dir": str(e.run_dir)}
             self.parent = self.call(
-                "create parent run", "create_run", exp_id, run_name=e.run_dir.name, tags=tags
+                "create parent run", "create_run", exp_id, run_name=e.name, tags=tags
             )
             if self.parent is None:
                 return
@@ -171,6 +208,25 @@ class MlflowTracker:
                 self.call("log artifact", "log_artifact", self.parent.info.run_id, str(f))
         ids = {"experiment_id": exp_id, "parent_run_id": self.parent.info.run_id}
         self.run.save_info(tracking_uri=self.uri, experiment_name=name, **ids)
+
+    def _save_view(self) -> None:
+        """The view "ct: <metric>": the runs table sorted by the search metric, with the
+        counterfactual metrics and the swept parameters as columns (the MLflow UI's own saved
+        views are experiment tags of this form: docs/ecosystem.md, "MLflow")."""
+        s = self.run.sweep.search
+        metrics = list(dict.fromkeys([*s.metrics, *CF_COLUMNS]))
+        columns = ["attributes.`Models`"]
+        columns += [f"metrics.`{m}`" for m in metrics] + [
+            f"params.`{e.key}`" for e in self.run.space.entries
+        ]
+        state = {"orderByKey": f"metrics.`{s.metrics[0]}`", "orderByAsc": s.modes[0] == "min"}
+        state.update(selectedColumns=columns, searchFilter="", lifecycleFilter="Active")
+        now = int(time.time() * 1000)
+        body = {"name": f"ct: {s.metrics[0]}", "createdAt": now, "updatedAt": now}
+        key = "ct-" + re.sub(r"[^A-Za-z0-9]", "-", s.metrics[0])
+        value = json.dumps({**body, "state": json.dumps(state)})
+        self.call("save view", "set_experiment_tag", self.experiment_id, VIEW_TAG + key, value)
+        self.run.save_info(view=key)
 
     def _adopt_children(self) -> None:
         """The child runs an earlier driver made under this parent (one paged search)."""
@@ -190,7 +246,7 @@ class MlflowTracker:
                 uid = r.data.tags.get(TRIAL_TAG)
                 if uid and uid not in self.children:
                     self.children[uid] = r
-                    self._stored[uid] = None  # read when its first metrics come
+                    self._stored[uid] = {}  # read before its first metrics are sent
             token = getattr(page, "token", None)
             if not token:
                 return
@@ -215,21 +271,15 @@ class MlflowTracker:
         if made is not None:
             self.children[e.setting_id] = made.info.run_id
             self._params[e.setting_id] = e.params  # logged with its first metrics
+            self._stored[e.setting_id] = {}
+            self._sure.add(e.setting_id)
             self.counts["created"] += 1
+            self.call("log dataset", "log_inputs", made.info.run_id, [_dataset(e.params)])
 
     def _metrics(self, e: ev.Metrics) -> None:
-        rid = self._run_id(e.setting_id)
-        if rid is None:
+        if self._run_id(e.setting_id) is None:
             return
-        if self._stored.get(e.setting_id, set()) is None:  # a run found, not made here
-            got = self.call("read metric history", "get_metric_history", rid, "loss")
-            if got is None:
-                return  # not knowing what it holds, log nothing: `sync-mlflow` fills it in
-            self._stored[e.setting_id] = {int(m.step) for m in got}
-        if e.step not in self._stored.get(e.setting_id, ()):
-            self._buffer.setdefault(e.setting_id, []).extend(
-                (k, v, e.step) for k, v in e.values.items()
-            )
+        self._buffer.setdefault(e.setting_id, []).append((e.step, dict(e.values)))
         if time.monotonic() - self._flushed >= self.flush_s:
             self.flush()
 
@@ -240,13 +290,52 @@ class MlflowTracker:
             uids = set(self._buffer) | set(self._params)
         for uid in list(uids):
             rid = self._run_id(uid)
-            metrics = self._buffer.get(uid) or []
-            if rid is None or not (metrics or uid in self._params):
-                continue
-            if self.log_batch(rid, metrics=metrics, params=self._params.get(uid)):
-                self.counts["metrics"] += len(metrics)
-                self._buffer.pop(uid, None)
-                self._params.pop(uid, None)
+            if rid is not None and (self._buffer.get(uid) or uid in self._params):
+                self._flush_one(uid, rid)
+
+    def _flush_one(self, uid: str, rid: str) -> None:
+        """Send the setting's pending steps that its run does not hold, whole steps per call; a
+        failed call leaves the rest pending and what the run holds to be read again."""
+        pending = self._buffer.get(uid) or []
+        held = self._holds(uid, rid, {_mark(v) for _, v in pending})
+        if held is None:
+            return  # not knowing what it holds, send nothing: later, or `sync-mlflow`
+        todo: dict[tuple[str, int], tuple[int, dict[str, float]]] = {}
+        for step, values in pending:  # the last values of a step reported twice
+            if step not in held.get(_mark(values), ()):
+                todo[(_mark(values), step)] = (step, values)
+        left, params = list(todo.values()), self._params.get(uid)
+        while left or params is not None:
+            room = 1000 - min(100, len(params or ()))  # the metrics of log_batch's first call
+            batch: list[tuple[int, dict[str, float]]] = []
+            while left and (not batch or room >= len(left[0][1])):
+                room -= len(left[0][1])
+                batch.append(left.pop(0))
+            metrics = [(k, v, step) for step, values in batch for k, v in values.items()]
+            if not self.log_batch(rid, metrics=metrics, params=params):
+                self._buffer[uid] = batch + left
+                self._stored[uid] = {}  # the store may have taken the batch all the same
+                self._sure.discard(uid)
+                return
+            for step, values in batch:
+                held.setdefault(_mark(values), set()).add(step)
+            self.counts["metrics"] += len(metrics)
+            self._params.pop(uid, None)
+            params = None
+        self._buffer.pop(uid, None)
+
+    def _holds(self, uid: str, rid: str, marks: set[str]) -> dict[str, set[int]] | None:
+        """The steps the setting's run holds by mark, read from the store where not known
+        (``None``: a read failed)."""
+        held = self._stored.setdefault(uid, {})
+        if uid in self._sure:
+            return held
+        for mark in sorted(marks - set(held)):
+            got = self.call("read metric history", "get_metric_history", rid, mark)
+            if got is None:
+                return None
+            held[mark] = {int(m.step) for m in got}
+        return held
 
     def _setting_ended(self, e: ev.SettingEnded) -> None:
         self.flush([e.setting_id])
@@ -278,22 +367,72 @@ class MlflowTracker:
                 pass
 
     def _model(self, e: ev.Model) -> None:
+        """The setting's model as an MLflow logged model, an output of its run (the UI's model
+        columns), and its plots in the run's ``plots/``."""
+        from mlflow.entities import LoggedModelOutput
+        from mlflow.models import Model
+
         rid, run = self._run_id(e.setting_id), self.children.get(e.setting_id)
         if rid is None or (not isinstance(run, str) and run.data.tags.get(MODEL_TAG)):
             return
-        t0 = time.perf_counter()
+        for f in e.plots:
+            self.call("log plot", "log_artifact", rid, str(f), "plots")
+        made = self.call("create model", "create_logged_model", self.experiment_id, "model", rid)
+        if made is None:
+            return
+        mid, t0 = made.model_id, time.perf_counter()
         try:
             with tempfile.TemporaryDirectory(prefix="ct-mlflow-") as d:
-                local = save_mlflow_model(e.model_file, Path(d))
+                meta = Model(made.artifact_location, rid, model_uuid=mid, model_id=mid)
+                local = save_mlflow_model(e.model_file, Path(d), meta)
                 self.seconds += time.perf_counter() - t0
-                self.call("log model", "log_artifacts", rid, str(local), "model")
+                self.call("log model", "log_model_artifacts", mid, str(local))
         except Exception as err:  # the raw model file is in the run directory either way
             self.failures += 1
             log.warning(
                 "MLflow model of %s not saved (%s: %s)", e.setting_id, type(err).__name__, err
             )
+            self.call("finalize model", "finalize_logged_model", mid, "FAILED")
             return
-        self.call("tag model", "set_tag", rid, MODEL_TAG, "mlflow")
+        self.call("link model", "log_outputs", rid, [LoggedModelOutput(mid, 0)])
+        self.call("finalize model", "finalize_logged_model", mid, "READY")
+        self.call("tag model", "set_tag", rid, MODEL_TAG, mid)
+        self._model_ids[e.setting_id] = mid
+
+    def _register(self, name: str, uid: str, metrics: Mapping[str, float]) -> None:
+        """The setting's logged model as a new version of registered model ``name``, with the
+        alias ``best``."""
+        rid, mid = self._run_id(uid), self._model_ids.get(uid)
+        if mid is None and rid is not None:  # logged by an earlier driver of this sweep
+            got = self.call("read run", "get_run", rid)
+            mid = got.data.tags.get(MODEL_TAG) if got is not None else None
+        model = (
+            self.call("read model", "get_logged_model", mid)
+            if mid not in (None, "mlflow")
+            else None
+        )
+        if model is None:
+            return
+        found = self.call("find model", "search_registered_models", f"name = '{name}'")
+        if found is not None and not found:
+            what = f"The best setting of each ct sweep {self.run.sweep.name!r} (alias: best)"
+            self.call("register model", "create_registered_model", name, description=what)
+        tags = {"ct.sweep": self.run.sweep.name, "ct.run_dir": str(self.run.path), TRIAL_TAG: uid}
+        tags.update({k: str(v) for k, v in metrics.items()})
+        # the source is the logged model's location, not models:/<id>, which MLflow's local
+        # registry looks up in the process's default store rather than this client's
+        version = self.call(
+            "add model version",
+            "create_model_version",
+            name,
+            model.artifact_location,
+            rid,
+            tags,
+            model_id=mid,
+        )
+        if version is not None:
+            self.call("alias model", "set_registered_model_alias", name, "best", version.version)
+            self.run.save_info(registered_model=name, registered_version=version.version)
 
     def _sweep_ended(self, e: ev.SweepEnded) -> None:
         self.flush()
@@ -306,5 +445,37 @@ class MlflowTracker:
             self.call("log plot", "log_artifact", pid, str(f), "plots")
         if e.metrics:
             self.log_batch(pid, metrics=[(k, v, 0) for k, v in e.metrics.items()])
+        if e.register and e.best and e.status != "KILLED":
+            self._register(e.register, e.best, e.metrics)
         self.call("end parent run", "set_terminated", pid, e.status)
         checkpoint(self.uri)
+
+
+def _mark(values: Mapping[str, float]) -> str:
+    """The metric that says whether a run holds a group of values sent together at one step:
+    ``loss`` for an epoch's metrics, ``train_seconds`` for a setting's totals at its end."""
+    for key in ("loss", "train_seconds"):
+        if key in values:
+            return key
+    return min(values)
+
+
+def _dataset(params: Mapping[str, Any]) -> Any:
+    """The training data of a setting as an MLflow dataset input: named by the data set (or
+    the file), its digest that of its ``data.*`` config (which fixes the split: the loaders are
+    seeded), its source the file or the config."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    data = {k[5:]: v for k, v in params.items() if k.startswith("data.")}
+    text = json.dumps(data, sort_keys=True, default=str)
+    path = data.get("path")
+    name = Path(path).name if path else str(data.get("name"))
+    kind, source = ("local", {"uri": str(path)}) if path else ("ct", {"data": data})
+    ds = Dataset(
+        name,
+        hashlib.sha256(text.encode()).hexdigest()[:12],
+        kind,
+        json.dumps(source, default=str),
+        profile=text,
+    )
+    return DatasetInput(ds, [InputTag("mlflow.data.context", "training")])

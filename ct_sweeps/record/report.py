@@ -6,6 +6,7 @@ source of truth whatever reached the tracker.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,15 +15,17 @@ from typing import Any
 
 import yaml
 
-from ct_sweeps.plan import RunDir
+from ct_sweeps.plan import OPTUNA_FILE, RunDir
 from ct_sweeps.plan.space import Space, trial_config
 from ct_sweeps.run.results import TrialRecord, collect
 
-__all__ = ["Report", "format_table", "pareto_mask", "results_frame", "write_report"]
+__all__ = ["Report", "format_table", "pareto_mask", "results_frame", "setting_plots"]
+__all__ += ["write_report"]
 
 RESULTS_FILE = "results.csv"
 BEST_FILE = "best_config.yaml"
 PARETO_FILE = "pareto.csv"
+log = logging.getLogger("ct_sweeps.record")
 
 
 def results_frame(records: Sequence[TrialRecord], space: Space, packed: bool = False) -> Any:
@@ -69,32 +72,101 @@ def pareto_mask(values: Sequence[Sequence[float]], modes: Sequence[str]) -> list
     return mask
 
 
-def _plots(df: Any, run: RunDir, metrics: Sequence[str]) -> list[Path]:
-    """The search metric against each swept parameter; the first two metrics and their front."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _plots(df: Any, run: RunDir, metrics: Sequence[str], modes: Sequence[str]) -> list[Path]:
+    """The search metric against each swept parameter; the first two metrics' Pareto front;
+    an Optuna sweep's history, parameter importances and parallel coordinates."""
+    from ct_core.plots import plot_metric_by_param, plot_pareto
 
     m, folder, out = metrics[0], run.path / "plots", []
     folder.mkdir(exist_ok=True)
-    plots = [(e.key, m, e.kind == "loguniform", f"{m}_by_{e.key}.png") for e in run.space.entries]
-    if len(metrics) >= 2:
-        plots.append((m, metrics[1], False, "pareto.png"))
-    for x, y, log, name in plots:
-        if x not in df.columns or y not in df.columns:
+    title = f"{run.sweep.name}: {m} by {{}} ({len(df)} settings)"
+    for e in run.space.entries:
+        if e.key in df.columns and m in df.columns:
+            path = folder / f"{m}_by_{e.key}.png"
+            plot_metric_by_param(
+                df, e.key, m, modes[0], e.kind == "loguniform", path, title.format(e.key)
+            )
+            out.append(path)
+    if len(metrics) >= 2 and {*metrics[:2]} <= set(df.columns):
+        title = f"{run.sweep.name}: Pareto front of {metrics[0]} and {metrics[1]}"
+        plot_pareto(df, *metrics[:2], modes[:2], path=folder / "pareto.png", title=title)
+        out.append(folder / "pareto.png")
+    if (run.path / OPTUNA_FILE).exists():
+        out += _optuna_plots(run, folder, metrics)
+    return out
+
+
+def _optuna_plots(run: RunDir, folder: Path, metrics: Sequence[str]) -> list[Path]:
+    """Optuna's own plots of the sweep's study (its matplotlib versions)."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.visualization import matplotlib as ovm
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    storage = JournalStorage(JournalFileBackend(str(run.path / OPTUNA_FILE)))
+    study = optuna.load_study(study_name=run.sweep.name, storage=storage)
+    one = {
+        "target": (lambda t: t.values[0]) if len(metrics) > 1 else None,
+        "target_name": metrics[0],
+    }
+    out = []
+    for name, plot in (
+        ("history", ovm.plot_optimization_history),
+        ("param_importances", ovm.plot_param_importances),
+        ("parallel_coordinate", ovm.plot_parallel_coordinate),
+    ):
+        try:
+            ax = plot(study, **one)
+        except Exception:  # too few finished trials, or one parameter only
             continue
-        fig, ax = plt.subplots(figsize=(4, 3))
-        ax.scatter(df[x].astype(str) if df[x].dtype == object else df[x], df[y], s=12)
-        if name == "pareto.png" and "pareto" in df.columns:
-            front = df[df["pareto"]].sort_values(x)
-            ax.plot(front[x], front[y], "r.-", label="Pareto front")
-            ax.legend()
-        ax.set(xlabel=x, ylabel=y, xscale="log" if log else "linear")
-        fig.tight_layout()
-        fig.savefig(folder / name, dpi=80)
+        fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
+        fig.set_size_inches(9, 5.5)
+        fig.suptitle(f"{run.sweep.name}: Optuna {name.replace('_', ' ')}")
+        fig.savefig(folder / f"optuna_{name}.png", dpi=100, bbox_inches="tight")
+        import matplotlib.pyplot as plt
+
         plt.close(fig)
-        out.append(folder / name)
+        out.append(folder / f"optuna_{name}.png")
+    return out
+
+
+def setting_plots(
+    run: RunDir, uid: str, name: str, cfg: Any, history: Sequence[dict], model_file: Path
+) -> list[Path]:
+    """One setting's learning curves and, for 2-D data, its Figure-1 panel, in
+    ``plots/<setting id>/`` (made for the settings whose models are kept: a few seconds of CPU
+    each would add up over a large grid)."""
+    import torch
+
+    from ct_core.plots import plot_history, plot_model
+
+    folder = run.path / "plots" / uid
+    out: list[Path] = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: threads only wait on each other
+    try:
+        if history:
+            plot_history(history, folder / "learning_curves.png", f"{name}: learning curves")
+            out.append(folder / "learning_curves.png")
+        blob = torch.load(model_file, map_location="cpu", weights_only=True)
+        if blob.get("meta", {}).get("n_features") == 2:
+            from ct_core.data import load_dataset
+            from ct_core.models import load_model
+
+            model, _ = load_model(model_file)
+            plot_model(
+                model,
+                load_dataset(cfg.data),
+                cfg,
+                folder / "figure1.png",
+                f"{name}: decision boundary and counterfactuals",
+            )
+            out.append(folder / "figure1.png")
+    except Exception as e:  # plots are a convenience, never a failure
+        log.warning("plots of %s not made (%s: %s)", uid, type(e).__name__, e)
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 
@@ -156,9 +228,9 @@ def write_report(
     plot_paths: list[Path] = []
     if plots and len(df):
         try:
-            plot_paths = _plots(df, run, metrics)
-        except Exception:  # plots are a convenience, never a failure
-            plot_paths = []
+            plot_paths = _plots(df, run, metrics, modes)
+        except Exception as e:  # plots are a convenience, never a failure
+            log.warning("sweep plots not made (%s: %s)", type(e).__name__, e)
     return Report(df, results, best_path, pareto_path, plot_paths, metrics[0], modes[0])
 
 

@@ -25,7 +25,15 @@ from ct_sweeps.plan import SWEEP_FILE, Plan, RunDir
 from ct_sweeps.plan.packing import PackBook
 from ct_sweeps.plan.space import resolve_setting
 from ct_sweeps.record import events as ev
-from ct_sweeps.run.results import TrialRecord, final_model, trial_settings
+from ct_sweeps.record.labels import Names, applicable, setting_name
+from ct_sweeps.record.report import Report, setting_plots
+from ct_sweeps.run.results import (
+    TrialRecord,
+    final_model,
+    read_results,
+    setting_records,
+    trial_settings,
+)
 
 __all__ = ["Session", "Stream", "metrics_of", "session_for"]
 
@@ -52,15 +60,21 @@ def metrics_of(record: Mapping[str, Any], vanilla: bool = False) -> dict[str, fl
 
 @dataclass
 class _Setting:
-    vanilla: bool
+    cfg: Any
+    """Its resolved ``ct_core.config.Config``."""
+    name: str
     steps: set[int] = field(default_factory=set)
     held: tuple[int, Mapping[str, Any]] | None = None
     clocks: dict[str, float] = field(default_factory=dict)
     last: int = 0
-    value: float | None = None
     failed: str = ""
     ended: str | None = None
     model: Path | None = None
+    history: Callable[[], list[dict[str, Any]]] | None = None
+
+    @property
+    def vanilla(self) -> bool:
+        return self.cfg.train.objective == "vanilla"
 
 
 class Stream:
@@ -73,6 +87,7 @@ class Stream:
         self.models = t.models_for(p.n_trials) if t.log_model is not False else None
         self.metric, self.mode = p.sweep.search.metrics[0], p.sweep.search.modes[0]
         self.settings: dict[str, _Setting] = {}
+        self.names = Names()
 
     # -- the sweep
     def sweep_started(self) -> None:
@@ -88,27 +103,34 @@ class Stream:
         files = (run.path / SWEEP_FILE, space)
         self.tracker.handle(ev.SweepStarted(p.sweep.name, run.path, params, files))
 
-    def finish(self, status: str, files: Iterable[Path] = (), plots: Iterable[Path] = ()) -> None:
-        """The best settings' models (where not every setting gets one), and the sweep's end."""
-        if self.models is not None and self.models < self.plan.n_trials:
-            done = [(st.value, u, st.model) for u, st in self.settings.items() if st.model]
-            done = sorted(d for d in done if d[0] is not None)
-            for _, uid, model in (done[::-1] if self.mode == "max" else done)[: self.models]:
-                self.tracker.handle(ev.Model(uid, model))
-        best = [st.value for st in self.settings.values() if st.value is not None]
-        metrics = {}
-        if best and status != "KILLED":
-            metrics[f"best_{self.metric}"] = (min if self.mode == "min" else max)(best)
-        self.tracker.handle(ev.SweepEnded(status, tuple(files), tuple(plots), metrics))
+    def finish(self, status: str, report: Report | None = None) -> None:
+        """The best settings' models (where not every setting gets one), and the sweep's end
+        with the report (``None``: the sweep stopped before it ran)."""
+        best, metrics, df = None, {}, None if report is None else report.frame
+        if df is not None and len(df) and self.metric in df.columns:
+            done = df[df["status"] == "TERMINATED"].dropna(subset=[self.metric])
+            if len(done) and status != "KILLED":
+                metrics[f"best_{self.metric}"] = float(done[self.metric].iloc[0])
+            kept = [u for u in done["trial_id"] if u in self.settings and self.settings[u].model]
+            if self.models is not None and self.models < self.plan.n_trials:
+                for uid in kept[: self.models]:
+                    self._keep(uid)
+            best = kept[0] if kept and kept[0] == done["trial_id"].iloc[0] else None
+        files, plots = ((), ()) if report is None else (report.files, report.plots)
+        name = self.plan.sweep.tracking.model_name(self.plan.sweep.name)
+        self.tracker.handle(ev.SweepEnded(status, tuple(files), tuple(plots), metrics, best, name))
 
     # -- one setting
-    def start(self, uid: str, name: str, config: Mapping[str, Any]) -> None:
+    def start(self, uid: str, config: Mapping[str, Any]) -> None:
         if uid in self.settings:
             return
         p, r = self.plan, self.plan.sweep.resources
-        params = resolve_setting(p.space, p.base, config, r.cpu, r.gpu).flat()
-        self.settings[uid] = _Setting(vanilla=params.get("train.objective") == "vanilla")
-        swept = p.space.resolve(config)
+        cfg = resolve_setting(p.space, p.base, config, r.cpu, r.gpu)
+        params = applicable(cfg)
+        swept = {k: v for k, v in p.space.resolve(config).items() if k in params}
+        order = [e.key for e in p.space.entries]
+        name = self.names(setting_name(swept, order, p.sweep.name))
+        self.settings[uid] = _Setting(cfg, name)
         self.tracker.handle(ev.SettingStarted(uid, name, params, swept))
 
     def record(self, uid: str, rec: Mapping[str, Any]) -> None:
@@ -124,9 +146,6 @@ class Stream:
                 st.clocks[total] = st.clocks.get(total, 0.0) + float(v)
         if rec.get("failed"):
             st.failed = str(rec["failed"])
-        v = rec.get(self.metric)
-        if isinstance(v, int | float) and math.isfinite(v) and not st.failed:
-            st.value = float(v)
         if step % self.log_every and not st.failed:
             st.held = (step, rec)  # logged if it turns out to be the last
             return
@@ -147,7 +166,15 @@ class Stream:
         st.model = model if status == "FINISHED" and self.models is not None else None
         self.tracker.handle(ev.SettingEnded(uid, status, reason[:5000], st.model))
         if st.model is not None and self.models is not None and self.models >= self.plan.n_trials:
-            self.tracker.handle(ev.Model(uid, st.model))
+            self._keep(uid)
+
+    def _keep(self, uid: str) -> None:
+        """The setting's model, with its plots, as a model the tracker serves."""
+        st = self.settings[uid]
+        assert st.model is not None
+        history = st.history() if st.history is not None else []
+        plots = setting_plots(self.run, uid, st.name, st.cfg, history, st.model)
+        self.tracker.handle(ev.Model(uid, st.model, tuple(plots)))
 
     def _log(self, uid: str, step: int, values: dict[str, float]) -> None:
         if values:
@@ -158,8 +185,8 @@ class Stream:
         self, trial_id: str, name: str, config: Mapping[str, Any], result: Mapping[str, Any]
     ) -> None:
         settings = result.get("settings") or {}
-        for k, (uid, uname, cfg) in enumerate(trial_settings(trial_id, name, config, self.book)):
-            self.start(uid, uname, cfg)
+        for k, (uid, _, cfg) in enumerate(trial_settings(trial_id, name, config, self.book)):
+            self.start(uid, cfg)
             for rec in settings.get(str(k)) or []:
                 self.record(uid, rec)
 
@@ -168,16 +195,19 @@ class Stream:
     ) -> None:
         """A trial ended: its settings FAILED (with their own reason, else the trial's) or
         FINISHED (with the final model in the trial's folder ``path``)."""
-        for k, (uid, uname, cfg) in enumerate(trial_settings(trial_id, name, config, self.book)):
-            self.start(uid, uname, cfg)
-            why = self.settings[uid].failed or reason
+        for k, (uid, _, cfg) in enumerate(trial_settings(trial_id, name, config, self.book)):
+            self.start(uid, cfg)
+            st = self.settings[uid]
+            st.history = st.history or (lambda k=k: setting_records(read_results(path), k))
+            why = st.failed or reason
             self.end(uid, "FAILED" if why else "FINISHED", why, final_model(path, k))
 
     def replay(self, records: Iterable[TrialRecord]) -> None:
         """Pass on what the run directory holds: every setting's epochs, and the end of those
         whose trial ended."""
         for rec in records:
-            self.start(rec.trial_id, rec.name, rec.config)
+            self.start(rec.trial_id, rec.config)
+            self.settings[rec.trial_id].history = rec.history
             for r in rec.history():
                 self.record(rec.trial_id, r)
             if rec.status == "TERMINATED":

@@ -80,22 +80,27 @@ def sweep_token(token_dir: Path, address: str | None = None) -> Path | None:
     return token
 
 
-def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> str | None:
+def ensure_ray(
+    address: str | None = None, num_cpus: int | None = None, verbose: bool = True
+) -> str | None:
     """Join or start Ray: ``"local"`` (a Ray of its own on this machine), ``"joined"`` (a
     cluster: ``address``, or the Ray job's, ``RAY_ADDRESS``) or ``None`` (Ray was already
-    initialised and is left as it is)."""
+    initialised and is left as it is). The workers' output reaches the driver's console
+    (``log_to_driver``); without ``verbose``, Ray's own log says warnings and errors only (level
+    30; 20 with it)."""
     set_defaults(address)
     import ray
 
     if ray.is_initialized():
         return None
+    kw: dict[str, Any] = {"log_to_driver": True, "logging_level": 20 if verbose else 30}
     if address or os.environ.get("RAY_ADDRESS"):
         try:
-            ray.init(address=address, log_to_driver=True)
+            ray.init(address=address, **kw)
         except ConnectionError as e:  # `--address auto` and no cluster here: say so plainly
             raise ConfigError(f"--address {address}: {e}") from None
         return "joined"
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kw)
     return "local"
 
 

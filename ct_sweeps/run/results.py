@@ -19,7 +19,7 @@ from ct_sweeps.plan.packing import settings_of, unit_id
 from ct_sweeps.plan.space import trial_config
 from ct_sweeps.run.trainable import model_file, newest_state
 
-__all__ = ["TrialRecord", "collect", "error_reason", "one_per_epoch"]
+__all__ = ["TrialRecord", "collect", "error_reason", "one_per_epoch", "setting_records"]
 
 
 @dataclass
@@ -53,11 +53,7 @@ class TrialRecord:
     def history(self) -> list[dict[str, Any]]:
         """The setting's record of every epoch, in order."""
         if self._history is None:
-            recs: list[dict[str, Any]] = []
-            for line in self._lines():
-                got = (line.get("settings") or {}).get(str(self.index)) or []
-                recs.extend(dict(r) for r in got)
-            self._history = self._fill_gaps(one_per_epoch(recs))
+            self._history = self._fill_gaps(setting_records(self._lines(), self.index))
         return self._history
 
     def _fill_gaps(self, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -116,6 +112,12 @@ def read_results(path: Path | None) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return out
+
+
+def setting_records(lines: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
+    """Setting ``k``'s records in a trial's ``result.json`` lines, one per epoch."""
+    recs = [dict(r) for line in lines for r in (line.get("settings") or {}).get(str(k)) or []]
+    return one_per_epoch(recs)
 
 
 def one_per_epoch(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ from typing import IO, Any
 
 from ray import tune
 
-from ct_sweeps.plan import Plan, RunDir
+from ct_sweeps.plan import OPTUNA_FILE, Plan, RunDir
 from ct_sweeps.run.trainable import TrialSpec, pack_trainable
 
 __all__ = ["ResultLog", "build_tuner", "restore_tuner", "scheduler", "search_alg"]
@@ -56,12 +56,16 @@ class ResultLog(tune.Callback):
     on_trial_error = on_trial_complete
 
 
-def search_alg(p: Plan) -> Any:
-    """Optuna's sampler for ``optuna-*`` sweeps; ``None`` (Tune's grid over packs) otherwise."""
+def search_alg(p: Plan, run: RunDir) -> Any:
+    """Optuna's sampler for ``optuna-*`` sweeps, its study named by the sweep and kept in the
+    run directory (``optuna-dashboard RUN_DIR/optuna_journal.log``); ``None`` (Tune's grid
+    over packs) otherwise."""
     s = p.sweep.search
     if not s.uses_optuna:
         return None
     import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
 
     from ct_sweeps.run.searchers import CtOptunaSearch
 
@@ -74,7 +78,15 @@ def search_alg(p: Plan) -> Any:
         )
     # a define-by-run space never receives Tune's metric/mode: pass them here
     metric, mode = (s.metrics, s.modes) if s.multi_objective else (s.metric, s.mode)
-    return CtOptunaSearch(space=p.space.optuna_space(), metric=metric, mode=mode, sampler=sampler)
+    storage = JournalStorage(JournalFileBackend(str(run.path / OPTUNA_FILE)))
+    return CtOptunaSearch(
+        space=p.space.optuna_space(),
+        metric=metric,
+        mode=mode,
+        sampler=sampler,
+        study_name=p.sweep.name,
+        storage=storage,
+    )
 
 
 def scheduler(p: Plan) -> Any:
@@ -101,7 +113,11 @@ def _trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def build_tuner(p: Plan, run: RunDir, spec: TrialSpec, callbacks: list[Any]) -> Any:
+def build_tuner(
+    p: Plan, run: RunDir, spec: TrialSpec, callbacks: list[Any], verbose: bool = False
+) -> Any:
+    """The sweep's Tune experiment; ``verbose``: Tune's own status tables on the console."""
+    _console(verbose)
     s = p.sweep.search
     single = not s.multi_objective
     if spec.book is not None:
@@ -111,7 +127,7 @@ def build_tuner(p: Plan, run: RunDir, spec: TrialSpec, callbacks: list[Any]) -> 
     tune_config = tune.TuneConfig(
         metric=s.metrics[0] if single else None,
         mode=s.modes[0] if single else None,
-        search_alg=search_alg(p),
+        search_alg=search_alg(p, run),
         scheduler=scheduler(p),
         num_samples=num_samples,
         max_concurrent_trials=s.max_concurrent,
@@ -126,7 +142,7 @@ def build_tuner(p: Plan, run: RunDir, spec: TrialSpec, callbacks: list[Any]) -> 
         # checkpoint its last snapshot names, which pruning may already have deleted
         checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         callbacks=callbacks,
-        verbose=int(os.environ.get("CT_SWEEP_VERBOSE", "1")),
+        verbose=1 if verbose else 0,
     )
     trainable = _trainable(p, spec)
     return tune.Tuner(
@@ -134,8 +150,19 @@ def build_tuner(p: Plan, run: RunDir, spec: TrialSpec, callbacks: list[Any]) -> 
     )
 
 
-def restore_tuner(p: Plan, run: RunDir, spec: TrialSpec, retry_errored: bool) -> Any:
+def _console(verbose: bool) -> None:
+    """Quiet: Tune prints nothing (the sweep's own progress line replaces its tables). Its new
+    output engine prints its experiment's settings even when silent; the older one
+    (``RAY_AIR_NEW_OUTPUT=0``, documented) does not."""
+    if not verbose:
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+
+
+def restore_tuner(
+    p: Plan, run: RunDir, spec: TrialSpec, retry_errored: bool, verbose: bool = False
+) -> Any:
     """The interrupted experiment, to go on with (its callbacks are the ones it was built with,
     unpickled from Tune's experiment state)."""
+    _console(verbose)
     exp, trainable = str(run.experiment_path), _trainable(p, spec)
     return tune.Tuner.restore(exp, trainable, resume_unfinished=True, resume_errored=retry_errored)
