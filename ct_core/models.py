@@ -19,7 +19,8 @@ from ct_core.config import Config, ConfigError, ModelConfig, import_object, pars
 if TYPE_CHECKING:
     from ct_core.data.base import Dataset
 
-__all__ = ["LeNet", "build_model", "check_factory", "check_model", "load_model", "save_model"]
+__all__ = ["LeNet", "build_model", "check_factory", "check_model", "device_of", "load_model"]
+__all__ += ["save_model"]
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -139,7 +140,7 @@ def check_model(model: nn.Module, n_features: int, n_classes: int, what: str = "
         ModelStack([model])
     except ValueError as e:
         raise ConfigError(f"{what}: {e}") from None
-    x = torch.zeros(2, n_features, device=_device(model))
+    x = torch.zeros(2, n_features, device=device_of(model))
     was = model.training
     model.eval()
     try:
@@ -171,7 +172,8 @@ def check_factory(cfg: Config, data: Dataset | None = None) -> None:
         build_model(cfg.model, data.n_features, data.n_classes, seed=cfg.seed)
 
 
-def _device(model: nn.Module) -> torch.device:
+def device_of(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter (the CPU for a model without parameters)."""
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
 
