@@ -324,6 +324,7 @@ def pack_validation_metrics(
                 valid=valid[rows].to(dev),
                 domain=domain,
                 mutability=data.mutability if constrained else None,
+                onehot=data.onehot,
                 compact=compact,
             )
             x_cf[rows] = res.x_cf.detach().cpu()

@@ -105,6 +105,10 @@ class DataConfig(_Strict):
     """nσ of the inferred domain: 2 as the authors' code runs it, 3 as the paper writes."""
     clamp_categorical: bool = True
     """Clamp one-hot columns to the domain as well (the reference does during training)."""
+    keep_onehot: bool = True
+    """Counterfactual searches (training, validation metrics, the protocol, ``ct explain``) keep
+    each categorical's one-hot group one-hot (docs/categorical.md); ``false`` searches its columns
+    as continuous ones, as the authors' training does."""
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:

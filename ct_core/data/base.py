@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from ct_core.constraints import Domain
+from ct_core.constraints import Domain, onehot_index
 
 
 @dataclass
@@ -17,7 +17,7 @@ class Dataset:
     ``domain`` are the bounds counterfactuals are clamped to (``None``: unbounded);
     ``mutability`` the ``(D,)`` code vector of :mod:`ct_core.constraints`; ``categorical`` the
     encoded column indices that are one-hot levels (``categorical_groups`` one list per original
-    categorical column).
+    categorical column), which counterfactual searches keep one-hot unless ``keep_onehot`` is off.
     """
 
     name: str
@@ -36,6 +36,7 @@ class Dataset:
     class_names: list[str] | None = None
     image_shape: tuple[int, ...] | None = None
     batch_size: int = 30
+    keep_onehot: bool = True
 
     @property
     def n_features(self) -> int:
@@ -44,6 +45,14 @@ class Dataset:
     def split(self, name: str) -> tuple[Tensor, Tensor]:
         """``("train"|"val"|"test")`` -> ``(X, y)``."""
         return getattr(self, f"X_{name}"), getattr(self, f"y_{name}")
+
+    @property
+    def onehot(self) -> Tensor | None:
+        """The one-hot groups searches keep one-hot, as the ``onehot`` argument of
+        :func:`ct_core.search.search` (``None``: no groups, or ``keep_onehot`` is off)."""
+        if not self.keep_onehot:
+            return None
+        return onehot_index(self.categorical_groups, self.X_train.device)
 
     @property
     def continuous(self) -> list[int]:

@@ -213,7 +213,13 @@ def assemble(
     groups = [list(map(int, g)) for g in categorical_groups]
     categorical = sorted(i for g in groups for i in g)
     names = list(feature_names)
-    mutability = resolve_mutability(names, cfg.immutable, cfg.increase_only, cfg.decrease_only)
+    mutability = resolve_mutability(
+        names,
+        cfg.immutable,
+        cfg.increase_only,
+        cfg.decrease_only,
+        groups if cfg.keep_onehot else (),
+    )
     x_fit = torch.cat([t["X_train"], t["X_val"]])
     domain = make_domain(cfg, x_fit, categorical, fixed_domain)
     return Dataset(
@@ -227,5 +233,6 @@ def assemble(
         class_names=[str(c) for c in class_names],
         image_shape=image_shape,
         batch_size=int(batch_size),
+        keep_onehot=cfg.keep_onehot,
         **t,
     )
