@@ -178,8 +178,19 @@ def device_of(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-def save_model(model: nn.Module, cfg: Config, path: str | Path, **meta: Any) -> None:
-    """Write the state dict, the resolved config and shape metadata (safe to load)."""
+def save_model(
+    model: nn.Module, cfg: Config, path: str | Path, data: Dataset | None = None, **meta: Any
+) -> None:
+    """Write the state dict, the resolved config and metadata (safe to load): ``meta``, and with
+    ``data`` its shape, feature names and :meth:`~ct_core.data.base.Dataset.spec`."""
+    if data is not None:
+        meta = {
+            "n_features": data.n_features,
+            "n_classes": data.n_classes,
+            "feature_names": list(data.feature_names),
+            "data": data.spec(),
+            **meta,
+        }
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     torch.save({"state_dict": state, "config": cfg.to_dict(), "meta": meta}, Path(path))
 

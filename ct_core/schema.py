@@ -80,9 +80,10 @@ class DataConfig(_Strict):
     path: str | None = None
     """For ``name: csv``: a CSV or parquet file (relative paths resolve against the config file)."""
     target: str | None = None
-    """For ``name: csv``: the label column."""
+    """For ``name: csv`` and ``frame`` (a DataFrame given in Python): the label column."""
     categorical: list[str] = Field(default_factory=list)
-    """For ``name: csv``: columns to one-hot encode."""
+    """For ``name: csv`` and ``frame``: columns to one-hot encode (text and ``category`` columns
+    are one-hot encoded without being listed, docs/python-api.md)."""
     n_train: PosInt | None = None
     """Training points; ``null`` uses the dataset's paper default."""
     n_val: NonNegInt | None = None
@@ -116,13 +117,17 @@ class DataConfig(_Strict):
             raise ValueError(
                 f"data.name must be one of {', '.join(DATASET_NAMES)}, got {self.name!r}"
             )
-        if self.name == "csv":
-            if not self.path:
-                raise ValueError("data.path is required when data.name is 'csv'")
-            if not self.target:
-                raise ValueError("data.target is required when data.name is 'csv'")
-        elif self.path is not None or self.target is not None:
-            raise ValueError("data.path and data.target are only allowed when data.name is 'csv'")
+        if self.name == "csv" and not self.path:
+            raise ValueError("data.path is required when data.name is 'csv'")
+        if self.name in ("csv", "frame") and not self.target:
+            raise ValueError(f"data.target is required when data.name is {self.name!r}")
+        if self.name != "csv" and self.path is not None:
+            raise ValueError("data.path is only allowed when data.name is 'csv'")
+        if self.name not in ("csv", "frame") and (self.target is not None or self.categorical):
+            raise ValueError(
+                "data.target and data.categorical are only allowed when data.name is 'csv' or "
+                "'frame'"
+            )
         d = self.domain
         if isinstance(d, list):
             pairs = [d] if d and not isinstance(d[0], list) else d
