@@ -95,6 +95,14 @@ def main(argv: list[str] | None = None) -> int:
         "each setting in turn (no Ray or MLflow needed)",
     )
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], help="train.device for training")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a training-config field of every model (repeatable), e.g. "
+        "data.keep_onehot=false; `ct compare` reads it from the CT model's config",
+    )
     ap.add_argument("--jobs", type=int, default=1, help="--trainer local: settings trained at once")
     ap.add_argument(
         "--filter",
@@ -186,6 +194,8 @@ def train_sweep(sweep: Path, dest: Path, args: argparse.Namespace, log: Path) ->
         cmd += ["--set", f"train.epochs={args.epochs}"]
     if args.device:
         cmd += ["--set", f"train.device={args.device}"]
+    for item in args.set:
+        cmd += ["--set", item]
     if args.address:
         cmd += ["--address", args.address]
     if args.tracking_uri:
@@ -200,13 +210,14 @@ def train_local(sweep: Path, dest: Path, args: argparse.Namespace, log: Path) ->
 
     import yaml
 
-    from ct_core.config import dump_config, load_config
+    from ct_core.config import dump_config, load_config, parse_override
 
     doc = yaml.safe_load(sweep.read_text())
     axes = {k: v for k, v in (doc.get("space") or {}).items() if isinstance(v, list)}
     extra = {"train.epochs": args.epochs} if args.epochs else {}
     if args.device:
         extra["train.device"] = args.device
+    extra.update(parse_override(item) for item in args.set)
     cmds = []
     for i, values in enumerate(itertools.product(*axes.values())):
         setting = dict(zip(axes, values))
