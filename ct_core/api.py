@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ct_core.config import Config, ConfigError, dump_config, load_config, parse_config
+from ct_core.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    dump_config,
+    load_config,
+    parse_config,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -22,7 +29,7 @@ if TYPE_CHECKING:
     from ct_core.data.base import Dataset
     from ct_core.training import Trainer
 
-__all__ = ["Callback", "TrainResult", "train"]
+__all__ = ["Callback", "TrainResult", "compare", "train"]
 
 Callback = Callable[[dict[str, Any], "Trainer"], Any]
 """Called after every epoch as ``callback(record, trainer)`` with the epoch's record (the keys
@@ -49,8 +56,8 @@ class TrainResult:
 
     def save(self, out: str | Path) -> Path:
         """Write ``config.yaml``, ``model.pt``, ``history.csv``, ``metrics.json``,
-        ``checkpoint.pt`` and (for tables) ``encoder.json`` into the folder ``out`` (created)
-        and return it. ``model.pt`` is rebuilt by :func:`ct_core.models.load_model` from the
+        ``checkpoint.pt`` and (but for images) ``encoder.json`` into the folder ``out``
+        (created) and return it. ``model.pt`` is rebuilt by :func:`ct_core.models.load_model` from the
         config's ``model`` section (a built-in model or ``model.factory``) and holds what
         :func:`ct_core.explain` needs of the data (``Dataset.spec``)."""
         from ct_core.models import save_model
@@ -141,6 +148,25 @@ def prepare(
     if target is not None:
         raise ConfigError("target= names the label column of a DataFrame given as data=")
     return cfg, data if data is not None else load_dataset(cfg.data)
+
+
+def compare(
+    ct: TrainResult,
+    baseline: TrainResult,
+    overrides: Iterable[str] | Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
+    """The paper's comparison of two models trained on the same data (what ``ct compare``
+    prints): the protocol of ``ct.config.evaluation`` (with ``overrides``) on both models with
+    the same draws, on ``ct``'s test split and constraints, and the Table-1 cells
+    (:func:`ct_core.protocol.compare`: one row per metric, ``ct``, ``bl``, ``reduction_pct``,
+    ``cell``, ...)."""
+    from ct_core.protocol import compare as table
+    from ct_core.protocol import draw_classes, evaluate_model
+
+    cfg = parse_config(apply_overrides(ct.config.to_dict(), overrides)) if overrides else ct.config
+    draws = draw_classes(ct.data.n_classes, cfg.evaluation.n_individuals, cfg.evaluation.seed)
+    frames = [evaluate_model(r.model, ct.data, cfg, draws, progress=False) for r in (ct, baseline)]
+    return table(*frames)
 
 
 def history_frame(history: Sequence[Mapping[str, Any]]) -> pd.DataFrame:

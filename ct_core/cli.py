@@ -5,9 +5,10 @@ explain chosen rows.
 :func:`ct_core.api.train` (from the weights of SOURCE with ``--init``, :mod:`ct_core.sources`) and
 writes what :meth:`~ct_core.api.TrainResult.save` writes: ``config.yaml``, ``model.pt``,
 ``history.csv``, ``metrics.json``, ``checkpoint.pt`` (also every ``train.checkpoint_every``
-epochs; ``--resume`` continues from it) and, for tables, ``encoder.json``. ``ct explain MODEL_DIR
---rows ROWS.csv --out CFS.csv`` writes a counterfactual per row (:func:`ct_core.explain`). Bad
-input exits with code 2 and one message per problem, before any training.
+epochs; ``--resume`` continues from it) and, but for images, ``encoder.json``. ``ct explain
+MODEL_DIR --rows ROWS.csv --out CFS.csv`` writes a counterfactual per row
+(:func:`ct_core.explain`). Bad input exits with code 2 and one message per problem, before any
+training.
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ def explain(
     import numpy as np
     import torch
 
-    from ct_core.generators import make_generator
+    from ct_core.generators import generator_info, make_generator
     from ct_core.search import search
 
     model, cfg, data = _resolve(model_or_dir, config, data)
@@ -90,7 +90,7 @@ def explain(
     pred = logits.argmax(1)
     tgt = _targets(target, names, logits, pred)
     g = cfg.generator
-    if _latent(g.type) and data.X_train.shape[0] == 0:
+    if generator_info(g.type).latent and data.X_train.shape[0] == 0:
         from ct_core.data import load_dataset
 
         data = load_dataset(cfg.data)  # a latent generator fits its model on the training data
@@ -180,12 +180,6 @@ def _targets(target: Any, names: list, logits: Any, pred: Any) -> Any:
     else:
         raise ConfigError(f"--target must be one of {', '.join(labels)}, got {target!r}")
     return torch.full_like(pred, k)
-
-
-def _latent(name: str) -> bool:
-    from ct_core.generators import generator_info
-
-    return generator_info(name).latent
 
 
 def _decode(x_cf: Any, x0: Any, frame: pd.DataFrame, data: Dataset) -> tuple[Any, list[str]]:

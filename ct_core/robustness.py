@@ -162,9 +162,9 @@ def integrated_gradients_sensitivity(
     data ``|g|/(max g − min g)``, otherwise ``(g − min g)/(max g − min g)``, extremes per class
     across features); take the mean over protected features (and classes). Returns the round values
     (``rounds``, ``(n_rounds,)``) and their ``median``, ``lo`` (2.5 %) and ``hi`` (97.5 %).
-    The authors' IG package is not public; normalising per class across features is
-    our reading, chosen because it reproduces the scale of the paper's table (2-feature baselines whose two
-    contributions are nearly equal give values ≫ 1, tabular values lie in [0, 1]).
+    The authors' IG package is not public; normalising per class across features is our
+    reading, chosen because it reproduces the scale of the paper's table (2-feature baselines
+    whose two contributions are nearly equal give values ≫ 1, tabular values lie in [0, 1]).
     """
     from captum.attr import IntegratedGradients
 

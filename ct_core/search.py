@@ -9,12 +9,14 @@ generator's, :mod:`ct_core.generators`), one plain gradient step ``Δ = −η·�
 0), the mutability mask on Δ, the step, and the domain clamp. A latent generator's state is its
 code; the point the model sees is the decoded code projected onto the mutability constraints and
 clamped to the domain. With ``onehot`` groups, the state of a categorical's one-hot columns is
-relaxed (a score per level, unbounded) and the point the model sees has each group set to the one-hot
-vector of its largest entry, so that every point scored, every converged counterfactual and every
-adversarial example takes exactly one category; gradients pass straight through that rounding, so
-a category changes once the steps have moved another level's value above the current one's. The last point of each path within the ε-ball of its factual is kept as
-the *nascent* counterfactual used as an adversarial example (``get_last_valid_ae``); for
-feature-space generators t = 0 always qualifies, so the fallback is the clean factual.
+relaxed (a score per level, unbounded) and the point the model sees has each group set to the
+one-hot vector of its largest entry, so that every point scored, every converged counterfactual
+and every adversarial example takes exactly one category; gradients pass straight through that
+rounding, so a category changes once the steps have moved another level's score above the
+current one's (docs/categorical.md). The last point of each path within the ε-ball of its
+factual is kept as the *nascent* counterfactual used as an adversarial example
+(``get_last_valid_ae``); for feature-space generators t = 0 always qualifies, so the fallback is
+the clean factual.
 
 Rows are independent, so every row gets what a search of that row alone gives (tested). Finished
 rows are masked, and the working block is compacted (settings without a running row dropped, each
@@ -125,10 +127,10 @@ def search(
     rows are padded). ``domain`` bounds apply after every step; ``mutability`` codes of
     :mod:`ct_core.constraints` mask steps in feature space and project decoded points of latent
     generators; ``onehot`` (:func:`~ct_core.constraints.onehot_index`) keeps categoricals'
-    one-hot groups one-hot (see the module docstring). ``compact``: compact the working block when its running rows fit in that share of
-    it (0: never; default 0.75 on the CPU, where it saves work, and 0 on a GPU, where masked rows
-    cost little). A 2-D ``x0`` ``(N, D)`` with ``target`` ``(N,)`` is a search of one setting and
-    returns ``(N, ...)`` results.
+    one-hot groups one-hot (see the module docstring). ``compact``: compact the working block
+    when its running rows fit in that share of it (0: never; default 0.75 on the CPU, where it
+    saves work, and 0 on a GPU, where masked rows cost little). A 2-D ``x0`` ``(N, D)`` with
+    ``target`` ``(N,)`` is a search of one setting and returns ``(N, ...)`` results.
     """
     single = x0.dim() == 2
     if single:

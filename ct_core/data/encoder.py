@@ -158,8 +158,10 @@ class Encoder:
 
 
 def _plain(v: Any) -> Any:
-    """A JSON scalar for a level (numpy scalars become Python ones)."""
-    return v.item() if isinstance(v, np.generic) else v
+    """A JSON scalar for a level: numpy scalars become Python ones, anything else (a date) text,
+    which :meth:`Encoder.encode` matches against the values' text."""
+    v = v.item() if isinstance(v, np.generic) else v
+    return v if isinstance(v, (str, int, float, bool)) else str(v)
 
 
 def _sorted_levels(s: pd.Series) -> list[Any]:
