@@ -32,6 +32,7 @@ DEFAULTS: dict[str, DatasetDefaults] = {
         DatasetDefaults("gmsc", "GMSC", "tabular", 12371, 1000, None, 1000, 5000),
         DatasetDefaults("mnist", "MNIST", "image", 10000, 1000, 10000, 1000, 5000),
         DatasetDefaults("csv", "user data", "user", None, 0, None, 64, 1000),
+        DatasetDefaults("frame", "user DataFrame", "user", None, 0, None, 64, 1000),
     ]
 }
 
