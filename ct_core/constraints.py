@@ -1,13 +1,13 @@
-"""Actionability and domain constraints (reference §2).
+"""Actionability and domain constraints.
 
 * :func:`infer_domain` — per-feature bounds ``[min(μ − nσ·sd, min x), max(μ + nσ·sd, max x)]``
-  computed on train+validation data (§2.3; nσ = 2 in the code, 3 in the paper).
+  computed on train+validation data (nσ = 2 in the code, 3 in the paper).
 * :func:`clamp_domain` — applied to the counterfactual after every search step.
 * :func:`mask_step` — mutability on the proposed step Δ: increase-only keeps Δ ≥ 0,
-  decrease-only Δ ≤ 0, immutable Δ = 0 (§2.1).
+  decrease-only Δ ≤ 0, immutable Δ = 0.
 * :func:`project_mutability` — the same constraint as a projection of a point onto the set
   reachable from the factual (used for REVISE, whose steps live in latent space).
-* :func:`protect_immutable` — the point-mass prior of the contrastive term (§2.2): for each
+* :func:`protect_immutable` — the point-mass prior of the contrastive term: for each
   constrained feature the target-class sample x⁺ takes x′'s value where x′ may not move further.
 * :func:`project_onehot` — each one-hot group of a categorical set to the one-hot vector of its
   largest entry, so that a counterfactual takes exactly one category of each (docs/categorical.md).
@@ -112,7 +112,7 @@ def project_onehot(x: Tensor, index: Tensor | None) -> Tensor:
 
 
 def protect_immutable(x_cf: Tensor, x_pos: Tensor, mutability: Tensor | None) -> Tensor:
-    """Return x⁺ with constrained features moved to x′ (reference §2.2, ``protect_immutable!``).
+    """Return x⁺ with constrained features moved to x′ (the authors' ``protect_immutable!``).
 
     ``none``: x⁺_d := x′_d; ``increase``: x⁺_d := x′_d where x′_d > x⁺_d; ``decrease``:
     x⁺_d := x′_d where x′_d < x⁺_d. The gradient of the contrastive term with respect to the

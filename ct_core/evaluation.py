@@ -64,7 +64,7 @@ __all__ = [
 def validity(p_target: Tensor, threshold: float = 0.5) -> Tensor:
     """``p(y⁺|x′) ≥ threshold`` per counterfactual: ``(N,) -> (N,) bool``.
 
-    The reference filters on 0.5 (``validity``) and reports ``validity_strict`` at τ_eval (§9.15).
+    The authors' code filters on 0.5 (``validity``) and reports ``validity_strict`` at τ_eval.
     """
     return p_target >= threshold
 
@@ -98,7 +98,7 @@ def sample_rows(
 def implausibility(x_cf: Tensor, x_target_samples: Tensor) -> Tensor:
     """IP (Eq. 4): mean L1 distance from each counterfactual to the target-class samples.
 
-    ``x_cf`` ``(N, D)``, ``x_target_samples`` ``(S, D)`` (the reference draws up to 1000 target-class
+    ``x_cf`` ``(N, D)``, ``x_target_samples`` ``(S, D)`` (the authors' code draws up to 1000 target-class
     rows of the evaluation data with replacement, see :func:`implausibility_by_target`) -> ``(N,)``.
     """
     if x_cf.shape[0] == 0:
@@ -146,7 +146,7 @@ def mmd_unbiased(
     Gaussian kernel ``k(x, y) = exp(−‖x − y‖² / (2ℓ²))`` (KernelFunctions'
     ``with_lengthscale(GaussianKernel(), ℓ)``); within-sample means exclude the diagonal. Each
     sample is first subsampled without replacement to at most ``max_samples`` rows (the
-    reference's ``ndiv = 100``). Negative estimates are clamped to 0 as the reference does before
+    authors' ``ndiv = 100``). Negative estimates are clamped to 0 as the authors' code does before
     aggregation (``clamp=False`` keeps the unbiased value). NaN if either sample has < 2 rows.
     """
     if max_samples is not None:

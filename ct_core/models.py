@@ -46,7 +46,7 @@ def _flux_init(module: nn.Module, generator: torch.Generator | None) -> None:
 
 
 class LeNet(nn.Module):
-    """LeNet-5 as in the reference (``CTX/cnn.jl``); takes flattened 28×28 inputs ``(N, 784)``."""
+    """LeNet-5 as in the authors' code (``CTX/cnn.jl``); takes flattened 28×28 inputs ``(N, 784)``."""
 
     def __init__(self, n_classes: int = 10, activation: type[nn.Module] = nn.ReLU):
         super().__init__()

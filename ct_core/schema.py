@@ -108,7 +108,7 @@ class DataConfig(_Strict):
     domain_nsd: Pos = 2.0
     """nσ of the inferred domain: 2 as the authors' code runs it, 3 as the paper writes."""
     clamp_categorical: bool = True
-    """Clamp one-hot columns to the domain as well (the reference does during training)."""
+    """Clamp one-hot columns to the domain as well (the authors' code does during training)."""
     keep_onehot: bool = True
     """Counterfactual searches (training, validation metrics, the protocol, ``ct explain``) keep
     each categorical's one-hot group one-hot (docs/categorical.md); ``false`` searches its columns
@@ -194,7 +194,7 @@ class TrainConfig(_Strict):
     lambda_adv: NonNeg = 0.25
     epsilon: Pos = 0.3
     """Radius of the ball that nascent counterfactuals must stay in to serve as adversarial
-    examples (L∞ by default, fixed at 0.3 in the reference)."""
+    examples (L∞ by default, fixed at 0.3 in the authors' code)."""
     epsilon_norm: Literal["inf", "1", "2"] = "inf"
     epsilon_strict: bool = False
     """``false``: ‖Δ‖ ≤ ε as the code does; ``true``: ‖Δ‖ < ε as the paper writes."""
@@ -202,7 +202,7 @@ class TrainConfig(_Strict):
     """Which counterfactuals enter the contrastive term: only converged ones (code) or also those
     that exhausted T (the seed paper's notation)."""
     shuffle: bool = False
-    """Shuffle mini-batches each epoch (the reference's DataLoader does not)."""
+    """Shuffle mini-batches each epoch (the authors' DataLoader does not)."""
     checkpoint_every: NonNegInt = 0
     """``ct train`` writes ``checkpoint.pt`` every k epochs (0 = only at the end)."""
     eval_every: NonNegInt = 0
@@ -222,16 +222,16 @@ class GeneratorConfig(_Strict):
     T: PosInt = 30
     tau: Prob = 0.75
     lr: Pos = 0.1
-    """Step size of plain gradient descent in input (or latent) space. The reference configures
-    0.25 but its code ignores it and runs 0.1."""
+    """Step size of plain gradient descent in input (or latent) space. The authors configure
+    0.25, but their code ignores it and runs 0.1."""
     lambda_cost: NonNeg = 0.001
     lambda_energy: NonNeg = 5.0
     energy_reg: NonNeg = 0.001
     """Weight of the quadratic part of the ECCo energy penalty, E + energy_reg·E²."""
     energy_decay: bool = True
-    """Apply the reference's step schedule φ_t = a·(b+t)^-0.9 to the energy penalty."""
+    """Apply the authors' step schedule φ_t = a·(b+t)^-0.9 to the energy penalty."""
     vae_latent: PosInt | None = None
-    """REVISE: latent size (``null``: 2 for D ≤ 2, else 4, as the reference)."""
+    """REVISE: latent size (``null``: 2 for D ≤ 2, else 4, as the authors' code)."""
     vae_hidden: PosInt | None = None
     vae_epochs: PosInt = 100
 

@@ -35,3 +35,27 @@ def test_no_module_of_ct_core_is_over_500_lines():
         str(p.relative_to(PKG)): n for p in MODULES if (n := len(p.read_text().splitlines())) > 500
     }
     assert not long, long
+
+
+ROOT = PKG.parent
+CITATIONS = ("ct-reference", "design.md", "ecosystem-notes", "reference §", "../shared/docs")
+
+
+def test_nothing_in_the_repository_cites_the_design_notes_outside_it():
+    """What the code relies on from the team's design notes lives in docs/ (the repository is
+    self-contained); the paper and the authors' public code may be cited by name."""
+    here = Path(__file__).resolve()
+    files = [ROOT / "README.md"] + [
+        p
+        for d in ("ct_core", "ct_sweeps", "cluster", "configs", "docs", "scripts", "tests", "bench")
+        for p in (ROOT / d).rglob("*")
+        if p.suffix in {".py", ".md", ".yaml", ".yml", ".sh", ".toml"} and p.resolve() != here
+    ]
+    hits = [
+        f"{p.relative_to(ROOT)}: {c}"
+        for p in files
+        if p.is_file()
+        for c in CITATIONS
+        if c in p.read_text(errors="ignore")
+    ]
+    assert not hits, hits

@@ -1,4 +1,4 @@
-"""Datasets, loaders and preprocessing (reference §4, §2.1, §2.3)."""
+"""Datasets, loaders and preprocessing."""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ __all__ = ["assemble", "make_domain", "stratified_split", "with_constraints"]
 def stratified_split(y: np.ndarray, n_val: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
     """Split indices of ``y`` ``(n,)`` into ``(train_idx, val_idx)`` keeping class ratios.
 
-    Like CE.jl ``train_test_split(keep_class_ratio=true)`` (reference §4): each class gives a
+    Like CE.jl ``train_test_split(keep_class_ratio=true)`` : each class gives a
     share of ``n_val`` proportional to its size, drawn without replacement; both index lists keep
     the original order. CE.jl floors the per-class counts (so it may return one point fewer);
     here the remainder goes to the classes with the largest fractional parts, so ``len(val_idx)``
@@ -56,7 +56,7 @@ def make_domain(
     categorical: Sequence[int],
     fixed: tuple[float, float] | None = None,
 ) -> Domain | None:
-    """The domain of §2.3 for ``cfg.domain``; ``x_fit`` ``(n, D)`` is train+validation data.
+    """The counterfactual domain for ``cfg.domain``; ``x_fit`` ``(n, D)`` is train+validation data.
 
     ``inferred``: :func:`~ct_core.constraints.infer_domain` with ``cfg.domain_nsd`` (or the
     dataset's ``fixed`` bounds, MNIST's (-1, 1)); ``none``: ``None``; ``[lo, hi]``: broadcast;

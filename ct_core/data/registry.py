@@ -1,4 +1,4 @@
-"""Names and paper defaults of the built-in datasets (reference §4). Import-light on purpose:
+"""Names and paper defaults of the built-in datasets. Import-light on purpose:
 the config schema validates ``data.name`` against this list without loading any data."""
 
 from __future__ import annotations

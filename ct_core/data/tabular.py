@@ -1,4 +1,4 @@
-"""The paper's tabular datasets (reference §4; TaijaData 1.1.x loaders).
+"""The paper's tabular datasets (TaijaData 1.1.x loaders).
 
 * ``adult``: raw UCI ``adult.data`` turned into TaijaData's ``adult.csv`` (recipe in
   ``shared/data/adult/SOURCE.md``): headers lowercased with spaces/hyphens as ``_``, ``?`` kept
@@ -8,7 +8,7 @@
 
 Split: no row shuffle; the first ``n_train + n_val`` rows (by default all of the first
 ``round(0.8·N)``; credit's paper sizes leave one row out) are train+validation, the last
-``N − round(0.8·N)`` rows (or ``n_test``) test, giving the reference's test sizes 6512 / 4126 /
+``N − round(0.8·N)`` rows (or ``n_test``) test, giving the authors' test sizes 6512 / 4126 /
 2654 / 3343; the validation set is split off keeping class ratios.
 Continuous columns are z-scored with statistics of the train+validation part only (MLJ
 ``Standardizer(count=true)``, fitted before the train/validation split as the authors' code
