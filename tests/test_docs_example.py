@@ -33,8 +33,13 @@ def test_the_worked_example_runs_and_does_what_it_says(tmp_path, monkeypatch):
     assert ct.config.data.name == "frame" and ct.config.train.objective == "full"
     assert vanilla.config.train.objective == "vanilla"
     assert {"IP", "IP*", "Cost"} <= set(table["metric"])
-    assert len(cfs) == 5 and (cfs["target"] == "yes").all()
-    assert (cfs["age"] == ns["applicants"]["age"]).all()
+    applicants, loans = ns["applicants"], ns["loans"]
+    assert len(cfs) == 5 and list(cfs.index) == list(applicants.index)
+    assert (loans.loc[cfs.index, "approved"] == "no").all() and (cfs["target"] == "yes").all()
+    assert (cfs["age"] == applicants["age"]).all()  # immutable
+    assert cfs["housing"].isin(["rent", "own", "family"]).all()  # one level, decoded
+    assert cfs["employment"].isin(["salaried", "self-employed", "none"]).all()
+    assert cfs["valid"].equals(cfs["p_target"] >= ct.config.generator.tau)
     assert (Path("runs/loans-ct") / "encoder.json").is_file()
     assert tuned.metrics["init"] == "models:/loans@production"
     assert tuned.history["mature"].isna().sum() == round(0.2 * tuned.config.train.epochs)
