@@ -3,6 +3,7 @@ folder (the MLflow part against a sqlite store there)."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -22,13 +23,15 @@ def test_the_worked_example_runs_and_does_what_it_says(tmp_path, monkeypatch):
     import mlflow
 
     monkeypatch.chdir(tmp_path)
+    before = os.environ.get("MLFLOW_TRACKING_URI")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    before = mlflow.get_tracking_uri()
     ns: dict = {}
     try:
         exec(compile(example_code(), str(DOC), "exec"), ns)
     finally:
+        # the example's set_tracking_uri also sets the variable; None unsets both, as before
         mlflow.set_tracking_uri(before)
+    assert os.environ.get("MLFLOW_TRACKING_URI") == before  # nothing leaks to other tests
     ct, vanilla, table, cfs, tuned = (ns[k] for k in ("ct", "vanilla", "table", "cfs", "tuned"))
     assert ct.config.data.name == "frame" and ct.config.train.objective == "full"
     assert vanilla.config.train.objective == "vanilla"

@@ -162,4 +162,5 @@ def test_a_bad_init_in_a_sweep_fails_before_ray_starts(tmp_path, capsys):
     assert sweep_main(["run", str(sweep), "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "error: init: init '" in err and "missing/run" in err and "no such model file" in err
-    assert "ray" not in sys.modules
+    ray = sys.modules.get("ray")  # other tests of the session may have imported it
+    assert ray is None or not ray.is_initialized()
