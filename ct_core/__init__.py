@@ -19,6 +19,8 @@ _EXPORTS = {
     "load_config": "ct_core.config",
     "TrainResult": "ct_core.api",
     "train": "ct_core.api",
+    "compare": "ct_core.api",
+    "explain": "ct_core.explanation",
     "PackTrainer": "ct_core.training",
     "Trainer": "ct_core.training",
     "register_generator": "ct_core.generators",

@@ -1,5 +1,7 @@
-"""The Python API behind ``ct train``: train one configuration, on the paper's models or one's
-own ``nn.Module``, and get the model, its history and its metrics (docs/python-api.md)."""
+"""The Python API behind ``ct train``: train one configuration, on the paper's data or one's own
+(a pandas DataFrame), a model built from the config, one's own ``nn.Module`` or the weights of an
+earlier model (fine-tuning), and get the model, its history and its metrics
+(docs/python-api.md)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ct_core.config import Config, dump_config, load_config
+from ct_core.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    dump_config,
+    load_config,
+    parse_config,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -20,7 +29,7 @@ if TYPE_CHECKING:
     from ct_core.data.base import Dataset
     from ct_core.training import Trainer
 
-__all__ = ["Callback", "TrainResult", "train"]
+__all__ = ["Callback", "TrainResult", "compare", "train"]
 
 Callback = Callable[[dict[str, Any], "Trainer"], Any]
 """Called after every epoch as ``callback(record, trainer)`` with the epoch's record (the keys
@@ -46,10 +55,11 @@ class TrainResult:
     """The trainer's state: ``train(cfg, checkpoint=...)`` continues it."""
 
     def save(self, out: str | Path) -> Path:
-        """Write ``config.yaml``, ``model.pt``, ``history.csv``, ``metrics.json`` and
-        ``checkpoint.pt`` into the folder ``out`` (created) and return it. ``model.pt`` is
-        rebuilt by :func:`ct_core.models.load_model` from the config's ``model`` section (a
-        built-in model or ``model.factory``)."""
+        """Write ``config.yaml``, ``model.pt``, ``history.csv``, ``metrics.json``,
+        ``checkpoint.pt`` and (but for images) ``encoder.json`` into the folder ``out``
+        (created) and return it. ``model.pt`` is rebuilt by :func:`ct_core.models.load_model` from the
+        config's ``model`` section (a built-in model or ``model.factory``) and holds what
+        :func:`ct_core.explain` needs of the data (``Dataset.spec``)."""
         from ct_core.models import save_model
         from ct_core.training import save_checkpoint
 
@@ -57,14 +67,9 @@ class TrainResult:
         p.mkdir(parents=True, exist_ok=True)
         dump_config(self.config, p / "config.yaml")
         d = self.data
-        save_model(
-            self.model,
-            self.config,
-            p / "model.pt",
-            n_features=d.n_features,
-            n_classes=d.n_classes,
-            feature_names=list(d.feature_names),
-        )
+        save_model(self.model, self.config, p / "model.pt", data=d)
+        if d.encoder is not None:
+            (p / "encoder.json").write_text(json.dumps(d.encoder.to_dict(), indent=2))
         self.history.to_csv(p / "history.csv", index=False)
         (p / "metrics.json").write_text(json.dumps(self.metrics, indent=2))
         save_checkpoint(self.checkpoint, p / "checkpoint.pt")
@@ -73,27 +78,35 @@ class TrainResult:
 
 def train(
     cfg: Config | str | Path | Mapping[str, Any],
-    model: nn.Module | None = None,
+    model: nn.Module | str | Path | None = None,
     callbacks: Iterable[Callback] | None = None,
     *,
-    data: Dataset | None = None,
+    data: Dataset | pd.DataFrame | None = None,
+    target: str | None = None,
     checkpoint: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``cfg`` (a :class:`~ct_core.config.Config`, or what :func:`load_config` takes) with
     counterfactual training and return the :class:`TrainResult`.
 
     ``model``: any ``nn.Module`` mapping ``(N, n_features)`` to ``(N, n_classes)`` logits, trained
-    in place; default: built from ``cfg.model`` (seeded with ``cfg.seed``). ``callbacks``: see
-    :data:`Callback`. ``data``: the dataset (default ``load_dataset(cfg.data)``);
+    in place; or a SOURCE of initial weights (a ct ``model.pt`` or run directory,
+    ``runs:/<run_id>/<path>``, ``models:/<name>@<alias>``: :mod:`ct_core.sources`) loaded into the
+    model ``cfg.model`` builds; default: built from ``cfg.model`` (seeded with ``cfg.seed``).
+    ``callbacks``: see :data:`Callback`. ``data``: a pandas DataFrame with the label column
+    ``target`` (then ``cfg.data`` becomes ``name: frame``; its ``categorical``, ``immutable``,
+    ``increase_only``, ``decrease_only``, sizes and ``split_seed`` apply), a
+    :class:`~ct_core.data.base.Dataset`, or ``None`` for ``load_dataset(cfg.data)``.
     ``checkpoint``: a ``TrainResult.checkpoint`` (or ``checkpoint.pt``) of the same config to
     continue from.
     """
-    from ct_core.data import load_dataset
     from ct_core.training import Trainer
 
-    if not isinstance(cfg, Config):
-        cfg = load_config(cfg)
-    data = data if data is not None else load_dataset(cfg.data)
+    cfg, data = prepare(cfg, data, target)
+    init = None
+    if isinstance(model, (str, Path)):
+        from ct_core.sources import initial_model
+
+        init, model = str(model), initial_model(model, cfg, data)
     trainer = Trainer(cfg, data=data, checkpoint=checkpoint, model=model)
     cbs = list(callbacks or ())
     t0 = time.perf_counter()
@@ -102,14 +115,58 @@ def train(
             break
     seconds = time.perf_counter() - t0
     trained = trainer.model
+    metrics = _metrics(trained, data, trainer.history, trainer.epoch, seconds)
+    if init is not None:
+        metrics["init"] = init
     return TrainResult(
-        trained,
-        history_frame(trainer.history),
-        _metrics(trained, data, trainer.history, trainer.epoch, seconds),
-        cfg,
-        data,
-        trainer.state_dict(),
+        trained, history_frame(trainer.history), metrics, cfg, data, trainer.state_dict()
     )
+
+
+def prepare(
+    cfg: Config | str | Path | Mapping[str, Any],
+    data: Dataset | pd.DataFrame | None = None,
+    target: str | None = None,
+) -> tuple[Config, Dataset]:
+    """The validated config and the dataset :func:`train` trains on (see its ``data``)."""
+    import pandas as pd
+
+    from ct_core.data import load_dataset, load_frame
+
+    if not isinstance(cfg, Config):
+        cfg = load_config(cfg)
+    if isinstance(data, pd.DataFrame):
+        raw = cfg.to_dict()
+        target = target or (raw["data"]["target"] if raw["data"]["name"] == "frame" else None)
+        if not target:
+            raise ConfigError(
+                "data.target: name the DataFrame's label column: train(cfg, data=df, target=...)"
+            )
+        raw["data"].update(name="frame", path=None, target=target)
+        cfg = parse_config(raw)
+        return cfg, load_frame(data, cfg.data)
+    if target is not None:
+        raise ConfigError("target= names the label column of a DataFrame given as data=")
+    return cfg, data if data is not None else load_dataset(cfg.data)
+
+
+def compare(
+    ct: TrainResult,
+    baseline: TrainResult,
+    overrides: Iterable[str] | Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
+    """The paper's comparison of two models trained on the same data (what ``ct compare``
+    prints): the protocol of ``ct.config.evaluation`` (with ``overrides``) on both models with
+    the same draws, on ``ct``'s test split and constraints, and the Table-1 cells
+    (:func:`ct_core.protocol.compare`: one row per metric, ``ct``, ``bl``, ``reduction_pct``,
+    ``cell``, ...)."""
+    from ct_core.protocol import compare as table
+    from ct_core.protocol import draw_classes, evaluate_model
+
+    cfg = parse_config(apply_overrides(ct.config.to_dict(), overrides)) if overrides else ct.config
+    draws = draw_classes(ct.data.n_classes, cfg.evaluation.n_individuals, cfg.evaluation.seed)
+    frames = [evaluate_model(r.model, ct.data, cfg, draws, progress=False) for r in (ct, baseline)]
+    return table(*frames)
 
 
 def history_frame(history: Sequence[Mapping[str, Any]]) -> pd.DataFrame:

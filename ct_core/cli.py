@@ -1,10 +1,14 @@
-"""``ct``: train one configuration, evaluate trained models, compare CT with its vanilla twin.
+"""``ct``: train one configuration, evaluate trained models, compare CT with its vanilla twin,
+explain chosen rows.
 
-``ct train CONFIG.yaml [--set k=v ...] --out DIR`` trains through :func:`ct_core.api.train` and
+``ct train CONFIG.yaml [--set k=v ...] [--init SOURCE] --out DIR`` trains through
+:func:`ct_core.api.train` (from the weights of SOURCE with ``--init``, :mod:`ct_core.sources`) and
 writes what :meth:`~ct_core.api.TrainResult.save` writes: ``config.yaml``, ``model.pt``,
-``history.csv``, ``metrics.json`` and ``checkpoint.pt`` (also every ``train.checkpoint_every``
-epochs; ``--resume`` continues from it). Bad input exits with code 2 and one message per
-problem, before any training.
+``history.csv``, ``metrics.json``, ``checkpoint.pt`` (also every ``train.checkpoint_every``
+epochs; ``--resume`` continues from it) and, but for images, ``encoder.json``. ``ct explain
+MODEL_DIR --rows ROWS.csv --out CFS.csv`` writes a counterfactual per row
+(:func:`ct_core.explain`). Bad input exits with code 2 and one message per problem, before any
+training.
 """
 
 from __future__ import annotations
@@ -44,6 +48,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         from ct_core.models import check_factory
 
         check_factory(cfg, data)
+    model = None
+    if args.init and not checkpoint:  # a bad source too
+        from ct_core.sources import initial_model
+
+        model = initial_model(args.init, cfg, data)
     out.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, out / "config.yaml")
     k = cfg.train.checkpoint_every
@@ -67,10 +76,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     try:
         with bar:
-            result = train(cfg, callbacks=[progress], data=data, checkpoint=checkpoint)
+            result = train(cfg, model, [progress], data=data, checkpoint=checkpoint)
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    if args.init:
+        result.metrics["init"] = args.init
     result.save(out)
     if not args.quiet:
         m = result.metrics
@@ -87,6 +98,21 @@ def _version() -> str:
     return f"ct {version('ct')} (torch {version('torch')})"
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from ct_core.explanation import explain
+
+    frame = explain(args.model_dir, args.rows, args.target, args.set)
+    out = Path(args.out)
+    if out.parent != Path():
+        out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out, index=False, float_format="%.6g")
+    print(
+        f"{len(frame)} counterfactuals, {int(frame['valid'].sum())} valid "
+        f"(p(target) >= generator.tau); wrote {out}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ct", description="Counterfactual Training")
     p.add_argument("--version", action="version", version=_version())
@@ -101,9 +127,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a field by dotted path, e.g. generator.tau=0.9 (repeatable)",
     )
     t.add_argument("--out", required=True, help="output directory")
+    t.add_argument(
+        "--init",
+        metavar="SOURCE",
+        help="start from the weights of a ct model.pt or run directory, runs:/<run_id>/<path> or "
+        "models:/<name>@<alias> (MLflow, as MLFLOW_TRACKING_URI names it)",
+    )
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
+    x = sub.add_parser("explain", help="counterfactuals for chosen rows of a trained model")
+    x.add_argument("model_dir", help="output directory of `ct train` (or a model.pt)")
+    x.add_argument("--rows", required=True, help="CSV or parquet file in the data's columns")
+    x.add_argument(
+        "--target",
+        help="the class to explain towards (default: per row, the most probable class other "
+        "than the predicted one)",
+    )
+    x.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field of the model's config, e.g. generator.type=generic (repeatable)",
+    )
+    x.add_argument("--out", required=True, help="CSV file to write")
+    x.set_defaults(func=cmd_explain)
     try:
         from ct_core.cli_eval import add_eval_commands
     except ImportError:  # pragma: no cover - during development only

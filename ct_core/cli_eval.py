@@ -4,7 +4,7 @@
 ``summary.json``, ``robust_accuracy.csv`` and PNG plots. ``ct compare CT_DIR BASELINE_DIR`` runs
 (or reuses) both evaluations on the same draws and prints/writes the Table-1 style comparison
 (``comparison.csv``, ``comparison.md``): every metric for each model's own counterfactuals at
-p ≥ 0.5 (the reference's filter) and at p ≥ τ, and for the draws where both are valid. Bad input raises :class:`ConfigError` (exit code 2).
+p ≥ 0.5 (the authors' filter) and at p ≥ τ, and for the draws where both are valid. Bad input raises :class:`ConfigError` (exit code 2).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         type=int,
         default=20,
         help="bootstrap rounds of the integrated-gradients sensitivity to immutable "
-        "features (0 = skip; the reference runs 100)",
+        "features (0 = skip; the paper runs 100)",
     )
     p.add_argument("--no-plots", action="store_true", help="write no PNG files")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

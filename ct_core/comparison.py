@@ -79,7 +79,7 @@ def per_run(
 def reduction_stats(ct: pd.Series, bl: pd.Series, level: float = 0.99) -> dict[str, Any]:
     """% reduction CT vs BL from per-run values (both indexed by run).
 
-    ``r = |ct|/|bl|`` per run (non-finite ratios dropped, as the reference filters Inf/NaN);
+    ``r = |ct|/|bl|`` per run (non-finite ratios dropped, as the authors' aggregation filters Inf/NaN);
     ``reduction = −(mean r − 1)·100``, ``sd = 100·std(r)`` (ddof 1); ``ci_lo, ci_hi`` the
     ``level`` percentile interval of ``|ct| − |bl|`` over runs; ``significant`` if it excludes 0.
     """

@@ -1,14 +1,16 @@
-"""Actionability and domain constraints (reference §2).
+"""Actionability and domain constraints.
 
 * :func:`infer_domain` — per-feature bounds ``[min(μ − nσ·sd, min x), max(μ + nσ·sd, max x)]``
-  computed on train+validation data (§2.3; nσ = 2 in the code, 3 in the paper).
+  computed on train+validation data (nσ = 2 in the code, 3 in the paper).
 * :func:`clamp_domain` — applied to the counterfactual after every search step.
 * :func:`mask_step` — mutability on the proposed step Δ: increase-only keeps Δ ≥ 0,
-  decrease-only Δ ≤ 0, immutable Δ = 0 (§2.1).
+  decrease-only Δ ≤ 0, immutable Δ = 0.
 * :func:`project_mutability` — the same constraint as a projection of a point onto the set
   reachable from the factual (used for REVISE, whose steps live in latent space).
-* :func:`protect_immutable` — the point-mass prior of the contrastive term (§2.2): for each
+* :func:`protect_immutable` — the point-mass prior of the contrastive term: for each
   constrained feature the target-class sample x⁺ takes x′'s value where x′ may not move further.
+* :func:`project_onehot` — each one-hot group of a categorical set to the one-hot vector of its
+  largest entry, so that a counterfactual takes exactly one category of each (docs/categorical.md).
 
 Mutability is a ``(D,)`` int8 tensor of codes :data:`BOTH`, :data:`INCREASE`,
 :data:`DECREASE`, :data:`NONE`.
@@ -33,7 +35,9 @@ __all__ = [
     "clamp_domain",
     "infer_domain",
     "mask_step",
+    "onehot_index",
     "project_mutability",
+    "project_onehot",
     "protect_immutable",
     "resolve_features",
     "resolve_mutability",
@@ -81,8 +85,34 @@ def project_mutability(x: Tensor, x0: Tensor, mutability: Tensor | None) -> Tens
     return torch.where(m == NONE, x0, out)
 
 
+def onehot_index(
+    groups: Sequence[Sequence[int]], device: torch.device | str | None = None
+) -> Tensor | None:
+    """The one-hot groups as a ``(G, L)`` matrix of column indices padded with ``-1`` (``None``
+    without groups)."""
+    if not groups:
+        return None
+    width = max(len(g) for g in groups)
+    rows = [list(g) + [-1] * (width - len(g)) for g in groups]
+    return torch.tensor(rows, dtype=torch.long, device=device)
+
+
+def project_onehot(x: Tensor, index: Tensor | None) -> Tensor:
+    """``x`` ``(..., D)`` with every one-hot group (``index`` from :func:`onehot_index`) set to 1
+    at its largest entry (the first on ties) and 0 elsewhere; other columns unchanged."""
+    if index is None:
+        return x
+    idx = index.to(x.device)
+    pad = idx < 0
+    vals = x[..., idx.clamp_min(0)].masked_fill(pad, -torch.inf)  # (..., G, L)
+    hot = torch.zeros_like(vals).scatter_(-1, vals.argmax(-1, keepdim=True), 1.0)
+    out = x.clone()
+    out[..., idx[~pad]] = hot[..., ~pad]
+    return out
+
+
 def protect_immutable(x_cf: Tensor, x_pos: Tensor, mutability: Tensor | None) -> Tensor:
-    """Return x⁺ with constrained features moved to x′ (reference §2.2, ``protect_immutable!``).
+    """Return x⁺ with constrained features moved to x′ (the authors' ``protect_immutable!``).
 
     ``none``: x⁺_d := x′_d; ``increase``: x⁺_d := x′_d where x′_d > x⁺_d; ``decrease``:
     x⁺_d := x′_d where x′_d < x⁺_d. The gradient of the contrastive term with respect to the
@@ -142,8 +172,14 @@ def resolve_mutability(
     immutable: Sequence[int | str] = (),
     increase_only: Sequence[int | str] = (),
     decrease_only: Sequence[int | str] = (),
+    onehot_groups: Sequence[Sequence[int]] = (),
 ) -> Tensor:
-    """The ``(D,)`` mutability code vector for the named constraints (default ``both``)."""
+    """The ``(D,)`` mutability code vector for the named constraints (default ``both``).
+
+    A categorical searched one-hot (``onehot_groups``) is immutable as a whole or not at all: an
+    order constraint or one level alone would let the search switch categories regardless."""
+    from ct_core.config import ConfigError
+
     m = torch.full((len(feature_names),), BOTH, dtype=torch.int8)
     for refs, code, field in (
         (increase_only, INCREASE, "data.increase_only"),
@@ -153,4 +189,18 @@ def resolve_mutability(
         idx = resolve_features(refs, feature_names, field)
         if idx:
             m[idx] = code
+    for g in onehot_groups:
+        codes = set(m[list(g)].tolist())
+        name = feature_names[g[0]].split("=", 1)[0]
+        if codes & {INCREASE, DECREASE}:
+            field = "increase_only" if INCREASE in codes else "decrease_only"
+            raise ConfigError(
+                f"data.{field}: {name!r} is categorical; a categorical can only be immutable "
+                "as a whole (data.immutable)"
+            )
+        if len(codes) > 1:
+            raise ConfigError(
+                f"data.immutable: names some levels of the categorical {name!r} only; name "
+                f"{name!r} to keep the whole categorical fixed"
+            )
     return m

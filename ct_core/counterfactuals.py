@@ -140,6 +140,7 @@ def counterfactual_pairs(
         valid=valid,
         domain=data.domain,
         mutability=data.mutability,
+        onehot=data.onehot,
         epsilon=[c.train.epsilon for c in sub],
         epsilon_norm=sub[0].train.epsilon_norm,
         epsilon_strict=[c.train.epsilon_strict for c in sub],

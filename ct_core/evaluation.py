@@ -1,10 +1,11 @@
-"""Evaluation metrics (reference §6): counterfactual quality, predictive performance, robustness
-and feature sensitivity. All functions are batched over rows; shapes are in the docstrings.
+"""Evaluation metrics: counterfactual quality and predictive performance. All functions are
+batched over rows; shapes are in the docstrings.
 
 * :func:`validity`, :func:`cost`, :func:`implausibility` (IP, Eq. 4), :func:`mmd_unbiased`
-  (IP*, Eq. 5), :func:`redundancy` — per counterfactual (§6.1).
-* :func:`accuracy`, :func:`macro_f1`, :func:`fgsm`, :func:`pgd`, :func:`robust_accuracy` (§6.2).
-* :func:`integrated_gradients_sensitivity` — sensitivity to protected features (§6.2, §8.4).
+  (IP*, Eq. 5), :func:`redundancy` — per counterfactual.
+* :func:`predict`, :func:`accuracy`, :func:`macro_f1`; robustness (:func:`fgsm`, :func:`pgd`,
+  :func:`robust_accuracy`) and :func:`integrated_gradients_sensitivity` live in
+  :mod:`ct_core.robustness` and are re-exported here.
 * :func:`pack_validation_metrics` — a small, fast counterfactual pass used during training, for
   the K models of a pack at once; :func:`validation_metrics` — the same for one model.
 """
@@ -13,12 +14,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import Tensor, nn
+
+from ct_core.models import device_of
+from ct_core.robustness import (
+    fgsm,
+    integrated_gradients_sensitivity,
+    pgd,
+    robust_accuracy,
+    robust_accuracy_table,
+)
 
 if TYPE_CHECKING:
     from ct_core.config import Config
@@ -49,13 +58,13 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------------------------
-# Counterfactual quality (reference §6.1)
+# Counterfactual quality
 
 
 def validity(p_target: Tensor, threshold: float = 0.5) -> Tensor:
     """``p(y⁺|x′) ≥ threshold`` per counterfactual: ``(N,) -> (N,) bool``.
 
-    The reference filters on 0.5 (``validity``) and reports ``validity_strict`` at τ_eval (§9.15).
+    The authors' code filters on 0.5 (``validity``) and reports ``validity_strict`` at τ_eval.
     """
     return p_target >= threshold
 
@@ -89,7 +98,7 @@ def sample_rows(
 def implausibility(x_cf: Tensor, x_target_samples: Tensor) -> Tensor:
     """IP (Eq. 4): mean L1 distance from each counterfactual to the target-class samples.
 
-    ``x_cf`` ``(N, D)``, ``x_target_samples`` ``(S, D)`` (the reference draws up to 1000 target-class
+    ``x_cf`` ``(N, D)``, ``x_target_samples`` ``(S, D)`` (the authors' code draws up to 1000 target-class
     rows of the evaluation data with replacement, see :func:`implausibility_by_target`) -> ``(N,)``.
     """
     if x_cf.shape[0] == 0:
@@ -137,7 +146,7 @@ def mmd_unbiased(
     Gaussian kernel ``k(x, y) = exp(−‖x − y‖² / (2ℓ²))`` (KernelFunctions'
     ``with_lengthscale(GaussianKernel(), ℓ)``); within-sample means exclude the diagonal. Each
     sample is first subsampled without replacement to at most ``max_samples`` rows (the
-    reference's ``ndiv = 100``). Negative estimates are clamped to 0 as the reference does before
+    authors' ``ndiv = 100``). Negative estimates are clamped to 0 as the authors' code does before
     aggregation (``clamp=False`` keeps the unbiased value). NaN if either sample has < 2 rows.
     """
     if max_samples is not None:
@@ -159,12 +168,7 @@ def mmd_unbiased(
 
 
 # ----------------------------------------------------------------------------------------------
-# Predictive performance and robustness (reference §6.2)
-
-
-def _device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
+# Predictive performance
 
 
 @torch.no_grad()
@@ -172,7 +176,7 @@ def predict_proba(model: nn.Module, X: Tensor, batch_size: int = 4096) -> Tensor
     """Softmax probabilities ``(N, K)`` of ``model`` on ``X`` ``(N, D)``, in eval mode, batched."""
     was = model.training
     model.eval()
-    dev = _device(model)
+    dev = device_of(model)
     out = [
         torch.softmax(model(X[i : i + batch_size].to(dev)), dim=1).cpu()
         for i in range(0, X.shape[0], batch_size)
@@ -207,178 +211,6 @@ def macro_f1(y_true: Tensor, y_pred: Tensor, n_classes: int | None = None) -> fl
             zero_division=0,
         )
     )
-
-
-def _input_grad(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    x = x.detach().requires_grad_(True)
-    with torch.enable_grad():
-        loss = nn.functional.cross_entropy(model(x), y, reduction="sum")
-        (g,) = torch.autograd.grad(loss, x)
-    return g
-
-
-def fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
-    """FGSM: ``x + ε·sign(∇ₓ CE(M(x), y))`` for ``x`` ``(N, D)``, true labels ``y`` ``(N,)``.
-
-    White-box on the logits; no clamping to a data range (the reference never applies one, §9.16).
-    """
-    if eps == 0:
-        return x.clone()
-    return (x + eps * _input_grad(model, x, y).sign()).detach()
-
-
-def pgd(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    eps: float,
-    steps: int = 40,
-    alpha: float = 0.01,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """PGD on the L∞ ball (reference §6.2): uniform random start in the ε-ball, ``steps`` signed
-    gradient steps of size ``alpha``, projection onto ``[x − ε, x + ε]`` after each. ``(N, D)``."""
-    if eps == 0:
-        return x.clone()
-    noise = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-    xa = x + (2 * noise - 1) * eps
-    for _ in range(steps):
-        xa = xa + alpha * _input_grad(model, xa, y).sign()
-        xa = torch.max(torch.min(xa, x + eps), x - eps).detach()
-    return xa
-
-
-def robust_accuracy(
-    model: nn.Module,
-    X: Tensor,
-    y: Tensor,
-    eps_list: Sequence[float],
-    attack: Literal["fgsm", "pgd"] = "fgsm",
-    generator: torch.Generator | None = None,
-    batch_size: int = 4096,
-    **attack_kw: Any,
-) -> list[float]:
-    """Accuracy on adversarially perturbed ``X`` ``(N, D)`` for each ε (one value per ε)."""
-    if attack not in ("fgsm", "pgd"):
-        from ct_core.config import ConfigError
-
-        raise ConfigError(f"attack must be one of fgsm, pgd, got {attack!r}")
-    was = model.training
-    model.eval()
-    dev = _device(model)
-    out = []
-    for eps in eps_list:
-        correct = 0
-        for i in range(0, X.shape[0], batch_size):
-            xb, yb = X[i : i + batch_size].to(dev), y[i : i + batch_size].to(dev)
-            if attack == "fgsm":
-                xa = fgsm(model, xb, yb, float(eps))
-            else:
-                xa = pgd(model, xb, yb, float(eps), generator=generator, **attack_kw)
-            with torch.no_grad():
-                correct += int((model(xa).argmax(1) == yb).sum())
-        out.append(correct / max(X.shape[0], 1))
-    model.train(was)
-    return out
-
-
-def robust_accuracy_table(
-    model: nn.Module,
-    X: Tensor,
-    y: Tensor,
-    eps_list: Sequence[float] | None = None,
-    seed: int = 2025,
-) -> pd.DataFrame:
-    """FGSM and PGD accuracy for ε ∈ ``eps_list`` (default ``linspace(0, 0.1, 10)`` as the
-    reference's plots): columns ``attack, epsilon, accuracy``."""
-    eps = list(np.linspace(0.0, 0.1, 10)) if eps_list is None else list(eps_list)
-    rows = []
-    for attack in ("fgsm", "pgd"):
-        g = torch.Generator().manual_seed(seed)
-        accs = robust_accuracy(model, X, y, eps, attack, generator=g)  # type: ignore[arg-type]
-        rows += [{"attack": attack, "epsilon": float(e), "accuracy": a} for e, a in zip(eps, accs)]
-    return pd.DataFrame(rows)
-
-
-# ----------------------------------------------------------------------------------------------
-# Integrated gradients (reference §6.2, §8.4)
-
-
-def _ig_class_contributions(
-    ig: Any,
-    model: nn.Module,
-    X: Tensor,
-    y: Tensor,
-    n_classes: int,
-    n_steps: int,
-    gen: torch.Generator,
-) -> Tensor:
-    """Average IG attribution per class ``(K, D)`` with a U(−1, 1) baseline, target = the class."""
-    dev = _device(model)
-    base = (torch.rand(X.shape, generator=gen, dtype=X.dtype) * 2 - 1).to(dev)
-    attr = ig.attribute(
-        X.to(dev), baselines=base, target=y.to(dev), n_steps=n_steps, internal_batch_size=8192
-    ).detach()
-    g = torch.zeros(n_classes, X.shape[1], dtype=attr.dtype, device=attr.device)
-    for k in range(n_classes):
-        rows = y.to(dev) == k
-        if rows.any():
-            g[k] = attr[rows].mean(0)
-    return g.cpu()
-
-
-def integrated_gradients_sensitivity(
-    model: nn.Module,
-    X: Tensor,
-    y: Tensor,
-    protected_idx: Sequence[int],
-    n_rounds: int = 100,
-    n_samples: int = 2500,
-    n_steps: int = 50,
-    n_classes: int | None = None,
-    seed: int = 2025,
-) -> dict[str, Any]:
-    """Standardised IG sensitivity to the protected features (reference §6.2, Table §8.4).
-
-    Per bootstrap round: draw ``n_samples`` rows of ``X`` ``(N, D)`` with replacement, compute
-    captum integrated gradients with a U(−1, 1) baseline towards each row's label ``y`` and
-    average them per class -> ``g`` ``(K, D)``; normalise with the reference's rule (2-feature
-    data ``|g|/(max g − min g)``, otherwise ``(g − min g)/(max g − min g)``, extremes per class
-    across features); take the mean over protected features (and classes). Returns the round values
-    (``rounds``, ``(n_rounds,)``) and their ``median``, ``lo`` (2.5 %) and ``hi`` (97.5 %).
-    The reference's IG package is not public (§9.17); normalising per class across features is
-    our reading, chosen because it reproduces the scale of §8.4 (2-feature baselines whose two
-    contributions are nearly equal give values ≫ 1, tabular values lie in [0, 1]).
-    """
-    from captum.attr import IntegratedGradients
-
-    if not protected_idx:
-        from ct_core.config import ConfigError
-
-        raise ConfigError("integrated gradients: no protected features (data.immutable is empty)")
-    K = int(n_classes if n_classes is not None else int(y.max()) + 1)
-    was = model.training
-    model.eval()
-    ig = IntegratedGradients(model)
-    gen = torch.Generator().manual_seed(seed)
-    vals = []
-    prot = list(protected_idx)
-    for _ in range(n_rounds):
-        idx = torch.randint(X.shape[0], (min(n_samples, 10**7),), generator=gen)
-        g = _ig_class_contributions(ig, model, X[idx], y[idx], K, n_steps, gen)
-        # per class, across features (K, 1)
-        lo, hi = g.min(1, keepdim=True).values, g.max(1, keepdim=True).values
-        span = torch.where(hi > lo, hi - lo, torch.ones_like(hi))
-        norm = g.abs() / span if X.shape[1] == 2 else (g - lo) / span
-        vals.append(float(norm[:, prot].mean()))
-    model.train(was)
-    r = torch.tensor(vals, dtype=torch.float64)
-    return {
-        "median": float(r.median()) if n_rounds else math.nan,
-        "lo": float(torch.quantile(r, 0.025)) if n_rounds else math.nan,
-        "hi": float(torch.quantile(r, 0.975)) if n_rounds else math.nan,
-        "rounds": r,
-    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -436,7 +268,7 @@ def pack_validation_metrics(
 
     K, (X, y), forward = len(cfgs), _validation_split(data), as_forward(model)
     dev = model.device if isinstance(model, ModelStack) else data.X_train.device
-    dev = _device(model) if isinstance(model, nn.Module) else dev
+    dev = device_of(model) if isinstance(model, nn.Module) else dev
     gens = list(rngs or [torch.Generator().manual_seed(c.evaluation.seed) for c in cfgs])
     if len(gens) != K:
         raise ValueError(f"expected {K} random generators, got {len(gens)}")
@@ -492,6 +324,7 @@ def pack_validation_metrics(
                 valid=valid[rows].to(dev),
                 domain=domain,
                 mutability=data.mutability if constrained else None,
+                onehot=data.onehot,
                 compact=compact,
             )
             x_cf[rows] = res.x_cf.detach().cpu()

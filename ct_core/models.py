@@ -19,7 +19,8 @@ from ct_core.config import Config, ConfigError, ModelConfig, import_object, pars
 if TYPE_CHECKING:
     from ct_core.data.base import Dataset
 
-__all__ = ["LeNet", "build_model", "check_factory", "check_model", "load_model", "save_model"]
+__all__ = ["LeNet", "build_model", "check_factory", "check_model", "device_of", "load_model"]
+__all__ += ["save_model"]
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -45,7 +46,7 @@ def _flux_init(module: nn.Module, generator: torch.Generator | None) -> None:
 
 
 class LeNet(nn.Module):
-    """LeNet-5 as in the reference (``CTX/cnn.jl``); takes flattened 28×28 inputs ``(N, 784)``."""
+    """LeNet-5 as in the authors' code (``CTX/cnn.jl``); takes flattened 28×28 inputs ``(N, 784)``."""
 
     def __init__(self, n_classes: int = 10, activation: type[nn.Module] = nn.ReLU):
         super().__init__()
@@ -139,7 +140,7 @@ def check_model(model: nn.Module, n_features: int, n_classes: int, what: str = "
         ModelStack([model])
     except ValueError as e:
         raise ConfigError(f"{what}: {e}") from None
-    x = torch.zeros(2, n_features, device=_device(model))
+    x = torch.zeros(2, n_features, device=device_of(model))
     was = model.training
     model.eval()
     try:
@@ -171,13 +172,25 @@ def check_factory(cfg: Config, data: Dataset | None = None) -> None:
         build_model(cfg.model, data.n_features, data.n_classes, seed=cfg.seed)
 
 
-def _device(model: nn.Module) -> torch.device:
+def device_of(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter (the CPU for a model without parameters)."""
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
 
 
-def save_model(model: nn.Module, cfg: Config, path: str | Path, **meta: Any) -> None:
-    """Write the state dict, the resolved config and shape metadata (safe to load)."""
+def save_model(
+    model: nn.Module, cfg: Config, path: str | Path, data: Dataset | None = None, **meta: Any
+) -> None:
+    """Write the state dict, the resolved config and metadata (safe to load): ``meta``, and with
+    ``data`` its shape, feature names and :meth:`~ct_core.data.base.Dataset.spec`."""
+    if data is not None:
+        meta = {
+            "n_features": data.n_features,
+            "n_classes": data.n_classes,
+            "feature_names": list(data.feature_names),
+            "data": data.spec(),
+            **meta,
+        }
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     torch.save({"state_dict": state, "config": cfg.to_dict(), "meta": meta}, Path(path))
 

@@ -204,6 +204,7 @@ def evaluate_model(
                     lr=cfg.generator.lr,
                     domain=domain,
                     mutability=mut,
+                    onehot=data.onehot,
                 )
                 x_cf = res.x_cf.detach().cpu()
                 p = res.p_target.detach().cpu()

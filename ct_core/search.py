@@ -8,9 +8,15 @@ p(y⁺|x′) ≥ τ (a converged row stops), the search loss ``CE(M(x′), y⁺)
 generator's, :mod:`ct_core.generators`), one plain gradient step ``Δ = −η·∇`` (NaNs in Δ set to
 0), the mutability mask on Δ, the step, and the domain clamp. A latent generator's state is its
 code; the point the model sees is the decoded code projected onto the mutability constraints and
-clamped to the domain. The last point of each path within the ε-ball of its factual is kept as
-the *nascent* counterfactual used as an adversarial example (``get_last_valid_ae``); for
-feature-space generators t = 0 always qualifies, so the fallback is the clean factual.
+clamped to the domain. With ``onehot`` groups, the state of a categorical's one-hot columns is
+relaxed (a score per level, unbounded) and the point the model sees has each group set to the
+one-hot vector of its largest entry, so that every point scored, every converged counterfactual
+and every adversarial example takes exactly one category; gradients pass straight through that
+rounding, so a category changes once the steps have moved another level's score above the
+current one's (docs/categorical.md). The last point of each path within the ε-ball of its
+factual is kept as the *nascent* counterfactual used as an adversarial example
+(``get_last_valid_ae``); for feature-space generators t = 0 always qualifies, so the fallback is
+the clean factual.
 
 Rows are independent, so every row gets what a search of that row alone gives (tested). Finished
 rows are masked, and the working block is compacted (settings without a running row dropped, each
@@ -28,7 +34,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ct_core.constraints import Domain, clamp_domain, mask_step, project_mutability
+from ct_core.constraints import (
+    Domain,
+    clamp_domain,
+    mask_step,
+    project_mutability,
+    project_onehot,
+)
 
 if TYPE_CHECKING:
     from ct_core.generators.base import Generator
@@ -98,6 +110,7 @@ def search(
     valid: Tensor | None = None,
     domain: Domain | None = None,
     mutability: Tensor | None = None,
+    onehot: Tensor | None = None,
     epsilon: PerSetting = 0.3,
     epsilon_norm: str = "inf",
     epsilon_strict: bool | Sequence[bool] | Tensor = False,
@@ -113,10 +126,11 @@ def search(
     number or one value per setting. ``valid`` ``(K, N)`` marks real rows (settings with fewer
     rows are padded). ``domain`` bounds apply after every step; ``mutability`` codes of
     :mod:`ct_core.constraints` mask steps in feature space and project decoded points of latent
-    generators. ``compact``: compact the working block when its running rows fit in that share of
-    it (0: never; default 0.75 on the CPU, where it saves work, and 0 on a GPU, where masked rows
-    cost little). A 2-D ``x0`` ``(N, D)`` with ``target`` ``(N,)`` is a search of one setting and
-    returns ``(N, ...)`` results.
+    generators; ``onehot`` (:func:`~ct_core.constraints.onehot_index`) keeps categoricals'
+    one-hot groups one-hot (see the module docstring). ``compact``: compact the working block
+    when its running rows fit in that share of it (0: never; default 0.75 on the CPU, where it
+    saves work, and 0 on a GPU, where masked rows cost little). A 2-D ``x0`` ``(N, D)`` with
+    ``target`` ``(N,)`` is a search of one setting and returns ``(N, ...)`` results.
     """
     single = x0.dim() == 2
     if single:
@@ -144,10 +158,25 @@ def search(
     }
     weights = {n: per_setting(v) for n, v in generator.weights.items()}
     latent = generator.latent
+    bounds = domain  # what the state is clamped to
+    if onehot is not None and domain is not None and not latent:
+        # one-hot columns of the state hold scores, not values: their rounded point is 0 or 1
+        cols = onehot[onehot >= 0].to(domain[0].device)
+        bounds = (
+            domain[0].index_fill(0, cols, -torch.inf),
+            domain[1].index_fill(0, cols, torch.inf),
+        )
 
-    def to_x(z: Tensor, ref: Tensor) -> Tensor:  # latent (K', N', z) -> feature space
-        x = generator.decode(z)  # type: ignore[attr-defined]
-        return clamp_domain(project_mutability(x, ref, mutability), domain)
+    def to_x(s: Tensor, ref: Tensor) -> Tensor:
+        """The point the model sees for states ``s`` (factuals ``ref``): decoded and constrained
+        (latent), one-hot groups rounded, with gradients passing straight through the rounding."""
+        x = s
+        if latent:  # latent (K', N', z) -> feature space
+            x = generator.decode(s)  # type: ignore[attr-defined]
+            x = clamp_domain(project_mutability(x, ref, mutability), domain)
+        if onehot is None:
+            return x
+        return project_onehot(x, onehot).detach() + (x - x.detach())
 
     def within(d: Tensor, p: dict[str, Tensor]) -> Tensor:
         return torch.where(p["strict"], d < p["eps"], d <= p["eps"])
@@ -191,7 +220,7 @@ def search(
         x0w, tgt = w["x0"], w["target"]
         s = w["state"].detach().requires_grad_(True)
         with torch.enable_grad():
-            x = to_x(s, x0w) if latent else s
+            x = to_x(s, x0w)
             logits = forward(x, ks)
             with torch.no_grad():
                 prob = F.softmax(logits.detach(), -1).gather(-1, tgt[..., None]).squeeze(-1)
@@ -222,8 +251,8 @@ def search(
                 x_new = to_x(s_new, x0w)
                 w["x_cur"] = torch.where(k3, x_new, w["x_cur"])
             else:
-                s_new = clamp_domain(s + mask_step(delta, mutability), domain)
-                x_new = s_new
+                s_new = clamp_domain(s + mask_step(delta, mutability), bounds)
+                x_new = project_onehot(s_new, onehot)
             w["state"] = torch.where(k3, s_new, s)
             w["steps"] = w["steps"] + keep.long()
             ok = within(_ball(x_new - x0w, epsilon_norm), p)
@@ -245,7 +274,7 @@ def search(
 
     _scatter(out, w, ks, ns)
     res = SearchResult(
-        x_cf=(out["x_cur"] if latent else out["state"]).detach(),
+        x_cf=(out["x_cur"] if latent else project_onehot(out["state"], onehot)).detach(),
         converged=out["converged"],
         steps=out["steps"],
         x_ae=out["x_ae"].detach(),

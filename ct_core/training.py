@@ -82,7 +82,8 @@ def resolve_device(name: str) -> torch.device:
 class PackTrainer:
     """Counterfactual training of K settings at once (see the module docstring).
 
-    ``data`` defaults to ``load_dataset(cfgs[0].data)``; ``checkpoints`` are K
+    ``data`` defaults to ``load_dataset(cfgs[0].data)`` (a dataset given gets the configs'
+    mutability constraints where it has none); ``checkpoints`` are K
     :meth:`state_dicts` (all at the same epoch) to resume from; ``models`` K modules to train
     (default: built from each ``cfg.model`` and ``seed``), updated in place by :meth:`models`.
     Iterate :meth:`run` to train: one list of K records per epoch, ``None`` for a setting that
@@ -109,6 +110,10 @@ class PackTrainer:
             from ct_core.data import load_dataset
 
             data = load_dataset(c0.data)
+        else:  # a dataset built by hand gets the config's constraints
+            from ct_core.data.preprocess import with_constraints
+
+            data = with_constraints(data, c0.data)
         self.data = d = data.to(self.device) if data.X_train.device != self.device else data
         self.rngs = [torch.Generator().manual_seed(c.seed) for c in self.cfgs]
         if models is None:

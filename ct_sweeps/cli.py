@@ -213,7 +213,7 @@ def _submit_job(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from ct_sweeps.plan import check_factories, check_features
+    from ct_sweeps.plan import check_factories, check_features, check_init
     from ct_sweeps.plan import plan as make_plan
 
     sets = list(args.sets)
@@ -224,6 +224,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     print(f"Sweep {plan.sweep.name}: {plan.n_trials} trials ({what})", flush=True)
     check_features(plan)
     check_factories(plan)
+    check_init(plan)
     if args.dry_run:
         for e in plan.space.entries:
             print(f"  {e.key}: {e.describe()}")

@@ -152,6 +152,7 @@ def _fit(
             metric=s.metrics[0],
             mode=s.modes[0],
             report_s=2.0 if s.packs else 0.0,  # else every epoch: ASHA and Optuna see each
+            init=run.init_state(),
         )
         if session is not None:
             session.stream.book = book

@@ -107,6 +107,8 @@ def train(sweep: Path, dest: Path, args: argparse.Namespace, log: Path) -> None:
     for key, value in (("train.epochs", args.epochs), ("train.device", args.device)):
         if value:
             cmd += ["--set", f"{key}={value}"]
+    for item in args.set:
+        cmd += ["--set", item]
     if args.address:
         cmd += ["--address", args.address]
     if args.tracking_uri:
@@ -119,13 +121,14 @@ def train_local(sweep: Path, dest: Path, args: argparse.Namespace, log: Path) ->
     ``--jobs`` at a time (e.g. on one GPU)."""
     import yaml
 
-    from ct_core.config import dump_config, load_config
+    from ct_core.config import dump_config, load_config, parse_override
 
     doc = yaml.safe_load(sweep.read_text())
     axes = {k: v for k, v in (doc.get("space") or {}).items() if isinstance(v, list)}
     extra = {"train.epochs": args.epochs} if args.epochs else {}
     if args.device:
         extra["train.device"] = args.device
+    extra.update(parse_override(item) for item in args.set)
     cmds = []
     for i, values in enumerate(itertools.product(*axes.values())):
         overrides = {**(doc.get("overrides") or {}), **dict(zip(axes, values)), **extra}
@@ -390,6 +393,9 @@ def main(argv: list[str] | None = None) -> int:
                     "setting (no Ray or MLflow)")  # fmt: skip
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], help="train.device")
     ap.add_argument("--jobs", type=int, default=1, help="--trainer local: settings at once")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a training-config field of every model (repeatable), e.g. "
+                    "data.keep_onehot=false; `ct compare` reads it from the CT model's config")  # fmt: skip
     args = ap.parse_args(argv)
 
     name = args.name or args.table

@@ -67,6 +67,7 @@ def test_train_returns_the_model_history_and_metrics_and_saves_what_ct_train_wri
     assert main(["train", MOONS, *sum((["--set", s] for s in TINY), []), "--out",
                  str(tmp_path / "cli"), "--quiet"]) == 0  # fmt: skip
     files = {"config.yaml", "model.pt", "history.csv", "metrics.json", "checkpoint.pt"}
+    files.add("encoder.json")  # moons' columns x1, x2 (MNIST alone has none)
     assert {p.name for p in saved.iterdir()} == files
     assert {p.name for p in (tmp_path / "cli").iterdir()} == files
     # the same training: the same weights and the same history (but for its timings)

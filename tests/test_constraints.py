@@ -1,4 +1,4 @@
-"""Domain and mutability constraints (reference §2)."""
+"""Domain and mutability constraints."""
 
 import pytest
 import torch

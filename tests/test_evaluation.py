@@ -1,4 +1,4 @@
-"""Evaluation metrics (reference §6): known answers on hand-made inputs."""
+"""Evaluation metrics: known answers on hand-made inputs."""
 
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ def test_energy_schedule_matches_the_reference():
     assert energy_schedule(1, 30) == pytest.approx(0.1 * 2**-0.9)
     assert energy_schedule(30, 30) == pytest.approx(0.1 * 31**-0.9)
     assert energy_schedule(1, 50) == pytest.approx(0.2 * 3**-0.9)
-    assert energy_schedule(1, 5) == 0.0  # T = 5: the penalty vanishes (reference §9.12)
+    assert energy_schedule(1, 5) == 0.0  # T = 5: a = round(T/25)/10 = 0, the penalty vanishes
 
 
 @pytest.mark.parametrize("gen", GENERATORS, ids=lambda g: type(g).__name__)

@@ -1,4 +1,4 @@
-"""The paper's comparison protocol (reference §6.1): draws, per-counterfactual frames, Table 1."""
+"""The paper's comparison protocol: draws, per-counterfactual frames, Table 1."""
 
 from __future__ import annotations
 

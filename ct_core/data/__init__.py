@@ -1,6 +1,8 @@
-"""Datasets: the paper's synthetic, tabular and MNIST sets (reference §4) and user CSV/parquet.
+"""Datasets: the paper's synthetic, tabular and MNIST sets, and the user's tables (a CSV or
+parquet file, or a pandas DataFrame).
 
-``load_dataset(cfg.data) -> Dataset`` is the one entry point. It is memoised per process on the
+``load_dataset(cfg.data) -> Dataset`` is the one entry point for data named in a config
+(``load_frame(df, cfg.data)`` for a DataFrame). It is memoised per process on the
 config (and the data-location environment), so sweep workers that call it once per trial share
 one object: callers must treat the returned tensors as read-only.
 
@@ -21,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 from ct_core.data.registry import DATASET_NAMES, DEFAULTS
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from ct_core.config import DataConfig
     from ct_core.data.base import Dataset
 
@@ -31,6 +35,7 @@ __all__ = [
     "clear_cache",
     "feature_names",
     "load_dataset",
+    "load_frame",
 ]
 
 _MEMO: dict[str, Any] = {}
@@ -82,6 +87,14 @@ def load_dataset(cfg: DataConfig | Any) -> Dataset:
     return hit
 
 
+def load_frame(df: pd.DataFrame, cfg: DataConfig | Any) -> Dataset:
+    """The :class:`Dataset` of a pandas DataFrame (``cfg``: a ``data.name: frame`` config, whose
+    ``target`` names the label column; the frame is not memoised)."""
+    from ct_core.data.user import user_dataset
+
+    return user_dataset(_data_cfg(cfg), df)
+
+
 def clear_cache() -> None:
     """Forget every memoised dataset (tests; after files changed on disk)."""
     with _LOCK:
@@ -122,23 +135,25 @@ def _build(cfg: DataConfig) -> Dataset:
     n_train, n_val, n_test = _sizes(cfg)
     extra: dict[str, Any] = {}
     if d.kind == "synthetic":
-        from ct_core.data.preprocess import Standardizer
+        from ct_core.data.encoder import Column, Encoder
         from ct_core.data.synthetic import synthetic_splits
 
         assert n_train is not None and n_test is not None
         splits = synthetic_splits(cfg, n_train, n_val, n_test)
         names = feature_names(cfg)
         classes: list[str] = ["0", "1"]
+        enc = Encoder([Column(n) for n in names], "y", classes)
         if cfg.standardize:
-            st = Standardizer.fit(splits["train"][0], range(len(names)))
-            splits = {k: (st.transform(x), y) for k, (x, y) in splits.items()}
+            enc.fit_scale(splits["train"][0])
+            splits = {k: (enc.scale(x), y) for k, (x, y) in splits.items()}
+        extra["encoder"] = enc
     elif d.kind == "tabular":
         from ct_core.data.tabular import TABULAR, read_table, tabular_splits
 
-        enc, y = read_table(cfg.name)
-        splits = tabular_splits(cfg, enc, y, n_train, n_val, n_test)
+        enc, x, y = read_table(cfg.name)
+        splits = tabular_splits(cfg, enc, x, y, n_train, n_val, n_test)
         names, classes = enc.feature_names, list(TABULAR[cfg.name].class_names)
-        extra["categorical_groups"] = enc.categorical_groups
+        extra.update(categorical_groups=enc.groups, encoder=enc)
     elif d.kind == "image":
         from ct_core.data.mnist import IMAGE_SHAPE, mnist_splits, pixel_names
 
@@ -146,13 +161,17 @@ def _build(cfg: DataConfig) -> Dataset:
         splits = mnist_splits(cfg, n_train, n_val, n_test)
         names, classes = pixel_names(), [str(c) for c in range(10)]
         extra.update(image_shape=IMAGE_SHAPE, fixed_domain=(-1.0, 1.0))
-    else:
-        from ct_core.data.user import read_user_table, user_splits
+    elif cfg.name == "csv":
+        from ct_core.data.user import read_user_table, user_dataset
 
-        enc, y, classes = read_user_table(cfg)
-        splits = user_splits(cfg, enc, y)
-        names = enc.feature_names
-        extra["categorical_groups"] = enc.categorical_groups
+        return user_dataset(cfg, read_user_table(cfg))
+    else:
+        from ct_core.config import ConfigError
+
+        raise ConfigError(
+            "data.name 'frame' is a pandas DataFrame given in Python: "
+            "ct_core.train(cfg, data=df, target=...); a file is data.name: csv with data.path"
+        )
     return assemble(
         cfg,
         splits,

@@ -1,11 +1,11 @@
-"""MNIST as the paper uses it (reference §4; TaijaData ``load_mnist``, ``CTX/mnist.jl``).
+"""MNIST as the paper uses it (TaijaData ``load_mnist``, ``CTX/mnist.jl``).
 
 Training data: a class-balanced subsample *with replacement* of ``(n_train + n_val) / 10``
 images per digit (1100 by default, ``seed``; a remainder goes to the lowest digits) from the
 60 000 training images, in original order; the validation set is split off keeping class ratios
 (100 per digit by default). Test: the official 10 000 test images (the first ``n_test`` if fewer
 are asked for). Pixels are scaled to [-1, 1] (``x / 255 · 2 − 1``) and flattened to 784
-features; the domain is fixed to (-1, 1) (§2.3) and ``data.standardize`` does not apply.
+features; the domain is fixed to (-1, 1) and ``data.standardize`` does not apply.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Shared preprocessing (reference §4): class-ratio splits, z-scoring, one-hot encoding, and the
-assembly of a :class:`~ct_core.data.base.Dataset` with its domain (§2.3) and mutability (§2.1).
+"""Shared preprocessing: class-ratio splits and the assembly of a
+:class:`~ct_core.data.base.Dataset` with its domain and mutability (z-scoring and one-hot
+encoding are :mod:`ct_core.data.encoder`'s).
 
 Arrays here are numpy: features ``(n, D)`` float64, labels ``(n,)`` int64; :func:`assemble`
 casts to float32/int64 tensors at the end.
@@ -8,33 +9,25 @@ casts to float32/int64 tensors at the end.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ct_core.config import ConfigError, DataConfig
-from ct_core.constraints import Domain, infer_domain, resolve_mutability
+from ct_core.constraints import BOTH, Domain, infer_domain, resolve_mutability
 from ct_core.data.base import Dataset
 
-if TYPE_CHECKING:  # pandas is imported where tables are read: synthetic data never need it
-    import pandas as pd
+if TYPE_CHECKING:
+    from ct_core.data.encoder import Encoder
 
-__all__ = [
-    "Encoded",
-    "Standardizer",
-    "assemble",
-    "encode_frame",
-    "make_domain",
-    "stratified_split",
-]
+__all__ = ["assemble", "make_domain", "stratified_split", "with_constraints"]
 
 
 def stratified_split(y: np.ndarray, n_val: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
     """Split indices of ``y`` ``(n,)`` into ``(train_idx, val_idx)`` keeping class ratios.
 
-    Like CE.jl ``train_test_split(keep_class_ratio=true)`` (reference §4): each class gives a
+    Like CE.jl ``train_test_split(keep_class_ratio=true)`` : each class gives a
     share of ``n_val`` proportional to its size, drawn without replacement; both index lists keep
     the original order. CE.jl floors the per-class counts (so it may return one point fewer);
     here the remainder goes to the classes with the largest fractional parts, so ``len(val_idx)``
@@ -57,107 +50,13 @@ def stratified_split(y: np.ndarray, n_val: int, rng: np.random.Generator) -> tup
     return np.flatnonzero(mask), val_idx.astype(np.int64)
 
 
-@dataclass
-class Standardizer:
-    """z-scoring of the ``columns`` of a ``(n, D)`` array, fitted on training rows only.
-
-    Like MLJ's ``Standardizer(count=true)``: mean and Bessel-corrected sd; constant columns are
-    only centred.
-    """
-
-    columns: np.ndarray
-    mean: np.ndarray
-    std: np.ndarray
-
-    @classmethod
-    def fit(cls, x: np.ndarray, columns: Sequence[int]) -> Standardizer:
-        cols = np.asarray(list(columns), dtype=np.int64)
-        sub = x[:, cols]
-        mean = sub.mean(0) if len(sub) else np.zeros(len(cols))
-        std = sub.std(0, ddof=1) if len(sub) > 1 else np.ones(len(cols))
-        std = np.where(std > 0, std, 1.0)
-        return cls(cols, mean, std)
-
-    def transform(self, x: np.ndarray) -> np.ndarray:
-        out = np.array(x, dtype=np.float64, copy=True)
-        out[:, self.columns] = (out[:, self.columns] - self.mean) / self.std
-        return out
-
-
-@dataclass
-class Encoded:
-    """A frame encoded to numbers: ``x`` ``(n, D)``, one name per column, one-hot groups."""
-
-    x: np.ndarray
-    feature_names: list[str]
-    categorical_groups: list[list[int]]
-
-    @property
-    def continuous(self) -> list[int]:
-        cat = {i for g in self.categorical_groups for i in g}
-        return [i for i in range(len(self.feature_names)) if i not in cat]
-
-
-def encode_frame(
-    df: pd.DataFrame,
-    categorical: Sequence[str],
-    levels: dict[str, Sequence[object]] | None = None,
-    field: str = "data.categorical",
-) -> Encoded:
-    """One-hot every categorical column in place (all levels, none dropped; ``"<col>=<level>"``).
-
-    Like MLJ's ``ContinuousEncoder`` (reference §4). Levels default to the sorted values present
-    in ``df``. Other columns must be numeric (bool counts as 0/1).
-    """
-    import pandas as pd
-
-    cat = set(categorical)
-    levels = dict(levels or {})
-    blocks: list[np.ndarray] = []
-    names: list[str] = []
-    groups: list[list[int]] = []
-    for col in df.columns:
-        s = df[col]
-        if col in cat:
-            lv = list(levels.get(col, _sorted_levels(s)))
-            codes = pd.Categorical(s, categories=lv).codes
-            if (codes < 0).any():
-                bad = sorted({str(v) for v in s[codes < 0].unique()})[:5]
-                raise ConfigError(f"{field}: column {col!r} has values outside its levels: {bad}")
-            block = np.zeros((len(s), len(lv)))
-            block[np.arange(len(s)), codes] = 1.0
-            groups.append(list(range(len(names), len(names) + len(lv))))
-            names.extend(f"{col}={v}" for v in lv)
-            blocks.append(block)
-        else:
-            if not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)):
-                raise ConfigError(
-                    f"{field}: column {col!r} is not numeric ({s.dtype}); list it in {field} "
-                    "to one-hot encode it, or drop it from the file"
-                )
-            names.append(str(col))
-            blocks.append(s.to_numpy(dtype=np.float64).reshape(-1, 1))
-    x = np.concatenate(blocks, axis=1) if blocks else np.zeros((len(df), 0))
-    return Encoded(x, names, groups)
-
-
-def _sorted_levels(s: pd.Series) -> list[object]:
-    import pandas as pd
-
-    vals = list(pd.unique(s.dropna()))
-    try:
-        return sorted(vals)
-    except TypeError:
-        return sorted(vals, key=str)
-
-
 def make_domain(
     cfg: DataConfig,
     x_fit: torch.Tensor,
     categorical: Sequence[int],
     fixed: tuple[float, float] | None = None,
 ) -> Domain | None:
-    """The domain of §2.3 for ``cfg.domain``; ``x_fit`` ``(n, D)`` is train+validation data.
+    """The counterfactual domain for ``cfg.domain``; ``x_fit`` ``(n, D)`` is train+validation data.
 
     ``inferred``: :func:`~ct_core.constraints.infer_domain` with ``cfg.domain_nsd`` (or the
     dataset's ``fixed`` bounds, MNIST's (-1, 1)); ``none``: ``None``; ``[lo, hi]``: broadcast;
@@ -203,6 +102,7 @@ def assemble(
     categorical_groups: Sequence[Sequence[int]] = (),
     image_shape: tuple[int, ...] | None = None,
     fixed_domain: tuple[float, float] | None = None,
+    encoder: Encoder | None = None,
 ) -> Dataset:
     """Build the :class:`Dataset` from numpy ``splits`` ``{"train"|"val"|"test": (X, y)}``."""
     t: dict[str, torch.Tensor] = {}
@@ -213,7 +113,13 @@ def assemble(
     groups = [list(map(int, g)) for g in categorical_groups]
     categorical = sorted(i for g in groups for i in g)
     names = list(feature_names)
-    mutability = resolve_mutability(names, cfg.immutable, cfg.increase_only, cfg.decrease_only)
+    mutability = resolve_mutability(
+        names,
+        cfg.immutable,
+        cfg.increase_only,
+        cfg.decrease_only,
+        groups if cfg.keep_onehot else (),
+    )
     x_fit = torch.cat([t["X_train"], t["X_val"]])
     domain = make_domain(cfg, x_fit, categorical, fixed_domain)
     return Dataset(
@@ -227,5 +133,30 @@ def assemble(
         class_names=[str(c) for c in class_names],
         image_shape=image_shape,
         batch_size=int(batch_size),
+        keep_onehot=cfg.keep_onehot,
+        encoder=encoder,
         **t,
     )
+
+
+def with_constraints(data: Dataset, cfg: DataConfig) -> Dataset:
+    """``data`` with the mutability constraints ``cfg`` names: a dataset assembled from ``cfg``
+    has them already, one built by hand gets them (a copy); one with other constraints of its
+    own is a :class:`ConfigError`."""
+    if not (cfg.immutable or cfg.increase_only or cfg.decrease_only):
+        return data
+    groups = data.categorical_groups if data.keep_onehot else ()
+    m = resolve_mutability(
+        data.feature_names, cfg.immutable, cfg.increase_only, cfg.decrease_only, groups
+    )
+    have = data.mutability
+    if have is not None and torch.equal(have.cpu(), m):
+        return data
+    if have is not None and bool((have != BOTH).any()):
+        raise ConfigError(
+            "data.immutable: the Dataset given as data has other mutability constraints than "
+            "the config's data.immutable / increase_only / decrease_only"
+        )
+    out = Dataset(**data.__dict__)
+    out.mutability = m.to(data.X_train.device)
+    return out

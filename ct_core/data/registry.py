@@ -1,4 +1,4 @@
-"""Names and paper defaults of the built-in datasets (reference §4). Import-light on purpose:
+"""Names and paper defaults of the built-in datasets. Import-light on purpose:
 the config schema validates ``data.name`` against this list without loading any data."""
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ DEFAULTS: dict[str, DatasetDefaults] = {
         DatasetDefaults("gmsc", "GMSC", "tabular", 12371, 1000, None, 1000, 5000),
         DatasetDefaults("mnist", "MNIST", "image", 10000, 1000, 10000, 1000, 5000),
         DatasetDefaults("csv", "user data", "user", None, 0, None, 64, 1000),
+        DatasetDefaults("frame", "user DataFrame", "user", None, 0, None, 64, 1000),
     ]
 }
 

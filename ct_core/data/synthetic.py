@@ -46,7 +46,7 @@ from ct_core.data.preprocess import stratified_split
 __all__ = ["N_GENERATED", "generate", "generate_julia", "n_features", "synthetic_splits"]
 
 N_GENERATED = 100_000
-"""Points generated before the shuffle, as the reference does."""
+"""Points generated before the shuffle, as the authors' code does."""
 
 _BLOBS = {"lin_sep": (2, 0.5), "over": (2, 2.0), "gaussm": (10, 0.5)}
 MOONS_YSHIFT = 0.3

@@ -1,4 +1,4 @@
-"""The paper's tabular datasets (reference §4; TaijaData 1.1.x loaders).
+"""The paper's tabular datasets (TaijaData 1.1.x loaders).
 
 * ``adult``: raw UCI ``adult.data`` turned into TaijaData's ``adult.csv`` (recipe in
   ``shared/data/adult/SOURCE.md``): headers lowercased with spaces/hyphens as ``_``, ``?`` kept
@@ -8,10 +8,11 @@
 
 Split: no row shuffle; the first ``n_train + n_val`` rows (by default all of the first
 ``round(0.8·N)``; credit's paper sizes leave one row out) are train+validation, the last
-``N − round(0.8·N)`` rows (or ``n_test``) test, giving the reference's test sizes 6512 / 4126 /
+``N − round(0.8·N)`` rows (or ``n_test``) test, giving the authors' test sizes 6512 / 4126 /
 2654 / 3343; the validation set is split off keeping class ratios.
 Continuous columns are z-scored with statistics of the train+validation part only (MLJ
-``Standardizer(count=true)``, fitted before the train/validation split as the reference does).
+``Standardizer(count=true)``, fitted before the train/validation split as the authors' code
+does).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import pandas as pd
 
 from ct_core.config import ConfigError, DataConfig
 from ct_core.data.download import DataFile, Source, locate
-from ct_core.data.preprocess import Encoded, Standardizer, encode_frame, stratified_split
+from ct_core.data.encoder import Encoder
+from ct_core.data.preprocess import stratified_split
 
 __all__ = ["TABULAR", "TabularSpec", "read_table", "tabular_splits"]
 
@@ -162,24 +164,28 @@ TABULAR: dict[str, TabularSpec] = {
 }
 
 
-def read_table(name: str) -> tuple[Encoded, np.ndarray]:
-    """Encoded features ``(N, D)`` (not yet standardised) and labels ``(N,)`` of ``name``."""
+def read_table(name: str) -> tuple[Encoder, np.ndarray, np.ndarray]:
+    """The encoder, features ``(N, D)`` (not yet standardised) and labels ``(N,)`` of ``name``."""
     spec = TABULAR[name]
     df = spec.reader(str(locate(spec.file)))
     y = df.pop(spec.target).to_numpy().astype(np.int64)
     levels = _present(spec.levels, df) if spec.levels else None
-    return encode_frame(df, spec.categorical, levels), y
+    enc = Encoder.fit(df, spec.categorical, levels)
+    enc.target, enc.classes = spec.target, list(spec.class_names)
+    return enc, enc.encode(df), y
 
 
 def tabular_splits(
     cfg: DataConfig,
-    enc: Encoded,
+    enc: Encoder,
+    x: np.ndarray,
     y: np.ndarray,
     n_train: int | None,
     n_val: int,
     n_test: int | None,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """CSV-order split (first rows train+val, last rows test), validation by class ratio."""
+    """CSV-order split (first rows train+val, last rows test) of features ``x`` ``(N, D)``,
+    validation by class ratio; standardising fits ``enc``'s scale."""
     n = len(y)
     n_part = round(TRAIN_FRACTION * n)
     n_trval = n_part if n_train is None else n_train + n_val
@@ -189,18 +195,14 @@ def tabular_splits(
             f"data.n_train/n_val/n_test: {cfg.name} has {n} rows, so n_train + n_val + n_test "
             f"must be at most {n} with n_train >= 1; got {n_trval - n_val} + {n_val} + {n_test}"
         )
-    x_trval, y_trval = enc.x[:n_trval], y[:n_trval]
-    x_test, y_test = enc.x[n - n_test :], y[n - n_test :]
-    if _standardize(cfg, default=True):
-        st = Standardizer.fit(x_trval, enc.continuous)
-        x_trval, x_test = st.transform(x_trval), st.transform(x_test)
+    x_trval, y_trval = x[:n_trval], y[:n_trval]
+    x_test, y_test = x[n - n_test :], y[n - n_test :]
+    if cfg.standardize is None or cfg.standardize:
+        enc.fit_scale(x_trval)
+        x_trval, x_test = enc.scale(x_trval), enc.scale(x_test)
     tr, va = stratified_split(y_trval, n_val, np.random.default_rng(cfg.split_seed))
     return {
         "train": (x_trval[tr], y_trval[tr]),
         "val": (x_trval[va], y_trval[va]),
         "test": (x_test, y_test),
     }
-
-
-def _standardize(cfg: DataConfig, default: bool) -> bool:
-    return default if cfg.standardize is None else bool(cfg.standardize)

@@ -1,4 +1,4 @@
-"""The VAE behind REVISE (reference §3, CE.jl ``generative_models/vae.jl``), trained once per
+"""The VAE behind REVISE (CE.jl ``generative_models/vae.jl``), trained once per
 dataset on its training split and cached on disk.
 
 Encoder Dense(D→h, sigmoid) → heads for μ and log σ; decoder Dense(z→h, tanh) → Dense(h→D).
@@ -48,7 +48,7 @@ class VAE(nn.Module):
 
 
 def default_sizes(n_features: int) -> tuple[int, int]:
-    """(latent, hidden) as in the reference's ``train_vae.jl``."""
+    """(latent, hidden) as in the authors' ``train_vae.jl``."""
     return (2, 16) if n_features <= 2 else (4, 32)
 
 

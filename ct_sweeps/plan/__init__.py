@@ -26,16 +26,8 @@ from ct_sweeps.plan.packing import PACKS_FILE, PackBook, load_book, make_packs, 
 from ct_sweeps.plan.schema import SweepConfig, load_sweep, parse_sweep
 from ct_sweeps.plan.space import Space, parse_space, trial_config, validate
 
-__all__ = [
-    "CF_METRICS",
-    "OPTUNA_FILE",
-    "RUN_FILE",
-    "SWEEP_FILE",
-    "Plan",
-    "RunDir",
-    "check_features",
-]
-__all__ += ["new_run_dir", "pack_settings", "plan", "plan_from"]
+__all__ = ["CF_METRICS", "INIT_FILE", "OPTUNA_FILE", "RUN_FILE", "SWEEP_FILE", "Plan", "RunDir"]
+__all__ += ["check_features", "check_init", "new_run_dir", "pack_settings", "plan", "plan_from"]
 
 CF_METRICS = ("val_validity", "val_cost", "val_implausibility", "val_mmd")
 """Validation-set counterfactual metrics, present only every ``train.eval_every`` epochs."""
@@ -51,6 +43,9 @@ RUN_FILE = "run.json"
 SWEEP_FILE = "sweep.yaml"
 OPTUNA_FILE = "optuna_journal.log"
 """An Optuna sweep's study (``optuna.storages.JournalStorage``), for ``optuna-dashboard``."""
+INIT_FILE = "init.pt"
+"""The weights of a sweep's ``init``, read once: a resumed sweep starts its trials from them
+even where the source (a registry alias) has moved on."""
 _INFO_LOCK = threading.Lock()
 
 
@@ -85,6 +80,13 @@ class RunDir:
     def experiment_path(self) -> Path:
         """Ray Tune's experiment folder (``tune/``)."""
         return self.path / self.info["experiment"]
+
+    def init_state(self) -> Any:
+        """The initial weights of a sweep with ``init`` (:data:`INIT_FILE`), else ``None``."""
+        from ct_core.sources import load_state
+
+        path = self.path / INIT_FILE
+        return load_state(path) if path.exists() else None
 
     def book(self) -> PackBook | None:
         """The packs of a grid/random sweep (``packs.json``), ``None`` for Optuna."""
@@ -124,6 +126,8 @@ class Plan:
     base_cfg: Config
     n_trials: int
     """Settings the sweep trains (grid/random), or Optuna trials."""
+    init_state: Any = None
+    """The weights of ``init`` once :func:`check_init` has read them."""
 
     def resolved_yaml(self) -> str:
         """The sweep with its base inlined (overrides applied): what ``sweep.yaml`` holds."""
@@ -222,15 +226,39 @@ def check_factories(p: Plan) -> None:
             check_factory(cfg)
 
 
+def check_init(p: Plan) -> None:
+    """Read the weights of the sweep's ``init`` and check them against the base config and each
+    grid point that changes ``data.*`` or ``model.*`` (the data's shape, the model's
+    parameters): an error here, before Ray starts, rather than in every trial."""
+    if not p.sweep.init:
+        return
+    from ct_core.data import load_dataset
+    from ct_core.sources import initial_model, read_init
+
+    try:
+        p.init_state = read_init(p.sweep.init, load_dataset(p.base_cfg.data))
+        for cfg in _variants(p, ("data.", "model.")):
+            initial_model(p.init_state, cfg, load_dataset(cfg.data))
+    except ConfigError as e:
+        raise ConfigError([f"init: {m}" for m in e.messages]) from None
+
+
 def new_run_dir(p: Plan, storage: str | None) -> RunDir:
-    """Create the run directory with ``sweep.yaml`` and ``run.json``."""
+    """Create the run directory with ``sweep.yaml``, ``run.json`` and, for a sweep with
+    ``init``, its weights (:data:`INIT_FILE`)."""
     path = default_run_dir(p.sweep.name, storage or p.sweep.storage)
     if (path / SWEEP_FILE).exists():
         raise ConfigError(
             f"--storage {path} already holds a sweep; use `ct-sweep resume {path}` "
             "or choose a new directory"
         )
+    if p.sweep.init and p.init_state is None:
+        check_init(p)
     path.mkdir(parents=True, exist_ok=True)
+    if p.init_state is not None:
+        from ct_core.sources import save_state
+
+        save_state(p.init_state, path / INIT_FILE)
     (path / SWEEP_FILE).write_text(p.resolved_yaml())
     info = {"experiment": "tune", "n_trials": p.n_trials, "created": time.time()}
     run = RunDir(path, info, p.sweep, p.base, p.space)

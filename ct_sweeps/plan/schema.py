@@ -1,7 +1,8 @@
 """The sweep YAML: schema, loading and ``--set`` overrides.
 
 A sweep file (README, "Sweeps", has an example) names a ``base`` training config (a file
-relative to the sweep file, or inline), ``overrides`` of it, the ``search``, the ``space``
+relative to the sweep file, or inline), ``overrides`` of it, optionally the ``init`` weights
+every setting starts from, the ``search``, the ``space``
 (:mod:`ct_sweeps.plan.space`), each trial's ``resources``, the ``tracking``,
 ``checkpoint_every`` (epochs; 0: only the final checkpoint), ``max_failures`` (retries of a
 failed trial) and the run directory (``storage``). Every problem raises :class:`ct_core.config.ConfigError` with one line per problem, naming the
@@ -28,6 +29,7 @@ from ct_core.config import (
     parse_override,
     read_yaml,
 )
+from ct_core.sources import is_uri
 
 __all__ = ["ALGORITHMS", "SCHEDULERS", "SweepConfig", "load_sweep", "parse_sweep"]
 
@@ -198,6 +200,10 @@ class SweepConfig(_Strict):
     name: str
     base: str | dict[str, Any]
     overrides: dict[str, Any] = Field(default_factory=dict)
+    init: str | None = None
+    """Fine-tune: every setting starts from these weights (a ct ``model.pt`` or run directory,
+    relative to the sweep file; ``runs:/<run_id>/<path>``; ``models:/<name>@<alias>``), read once
+    when the sweep starts (``RUN_DIR/init.pt``)."""
     search: SearchConfig = Field(default_factory=SearchConfig)
     space: dict[str, Any] = Field(default_factory=dict)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
@@ -313,6 +319,8 @@ def load_sweep(path: str | Path, sets: Iterable[str] | None = None) -> tuple[Swe
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{p}: a sweep file must be a mapping, got {type(raw).__name__}")
     sweep = parse_sweep(apply_sets(raw, sets))
+    if sweep.init and not is_uri(sweep.init):
+        sweep.init = str((p.parent / Path(sweep.init).expanduser()).resolve())
     base = resolve_base(sweep, p.parent.resolve())
     try:
         return sweep, apply_overrides(base, sweep.overrides)

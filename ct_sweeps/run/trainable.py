@@ -52,14 +52,27 @@ class TrialSpec:
     metric: str | None = None
     mode: str = "max"
     report_s: float = 0.0
+    init: Any = None
+    """The initial weights of every setting (a state dict) where the sweep fine-tunes."""
 
 
-def make_trainer(cfgs: Sequence[Any], data: Any, states: Sequence[dict[str, Any]] | None) -> Any:
+def make_trainer(
+    cfgs: Sequence[Any],
+    data: Any,
+    states: Sequence[dict[str, Any]] | None,
+    init: dict[str, Any] | None = None,
+) -> Any:
     """The trainer of a trial's K >= 1 settings (they share a pack key,
-    :mod:`ct_sweeps.plan.packing`): ``ct_core.training.PackTrainer``."""
+    :mod:`ct_sweeps.plan.packing`): ``ct_core.training.PackTrainer``, every setting starting
+    from the weights ``init`` where given."""
     from ct_core.training import PackTrainer
 
-    return PackTrainer(list(cfgs), data=data, checkpoints=states)
+    models = None
+    if init is not None and states is None:
+        from ct_core.sources import initial_models
+
+        models = initial_models(init, cfgs, data)
+    return PackTrainer(list(cfgs), data=data, checkpoints=states, models=models)
 
 
 def _dataset(cfg: Any) -> Any:
@@ -136,7 +149,7 @@ def pack_trainable(config: dict[str, Any], spec: TrialSpec) -> None:
     data = _dataset(cfgs[0])
     trial_dir = Path(spec.experiment_path) / f"trial_{ctx.get_trial_id()}"
     states = restore_state(tune.get_checkpoint(), trial_dir)
-    trainer = make_trainer(cfgs, data, states)
+    trainer = make_trainer(cfgs, data, states, spec.init)
     epochs, every = cfgs[0].train.epochs, spec.checkpoint_every
     last: dict[int, float] = {}  # each setting's last value of the search metric
 
@@ -167,9 +180,7 @@ def pack_trainable(config: dict[str, Any], spec: TrialSpec) -> None:
             torch.save(trainer.state_dicts(), os.path.join(d, STATES_FILE))
             for k, model in enumerate(trainer.models() if final else []):
                 if trainer.failed[k] is None:
-                    path = os.path.join(d, model_file(k))
-                    n = {"n_features": int(data.n_features), "n_classes": int(data.n_classes)}
-                    save_model(model.cpu(), cfgs[k], path, **n)
+                    save_model(model.cpu(), cfgs[k], os.path.join(d, model_file(k)), data=data)
             tune.report(result, checkpoint=Checkpoint.from_directory(d))
 
     if states is not None and any(trainer.histories):
