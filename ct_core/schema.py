@@ -1,7 +1,7 @@
 """The schema of one CT training run: every section and field, with what each allows.
 
 :mod:`ct_core.config` reads, overrides and validates configs against it (and re-exports every
-name here). Defaults follow the authors' code (docs/architecture.md); where the paper differs,
+name here). Defaults follow the authors' code (docs/method.md §1.5); where the paper differs,
 the paper's variant is one setting away (``train.mature``, ``train.epsilon_strict``,
 ``evaluation.length_scale``, ``data.domain_nsd``).
 """
@@ -89,9 +89,9 @@ class DataConfig(_Strict):
     n_val: NonNegInt | None = None
     n_test: PosInt | None = None
     seed: int = 42
-    """Seed of the data generator / subsampling (the reference's ``data_seed``)."""
+    """Seed of the data generator / subsampling (the authors' code's ``data_seed``)."""
     split_seed: int = 2025
-    """Seed of the train/test shuffle (the reference's ``train_test_seed``)."""
+    """Seed of the train/test shuffle (the authors' code's ``train_test_seed``)."""
     rng: Literal["julia", "numpy"] = "julia"
     """Random streams of the synthetic sets: ``julia`` draws the authors' points (Julia's
     ``Xoshiro``, ``docs/julia_streams.md``), ``numpy`` the same recipes on numpy's stream."""
