@@ -6,8 +6,9 @@ there is a fixed set, the allowed values), exit code 2, no traceback, and must n
 no Ray session directory is created and nothing waits for a cluster).
 
 All cases run through the CLIs' ``main()`` in one fresh subprocess (this file run as a script),
-which records per case the exit code, stderr, time and whether ``ray`` got imported; a few more
-tests run the installed console scripts for real.
+each from its own directory, which records per case the exit code, stderr, whether ``ray`` got
+imported and what the case wrote (nothing: no run directory, no output folder); a few more tests
+run the installed console scripts for real.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -483,8 +483,9 @@ def _run_case(case: dict, root: Path) -> dict:
         from ct_sweeps.cli import main
     err, out = io.StringIO(), io.StringIO()
     _NoRay.attempted = False
-    t0 = time.perf_counter()
-    signal.alarm(CASE_TIMEOUT_S)  # a case that waits for a cluster must not hang the table
+    given = set(d.rglob("*"))
+    os.chdir(d)  # where a default output (./ct_runs/...) would go
+    signal.alarm(CASE_TIMEOUT_S)  # a hang guard: a case that waits for a cluster fails
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
         try:
             rc = main(argv)
@@ -499,7 +500,7 @@ def _run_case(case: dict, root: Path) -> dict:
         "rc": rc,
         "stderr": err.getvalue(),
         "stdout": out.getvalue(),
-        "seconds": time.perf_counter() - t0,
+        "written": sorted(str(q.relative_to(d)) for q in set(d.rglob("*")) - given),
         "ray_imported": _NoRay.attempted or "ray" in sys.modules,
     }
 
@@ -526,28 +527,21 @@ def harness(cases_file: str, root: str) -> None:
 
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory) -> dict:
+    assert len({c.id for c in CASES}) == len(CASES), "each case needs an id of its own"
     tmp = tmp_path_factory.mktemp("bad-input")
     cases = tmp / "cases.json"
     cases.write_text(json.dumps([asdict(c) for c in CASES]))
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    t0 = time.perf_counter()
     res = subprocess.run(
         [sys.executable, __file__, str(cases), str(tmp / "cases")],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,  # a hang guard
     )
     assert res.returncode == 0, res.stderr[-3000:]
-    data = json.loads(res.stdout.strip().splitlines()[-1])
-    data["wall_s"] = time.perf_counter() - t0
-    return data
-
-
-def test_the_table_is_large_enough():
-    assert len(CASES) >= 40
-    assert len({c.id for c in CASES}) == len(CASES)
+    return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def _param(c: Case) -> Any:
@@ -566,20 +560,26 @@ def test_bad_input_gives_one_clear_error_and_exit_code_2(case: Case, outcomes: d
     for word in case.expect:
         assert word in lines[0], f"{word!r} not in {lines[0]!r}"
     assert not r["ray_imported"], "Ray was imported for bad input"
-    assert r["seconds"] < 5.0, r["seconds"]
+    assert r["written"] == [], "a rejected input must leave nothing behind"
 
 
 def test_no_ray_session_was_started(outcomes: dict):
     assert outcomes["new_ray_sessions"] == []
 
 
-def _cli(*argv: str, timeout: float = 60) -> tuple[subprocess.CompletedProcess, float]:
+def _cli(*argv: str, cwd: Path) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """Run a console script in ``cwd``; return its result and the Ray sessions it started."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    t0 = time.perf_counter()
-    res = subprocess.run(
-        list(argv), cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    proc = subprocess.Popen(
+        list(argv), cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    return res, time.perf_counter() - t0
+    try:
+        out, err = proc.communicate(timeout=300)  # a hang guard
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    res = subprocess.CompletedProcess(list(argv), proc.returncode, out, err)
+    return res, _ray_sessions(proc.pid)
 
 
 def test_console_scripts_exit_2_without_traceback(tmp_path):
@@ -591,24 +591,28 @@ def test_console_scripts_exit_2_without_traceback(tmp_path):
         [str(BIN / "ct-sweep"), "resume", str(tmp_path)],
         [str(BIN / "ct"), "train", str(bad), "--out", str(tmp_path / "o")],
     ):
-        res, secs = _cli(*argv)
+        res, sessions = _cli(*argv, cwd=tmp_path)
         assert res.returncode == 2, (argv, res.stderr)
         assert res.stderr.startswith("error: ") and "Traceback" not in res.stderr, res.stderr
-        assert secs < 15, (argv, secs)
+        assert not sessions, (argv, sessions)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"], argv  # nothing written
 
 
 def test_unreachable_cluster_address_fails_fast_before_ray_starts(tmp_path):
     good = tmp_path / "s.yaml"
     good.write_text(sweep())
     port = closed_port()
-    res, secs = _cli(str(BIN / "ct-sweep"), "run", str(good), "--address", f"127.0.0.1:{port}")
+    argv = [str(BIN / "ct-sweep"), "run", str(good), "--address", f"127.0.0.1:{port}"]
+    res, sessions = _cli(*argv, cwd=tmp_path)
     assert res.returncode == 2, res.stdout + res.stderr
-    assert f"127.0.0.1:{port}" in res.stderr and "Traceback" not in res.stderr
-    assert secs < 10, secs  # Ray would wait for the GCS far longer
-    assert "Started a local Ray" not in res.stderr
-    assert not (ROOT / "ct_runs").exists() or not any(
-        p.name.startswith("bad-input-") for p in (ROOT / "ct_runs").iterdir()
-    ), "a run directory was created for a sweep that never started"
+    # ct's own check of the address, made before Ray is imported, answers (Ray itself would
+    # wait a minute or more for the GCS, then end with a traceback)
+    assert res.stderr.startswith(
+        f"error: --address 127.0.0.1:{port}: no Ray cluster answers at 127.0.0.1:{port}"
+    ), res.stderr
+    assert "Traceback" not in res.stderr and "Started a local Ray" not in res.stderr
+    assert not sessions
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"], "a run directory was made"
 
 
 def test_trials_larger_than_the_local_ray_fail_at_once_and_end_the_parent_run(tmp_path):
@@ -619,13 +623,14 @@ def test_trials_larger_than_the_local_ray_fail_at_once_and_end_the_parent_run(tm
     good = tmp_path / "s.yaml"
     good.write_text(sweep(resources={"cpu": 3, "gpu": 0}))
     argv = [str(BIN / "ct-sweep"), "run", str(good), "--num-cpus", "2"]
-    res, secs = _cli(*argv, "--storage", str(tmp_path / "run"))
+    res, _ = _cli(*argv, "--storage", str(tmp_path / "run"), cwd=tmp_path)
     assert res.returncode == 2, res.stdout + res.stderr
     assert "error: resources.cpu: each trial asks for 3 CPUs but this machine's Ray has 2" in (
         res.stderr
     )
     assert "allowed: 0 to 2" in res.stderr and "Traceback" not in res.stderr
-    assert secs < 60, secs
+    assert not list((tmp_path / "run").glob("tune/trial_*")), "a trial was started"
+    assert not (tmp_path / "run" / "results.csv").exists()
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     parent = MlflowClient(info["tracking_uri"]).get_run(info["parent_run_id"])
     assert parent.info.status == "FAILED"

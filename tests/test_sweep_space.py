@@ -295,9 +295,11 @@ def test_cli_rejects_bad_input_with_exit_2_before_importing_ray(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_search_algorithms_and_asha_are_built_from_the_sweep(tmp_path):
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
+def test_asha_counts_its_rungs_in_epochs_up_to_the_training_length(tmp_path):
+    """ASHA's time is the epoch (a restored trial reports an epoch again, so Tune's iteration
+    count runs ahead of it) and its last rung is ``train.epochs`` of the base (2 here)."""
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import TrialScheduler
 
     from ct_sweeps.run.tune import scheduler, search_alg
 
@@ -306,14 +308,69 @@ def test_search_algorithms_and_asha_are_built_from_the_sweep(tmp_path):
     p = plan(write_sweep(tmp_path, space=space, search={"algorithm": "random", **asha}))
     assert search_alg(p) is None  # a grid over the settings drawn up front
     sched = scheduler(p)
-    assert isinstance(sched, ASHAScheduler) and sched._max_t == 2  # train.epochs of the base
-    assert sched._time_attr == "epoch"  # rungs in epochs, whatever a trial reports twice
+    assert sched.set_search_properties("val_acc", "max")  # as Tune passes the sweep's metric
+    trial = Trial("trainable", stub=True)
+    sched.on_trial_add(None, trial)
+    many_reports = {"training_iteration": 5, "val_acc": 0.5}
+    assert (
+        sched.on_trial_result(None, trial, {**many_reports, "epoch": 1}) == TrialScheduler.CONTINUE
+    )
+    assert sched.on_trial_result(None, trial, {**many_reports, "epoch": 2}) == TrialScheduler.STOP
 
-    for algorithm, sampler in [("optuna-tpe", "TPESampler"), ("optuna-gp", "GPSampler")]:
+
+def _suggestions(searcher, n: int, loss) -> list[dict]:
+    """The first ``n`` configs a Tune searcher suggests, each told ``loss(config)``."""
+    out = []
+    for i in range(n):
+        cfg = searcher.suggest(f"t{i}")
+        out.append(cfg)
+        searcher.on_trial_complete(f"t{i}", {"val_loss": loss(cfg)})
+    return out
+
+
+@pytest.mark.parametrize("algorithm", ["optuna-tpe", "optuna-gp"])
+def test_optuna_sweeps_suggest_what_their_optuna_sampler_suggests(tmp_path, algorithm):
+    """The searcher of an ``optuna-*`` sweep is Optuna's sampler with the sweep's seed and
+    startup trials (TPE multivariate): after the random start-up it suggests what that sampler
+    suggests for the same results, and TPE and GP suggest differently."""
+    from ct_sweeps.run.tune import search_alg
+
+    space = {"generator.tau": {"uniform": [0.5, 0.9]}, "generator.type": ["ecco", "generic"]}
+
+    def loss(cfg: dict) -> float:
+        return float(cfg["generator.tau"]) ** 2 + (cfg["generator.type"] == "ecco")
+
+    def searcher(alg: str):
+        search = {"algorithm": alg, "metric": "val_loss", "mode": "min", "seed": 3}
+        return search_alg(
+            plan(write_sweep(tmp_path, space=space, search=search | {"n_startup_trials": 2}))
+        )
+
+    got = _suggestions(searcher(algorithm), 4, loss)
+    if algorithm == "optuna-tpe":
+        sampler = optuna.samplers.TPESampler(seed=3, n_startup_trials=2, multivariate=True)
+    else:
+        sampler = optuna.samplers.GPSampler(seed=3, n_startup_trials=2)
+    study = optuna.create_study(sampler=sampler, direction="minimize")
+    space_fn = plan(write_sweep(tmp_path, space=space)).space.optuna_space()
+    want = []
+    for _ in range(4):
+        trial = study.ask()
+        space_fn(trial)
+        want.append(trial.params)
+        study.tell(trial, loss(trial.params))
+    assert got == want
+    other = "optuna-gp" if algorithm == "optuna-tpe" else "optuna-tpe"
+    assert _suggestions(searcher(other), 4, loss)[2:] != got[2:]
+
+
+def test_multi_objective_optuna_sweeps_pass_every_metric_and_mode(tmp_path):
+    from ct_sweeps.run.tune import search_alg
+
+    space = {"generator.tau": {"uniform": [0.5, 0.9]}, "generator.type": ["ecco", "generic"]}
+    for algorithm in ("optuna-tpe", "optuna-gp"):
         search = {"algorithm": algorithm, "metric": ["val_loss", "val_acc"], "mode": ["min", "max"]}
-        p = plan(write_sweep(tmp_path, space=space, search=search))
-        alg = search_alg(p)
-        assert isinstance(alg, OptunaSearch) and type(alg._sampler).__name__ == sampler
+        alg = search_alg(plan(write_sweep(tmp_path, space=space, search=search)))
         assert (alg.metric, alg.mode) == (["val_loss", "val_acc"], ["min", "max"])
 
 
