@@ -131,6 +131,60 @@ def parse_config(raw: Mapping[str, Any] | None) -> Config:
         raise ConfigError(_format_errors(e, Config)) from None
 
 
+MAX_ALIASES = 100
+"""YAML aliases (``*name``) one document may use: enough for shared blocks, too few for an
+alias bomb (a few lines that expand to gigabytes)."""
+
+
+class StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses duplicate keys (YAML would keep the last silently) and
+    more than :data:`MAX_ALIASES` aliases."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self.aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                mark = self.peek_event().start_mark
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"more than {MAX_ALIASES} aliases (*name); write the values out",
+                    mark,
+                )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                dup = key in seen
+            except TypeError:  # an unhashable key: SafeLoader reports it below
+                dup = False
+            if dup:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (each key may appear once)",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def safe_load(text: str) -> Any:
+    """``yaml.safe_load`` with :class:`StrictLoader` (raises ``yaml.YAMLError``)."""
+    loader = StrictLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def parse_override(item: str) -> tuple[str, Any]:
     """``"generator.tau=0.9"`` -> ``("generator.tau", 0.9)`` (values parsed as YAML)."""
     if "=" not in item:
@@ -140,7 +194,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set expects dotted.path=value, got {item!r}")
     try:
-        value = yaml.safe_load(val) if val.strip() else None
+        value = safe_load(val) if val.strip() else None
     except yaml.YAMLError as e:
         raise ConfigError(f"--set {key}: cannot parse value {val!r}: {e}") from None
     return key, value
@@ -185,7 +239,7 @@ def read_yaml(path: str | Path, what: str = "config") -> Any:
     except OSError as e:
         raise ConfigError(f"cannot read {what} file {p}: {e.strerror}") from None
     try:
-        return yaml.safe_load(text)
+        return safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -203,9 +257,16 @@ def resolve_paths(raw: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     return raw
 
 
-def load_raw(path: str | Path) -> dict[str, Any]:
-    """Read a training YAML (with an optional ``base:`` file it extends) into a plain dict."""
+def load_raw(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a training YAML (with an optional ``base:`` file it extends) into a plain dict; a
+    chain of ``base:`` files that comes back to one of its files is an error."""
     p = Path(path)
+    key = p.resolve()
+    if key in _chain:
+        loop = " -> ".join(str(q) for q in (*_chain, key))
+        raise ConfigError(f"base: {p} extends itself ({loop}); a base chain must end")
+    if len(_chain) >= MAX_BASE_DEPTH:
+        raise ConfigError(f"base: more than {MAX_BASE_DEPTH} nested base files at {p}")
     raw = read_yaml(p)
     if raw is None:
         raw = {}
@@ -216,9 +277,12 @@ def load_raw(path: str | Path) -> dict[str, Any]:
     if base is not None:
         if not isinstance(base, str):
             raise ConfigError(f"{p}: base must be a path to a training config, got {base!r}")
-        parent = load_raw(p.parent / base)
+        parent = load_raw(p.parent / base, (*_chain, key))
         raw = deep_merge(parent, raw)
     return raw
+
+
+MAX_BASE_DEPTH = 20
 
 
 def deep_merge(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
@@ -252,4 +316,7 @@ def import_object(path: str) -> Any:
 
 
 def dump_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    """Write the resolved config as YAML, atomically."""
+    from ct_core.files import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

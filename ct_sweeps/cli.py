@@ -43,8 +43,21 @@ _ADDRESS = re.compile(
 CONNECT_TIMEOUT_S = 3.0
 
 
+def _positive(text: str) -> int:
+    """An ``argparse`` type: an integer >= 1 (argparse prints the usage and exits 2)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {n}")
+    return n
+
+
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="ct-sweep", description=__doc__.split("\n\n")[0])
+    from ct_core.cli import Parser
+
+    ap = Parser(prog="ct-sweep", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run a sweep file")
     r.add_argument("sweep", help="sweep YAML (see configs/quickstart.yaml)")
@@ -56,18 +69,18 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--tracking-uri", help=uri)
     r.add_argument("--storage", help="run directory (default ./ct_runs/<name>-<timestamp>)")
     r.add_argument("--name", help="sweep name (overrides name: in the file)")
-    r.add_argument("--num-cpus", type=int, help="CPUs of the sweep's own Ray (default: all)")
+    r.add_argument("--num-cpus", type=_positive, help="CPUs of the sweep's own Ray (default: all)")
     r.add_argument("--dry-run", action="store_true", help="validate and count trials only")
     s = sub.add_parser("resume", help="continue an interrupted sweep")
     s.add_argument("run_dir")
     s.add_argument("--address", help=addr)
-    s.add_argument("--num-cpus", type=int)
+    s.add_argument("--num-cpus", type=_positive)
     s.add_argument("--retry-errored", action="store_true", help="also rerun failed trials")
     p = sub.add_parser("report", help="results table, best config, Pareto front of a run")
     p.add_argument("run_dir")
     p.add_argument("--metric", help="sort by this metric (default: the sweep's)")
     p.add_argument("--mode", choices=["min", "max"])
-    p.add_argument("--top", type=int, default=10, help="rows to print")
+    p.add_argument("--top", type=_positive, default=10, help="rows to print")
     y = sub.add_parser("sync-mlflow", help="backfill MLflow from the run directory")
     y.add_argument("run_dir")
     y.add_argument("--tracking-uri")
@@ -180,18 +193,29 @@ def _submit_job(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from ct_sweeps.plan import check_factories, check_features, check_init
+    from ct_sweeps.plan import (
+        check_data,
+        check_factories,
+        check_features,
+        check_init,
+        check_storage,
+        check_tracking_uri,
+    )
     from ct_sweeps.plan import plan as make_plan
 
     sets = list(args.sets)
     if args.name:
         sets.append(f"name={args.name}")
     plan = make_plan(args.sweep, sets)
-    what = f"{plan.sweep.search.algorithm}, {len(plan.space.entries)} swept parameters"
-    print(f"Sweep {plan.sweep.name}: {plan.n_trials} trials ({what})", flush=True)
+    check_tracking_uri(args.tracking_uri, "--tracking-uri")
+    check_data(plan)
     check_features(plan)
     check_factories(plan)
     check_init(plan)
+    if not (args.address and args.address.startswith(("http://", "https://"))):
+        check_storage(plan, args.storage)  # a Ray job makes its run directory on the cluster
+    what = f"{plan.sweep.search.algorithm}, {len(plan.space.entries)} swept parameters"
+    print(f"Sweep {plan.sweep.name}: {plan.n_trials} trials ({what})", flush=True)
     if args.dry_run:
         for e in plan.space.entries:
             print(f"  {e.key}: {e.describe()}")

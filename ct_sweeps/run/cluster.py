@@ -90,10 +90,18 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> str |
     if ray.is_initialized():
         return None
     if address or os.environ.get("RAY_ADDRESS"):
+        from ray.exceptions import AuthenticationError
+
         try:
             ray.init(address=address, log_to_driver=True)
         except ConnectionError as e:  # `--address auto` and no cluster here: say so plainly
             raise ConfigError(f"--address {address}: {e}") from None
+        except AuthenticationError:
+            raise ConfigError(
+                f"--address {address}: the cluster refused this client's token; give the "
+                "cluster's token with RAY_AUTH_TOKEN_PATH=FILE (or RAY_AUTH_TOKEN), e.g. the "
+                "auth_token file in the state directory of cluster/local.sh"
+            ) from None
         return "joined"
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
     return "local"
