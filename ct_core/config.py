@@ -109,12 +109,14 @@ def _format_errors(exc: ValidationError, root: type[BaseModel]) -> list[str]:
         got = err.get("input")
         got_s = f", got {got!r}" if not isinstance(got, Mapping) else ""
         msgs.append(f"{path}: {msg}{got_s}" if path else f"{msg}{got_s}")
-    # de-duplicate union noise while keeping order
+    # de-duplicate union noise while keeping order: one line per field (a value that fits no
+    # branch of a union fails each branch)
     seen: set[str] = set()
     out = []
     for m in msgs:
-        if m not in seen:
-            seen.add(m)
+        field = m.split(":", 1)[0] if ": " in m else m
+        if field not in seen:
+            seen.add(field)
             out.append(m)
     return out
 
@@ -196,7 +198,8 @@ def parse_override(item: str) -> tuple[str, Any]:
     try:
         value = safe_load(val) if val.strip() else None
     except yaml.YAMLError as e:
-        raise ConfigError(f"--set {key}: cannot parse value {val!r}: {e}") from None
+        why = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"--set {key}: cannot parse value {val!r}: {why}") from None
     return key, value
 
 

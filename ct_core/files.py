@@ -78,7 +78,18 @@ def check_out_dir(
     than the file system allows, or already holds results (any of ``results``, or anything at
     all if ``results`` is empty) and neither ``overwrite`` nor ``resume`` is set."""
     p = Path(path).expanduser().absolute()
-    if p.exists() or p.is_symlink():
+    limit = _name_max(Path("/"))
+    long = [n for n in p.parts if len(n.encode()) > limit]
+    if long:
+        raise ConfigError(
+            f"{option} {str(path)[:60]}...: a name of {len(long[0].encode())} bytes; the file "
+            f"system allows at most {limit}"
+        )
+    try:
+        present = p.exists() or p.is_symlink()
+    except OSError as e:
+        raise ConfigError(f"{option} {path}: cannot use it ({e.strerror})") from None
+    if present:
         if not p.is_dir():
             raise ConfigError(f"{option} {path}: exists and is not a directory")
         if not os.access(p, os.W_OK | os.X_OK):
@@ -91,22 +102,13 @@ def check_out_dir(
                 "replace them, or choose a new directory"
             )
         return p
-    missing: list[str] = []
     cur = p
     while not cur.exists():
-        missing.append(cur.name)
         if cur.parent == cur:
             break
         cur = cur.parent
     if not cur.is_dir():
         raise ConfigError(f"{option} {path}: {cur} is not a directory")
-    limit = _name_max(cur)
-    long = [n for n in missing if len(n.encode()) > limit]
-    if long:
-        raise ConfigError(
-            f"{option} {path}: the name {long[0][:40]!r}... has {len(long[0].encode())} bytes; "
-            f"the file system allows at most {limit}"
-        )
     if not os.access(cur, os.W_OK | os.X_OK) or str(cur).startswith(("/proc", "/sys")):
         raise ConfigError(f"{option} {path}: cannot create it, {cur} is not writable")
     return p

@@ -242,7 +242,9 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _sync(args: argparse.Namespace) -> int:
-    from ct_sweeps.plan import RunDir
+    from ct_sweeps.plan import RunDir, check_tracking_uri
+
+    check_tracking_uri(args.tracking_uri)
 
     run = RunDir.load(args.run_dir)  # bad input fails here, before Ray is imported
     from ct_sweeps.runner import sync

@@ -31,6 +31,8 @@ VAL_FRACTION = 0.2
 TEST_FRACTION = 0.2
 MAX_INFERRED_LEVELS = 50
 """Text columns with more distinct values are not one-hot encoded unless declared categorical."""
+MAX_ABS = 1e15
+"""Largest magnitude of a numeric cell: squares of larger values overflow float32 in training."""
 MAX_FLOAT_CLASSES = 20
 """A float label column with more distinct values is taken for a regression target."""
 _PARQUET = {".parquet", ".pq", ".parq"}
@@ -161,7 +163,10 @@ def missing_values(s: pd.Series, where: str) -> str | None:
     bad = s.isna().to_numpy()
     what = "missing (NaN)"
     if not bad.any() and pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
-        bad, what = ~np.isfinite(s.to_numpy(dtype=np.float64)), "infinite"
+        v = s.to_numpy(dtype=np.float64)
+        bad, what = ~np.isfinite(v), "infinite"
+        if not bad.any():
+            bad, what = np.abs(v) > MAX_ABS, f"huge (|x| > {MAX_ABS:g}, beyond float32 training)"
     if not bad.any():
         return None
     first = s.index[bad][0]

@@ -165,7 +165,7 @@ def plan_from(sweep: SweepConfig, base: dict[str, Any]) -> Plan:
             f"search.metric must be one of {', '.join(KNOWN_METRICS)}, got {unknown[0]!r}"
         )
     space = parse_space(sweep.space, s.algorithm)
-    base_cfg = validate(space, base)
+    base_cfg = validate(space, base, overrides=[str(k) for k in sweep.overrides])
     needs_eval = [m for m in s.metrics if m in CF_METRICS]
     if needs_eval and base_cfg.train.eval_every == 0 and "train.eval_every" not in sweep.space:
         raise ConfigError(
@@ -230,12 +230,12 @@ def check_storage(p: Plan, storage: str | None) -> Path:
 
     path = default_run_dir(p.sweep.name, storage or p.sweep.storage)
     option = "--storage" if storage else ("storage" if p.sweep.storage else "run directory")
-    if (path / SWEEP_FILE).exists():
+    check_out_dir(path, option, overwrite=True)  # can be made and written
+    if (path / SWEEP_FILE).exists() or (path / RUN_FILE).exists():
         raise ConfigError(
             f"{option} {path} already holds a sweep; use `ct-sweep resume {path}` "
             "or choose a new directory"
         )
-    check_out_dir(path, option, results=(SWEEP_FILE, RUN_FILE))
     return path
 
 
@@ -243,7 +243,7 @@ def check_features(p: Plan) -> None:
     """Feature names in ``data.immutable`` / ``increase_only`` / ``decrease_only`` must exist:
     the data are loaded only in the trials, where a typo would fail every trial after Ray
     started. Checked for the base config and each grid point that changes ``data.*``."""
-    from ct_core.constraints import resolve_features
+    from ct_core.constraints import resolve_mutability
     from ct_core.data import feature_names
 
     fields = ("immutable", "increase_only", "decrease_only")
@@ -260,8 +260,7 @@ def check_features(p: Plan) -> None:
             raise
         except Exception:  # data problems surface in the trial, with its own message
             continue
-        for f in fields:
-            resolve_features(getattr(data, f), names, f"data.{f}")
+        resolve_mutability(names, data.immutable, data.increase_only, data.decrease_only)
 
 
 def check_factories(p: Plan) -> None:

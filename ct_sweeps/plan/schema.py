@@ -89,7 +89,7 @@ class SearchConfig(_Strict):
     num_samples: int = Field(1, ge=1)
     """grid/random: repeats of the grid; Optuna: number of trials."""
     max_concurrent: int | None = Field(None, ge=1)
-    seed: int | None = 2025
+    seed: int | None = Field(2025, ge=0, le=2**32 - 1)
     n_startup_trials: int = Field(10, ge=1)
     """Optuna: random trials before the TPE/GP model takes over."""
     scheduler: str = "none"
