@@ -28,7 +28,12 @@ from typing import Any
 
 import pytest
 
-from tests.bad_input_cases import BIN, CASES, MOONS, ROOT, Case, closed_port, sweep, with_override
+from tests.bad_input_cases import BIN, MOONS, ROOT, Case, closed_port, sweep, with_override
+from tests.bad_input_config import CONFIG_CASES
+from tests.bad_input_files import FILE_CASES
+from tests.bad_input_sweeps import SWEEP_CASES
+
+CASES = [*SWEEP_CASES, *CONFIG_CASES, *FILE_CASES]
 
 CASE_TIMEOUT_S = 20
 MODEL_SETTINGS = ("train.epochs=1", "data.n_train=60", "data.n_val=10", "data.n_test=40")
@@ -154,12 +159,7 @@ def outcomes(tmp_path_factory) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def _param(c: Case) -> Any:
-    marks = [pytest.mark.xfail(strict=True, reason=c.bug)] if c.bug else []
-    return pytest.param(c, id=c.id, marks=marks)
-
-
-@pytest.mark.parametrize("case", [_param(c) for c in CASES])
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_gives_one_clear_error_and_exit_code_2(case: Case, outcomes: dict):
     r = outcomes["results"][case.id]
     err = r["stderr"]
