@@ -178,13 +178,36 @@ class StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+MAX_NODES = 1_000_000
+"""Values a document may hold once its aliases are expanded (what validation walks)."""
+
+
+def _expanded_size(obj: Any, memo: dict[int, int]) -> int:
+    """Values in ``obj`` with shared parts counted each time they appear (memoised per object,
+    so a few aliases that expand to billions cost microseconds)."""
+    if not isinstance(obj, (list, dict)):
+        return 1
+    key = id(obj)
+    if key not in memo:
+        memo[key] = 0  # a cycle (a recursive alias) counts once
+        items = obj.values() if isinstance(obj, dict) else obj
+        memo[key] = min(1 + sum(_expanded_size(v, memo) for v in items), MAX_NODES + 1)
+    return memo[key]
+
+
 def safe_load(text: str) -> Any:
-    """``yaml.safe_load`` with :class:`StrictLoader` (raises ``yaml.YAMLError``)."""
+    """``yaml.safe_load`` with :class:`StrictLoader`; a document that expands to more than
+    :data:`MAX_NODES` values is refused too (raises ``yaml.YAMLError``)."""
     loader = StrictLoader(text)
     try:
-        return loader.get_single_data()
+        data = loader.get_single_data()
     finally:
         loader.dispose()
+    if loader.aliases and _expanded_size(data, {}) > MAX_NODES:
+        raise yaml.YAMLError(
+            f"the aliases (*name) expand to more than {MAX_NODES} values; write the values out"
+        )
+    return data
 
 
 def parse_override(item: str) -> tuple[str, Any]:

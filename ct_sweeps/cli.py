@@ -14,6 +14,7 @@ and exits with code 2 before Ray starts; an interrupted sweep exits 130 and says
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import re
@@ -32,7 +33,11 @@ if TYPE_CHECKING:
     from ct_sweeps.runner import Outcome
 
 EXIT_BAD_INPUT = 2
+EXIT_NO_SPACE = 75
+"""The disk filled up (``ENOSPC``; 75 is ``EX_TEMPFAIL``: try again later): nothing finished is
+lost, and ``ct-sweep resume RUN_DIR --retry-errored`` goes on once there is space."""
 EXIT_INTERRUPTED = 130
+NO_SPACE = "No space left on device"
 ADDRESS_FORMS = (
     "auto, HOST:PORT (the GCS, e.g. 127.0.0.1:6379), ray://HOST:PORT (Ray client) or "
     "http://HOST:PORT (the dashboard: submit as a Ray job)"
@@ -166,10 +171,33 @@ def _summary(o: Outcome) -> int:
             f"ct-sweep sync-mlflow {o.run_dir}",
             file=sys.stderr,
         )
+    if len(errs) and errs["error"].astype(str).str.contains(NO_SPACE).any():
+        return _no_space(o.run_dir)
     if o.interrupted:
         print(f"\nInterrupted. Continue with:  ct-sweep resume {o.run_dir}", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 1 if o.n_expected and o.n_finished == 0 else 0
+
+
+def _no_space(run_dir: Any) -> int:
+    print(
+        f"error: the disk of {run_dir} is full ({NO_SPACE}); what finished is kept. Free "
+        f"space, then continue with:  ct-sweep resume {run_dir} --retry-errored",
+        file=sys.stderr,
+    )
+    return EXIT_NO_SPACE
+
+
+def disk_full(e: BaseException | None) -> bool:
+    """Whether ``e`` or an exception it was raised from is a full disk (``ENOSPC``; Ray and
+    Tune pass it on as text inside their own errors)."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or NO_SPACE in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def _submit_job(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -212,8 +240,11 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     check_features(plan)
     check_factories(plan)
     check_init(plan)
+    storage = args.storage
     if not (args.address and args.address.startswith(("http://", "https://"))):
-        check_storage(plan, args.storage)  # a Ray job makes its run directory on the cluster
+        # a Ray job makes its run directory on the cluster
+        storage = str(check_storage(plan, args.storage))
+        args.run_dir = storage
     what = f"{plan.sweep.search.algorithm}, {len(plan.space.entries)} swept parameters"
     print(f"Sweep {plan.sweep.name}: {plan.n_trials} trials ({what})", flush=True)
     if args.dry_run:
@@ -226,7 +257,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from ct_sweeps import runner
 
     kw = {"address": args.address, "tracking_uri": args.tracking_uri, "num_cpus": args.num_cpus}
-    return _summary(runner.run(plan, storage=args.storage, **kw))
+    return _summary(runner.run(plan, storage=storage, **kw))
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -285,6 +316,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _sync(args)
     except ConfigError as e:
         return _error(e.messages)
+    except Exception as e:
+        if args.command in ("run", "resume") and disk_full(e):
+            return _no_space(getattr(args, "run_dir", None) or "RUN_DIR")
+        raise
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
