@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,7 @@ def _format_errors(exc: ValidationError, root: type[BaseModel]) -> list[str]:
     out = []
     for m in msgs:
         field = m.split(":", 1)[0] if ": " in m else m
+        field = re.sub(r"\[\d+\]", "", field)  # one line for a list's bad items too
         if field not in seen:
             seen.add(field)
             out.append(m)

@@ -49,6 +49,7 @@ def _interval(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool):
             raise ValueError(f"must be in {desc}")
         return v
 
+    check.bounds = (lo, hi, lo_open, hi_open)  # type: ignore[attr-defined]  # read by tests
     return AfterValidator(check)
 
 
