@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 from ct_core.config import ConfigError, load_config
 from ct_core.files import atomic_write_text, check_out_dir, make_out_dir
 
-__all__ = ["RESULT_FILES", "Parser", "main"]
+__all__ = ["RESULT_FILES", "Parser", "count_type", "main"]
 
 RESULT_FILES = (
     "config.yaml",
@@ -123,6 +123,23 @@ def cmd_explain(args: argparse.Namespace) -> int:
         f"(p(target) >= generator.tau); wrote {out}"
     )
     return 0
+
+
+def count_type(least: int) -> Any:
+    """An ``argparse`` type: an integer >= ``least`` (otherwise one ``error:`` line, exit 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"must be an integer >= {least}, got {text!r}"
+            ) from None
+        if n < least:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {least}, got {n}")
+        return n
+
+    return parse
 
 
 class Parser(argparse.ArgumentParser):

@@ -44,6 +44,8 @@ def add_eval_commands(subparsers: Any) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
+    from ct_core.cli import count_type
+
     p.add_argument(
         "--set",
         action="append",
@@ -51,8 +53,10 @@ def _common(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a field, e.g. evaluation.tau=0.9 (repeatable)",
     )
-    p.add_argument("--runs", type=_count(1), default=None, help="evaluation.n_runs")
-    p.add_argument("--individuals", type=_count(1), default=None, help="evaluation.n_individuals")
+    p.add_argument("--runs", type=count_type(1), default=None, help="evaluation.n_runs")
+    p.add_argument(
+        "--individuals", type=count_type(1), default=None, help="evaluation.n_individuals"
+    )
     p.add_argument(
         "--setting",
         choices=["both", "plausibility", "cost"],
@@ -61,36 +65,19 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--robust-samples",
-        type=_count(0),
+        type=count_type(0),
         default=2000,
         help="test points for FGSM/PGD robust accuracy (0 = skip)",
     )
     p.add_argument(
         "--ig-rounds",
-        type=_count(0),
+        type=count_type(0),
         default=20,
         help="bootstrap rounds of the integrated-gradients sensitivity to immutable "
         "features (0 = skip; the reference runs 100)",
     )
     p.add_argument("--no-plots", action="store_true", help="write no PNG files")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def _count(least: int) -> Any:
-    """An ``argparse`` type: an integer >= ``least`` (argparse prints the usage and exits 2)."""
-
-    def parse(text: str) -> int:
-        try:
-            n = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"must be an integer >= {least}, got {text!r}"
-            ) from None
-        if n < least:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {least}, got {n}")
-        return n
-
-    return parse
 
 
 EVAL_FILES = ("counterfactuals.csv", "summary.json", "robust_accuracy.csv")

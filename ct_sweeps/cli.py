@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ct_core.cli import Parser, count_type
 from ct_sweeps.run.cluster import set_defaults
 
 if TYPE_CHECKING:
@@ -48,20 +49,7 @@ _ADDRESS = re.compile(
 CONNECT_TIMEOUT_S = 3.0
 
 
-def _positive(text: str) -> int:
-    """An ``argparse`` type: an integer >= 1 (argparse prints the usage and exits 2)."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {n}")
-    return n
-
-
 def _parser() -> argparse.ArgumentParser:
-    from ct_core.cli import Parser
-
     ap = Parser(prog="ct-sweep", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run a sweep file")
@@ -74,18 +62,20 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--tracking-uri", help=uri)
     r.add_argument("--storage", help="run directory (default ./ct_runs/<name>-<timestamp>)")
     r.add_argument("--name", help="sweep name (overrides name: in the file)")
-    r.add_argument("--num-cpus", type=_positive, help="CPUs of the sweep's own Ray (default: all)")
+    r.add_argument(
+        "--num-cpus", type=count_type(1), help="CPUs of the sweep's own Ray (default: all)"
+    )
     r.add_argument("--dry-run", action="store_true", help="validate and count trials only")
     s = sub.add_parser("resume", help="continue an interrupted sweep")
     s.add_argument("run_dir")
     s.add_argument("--address", help=addr)
-    s.add_argument("--num-cpus", type=_positive)
+    s.add_argument("--num-cpus", type=count_type(1))
     s.add_argument("--retry-errored", action="store_true", help="also rerun failed trials")
     p = sub.add_parser("report", help="results table, best config, Pareto front of a run")
     p.add_argument("run_dir")
     p.add_argument("--metric", help="sort by this metric (default: the sweep's)")
     p.add_argument("--mode", choices=["min", "max"])
-    p.add_argument("--top", type=_positive, default=10, help="rows to print")
+    p.add_argument("--top", type=count_type(1), default=10, help="rows to print")
     y = sub.add_parser("sync-mlflow", help="backfill MLflow from the run directory")
     y.add_argument("run_dir")
     y.add_argument("--tracking-uri")

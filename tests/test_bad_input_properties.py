@@ -200,7 +200,10 @@ def _sweep(case: tuple[str, Any], via_set: bool) -> None:
             "name": "prop",
             "base": MOONS,
             "overrides": {} if via_set else {key: value},
-            "space": {"train.lambda_adv": [0.1, 0.2]},
+            # a swept key would hide its override: sweep another one
+            "space": {
+                "train.lambda_div" if key == "train.lambda_adv" else "train.lambda_adv": [0.1, 0.2]
+            },
         }
         s.write_text(yaml.safe_dump(doc))
         argv = ["run", str(s), "--storage", str(out)]
