@@ -23,6 +23,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -161,7 +162,9 @@ def _summary(o: Outcome) -> int:
             f"ct-sweep sync-mlflow {o.run_dir}",
             file=sys.stderr,
         )
-    if len(errs) and errs["error"].astype(str).str.contains(NO_SPACE).any():
+    if len(errs) and (
+        errs["error"].astype(str).str.contains(NO_SPACE).any() or no_space_at(o.run_dir)
+    ):
         return _no_space(o.run_dir)
     if o.interrupted:
         print(f"\nInterrupted. Continue with:  ct-sweep resume {o.run_dir}", file=sys.stderr)
@@ -187,6 +190,24 @@ def disk_full(e: BaseException | None) -> bool:
         if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or NO_SPACE in str(e):
             return True
         e = e.__cause__ or e.__context__
+    return False
+
+
+def no_space_at(folder: Any) -> bool:
+    """Whether ``folder``'s file system refuses a small write for want of space (Tune may
+    report a full disk as a damaged file of its own, not as ``ENOSPC``)."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".ct-space-")
+    except OSError as e:
+        return e.errno in (errno.ENOSPC, errno.EDQUOT)
+    try:
+        os.write(fd, b"\0" * 65536)
+        os.fsync(fd)
+    except OSError as e:
+        return e.errno in (errno.ENOSPC, errno.EDQUOT)
+    finally:
+        os.close(fd)
+        os.unlink(tmp)
     return False
 
 
@@ -307,8 +328,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         return _error(e.messages)
     except Exception as e:
-        if args.command in ("run", "resume") and disk_full(e):
-            return _no_space(getattr(args, "run_dir", None) or "RUN_DIR")
+        run_dir = getattr(args, "run_dir", None)
+        if args.command in ("run", "resume") and (
+            disk_full(e) or (run_dir and Path(run_dir).is_dir() and no_space_at(run_dir))
+        ):
+            return _no_space(run_dir or "RUN_DIR")
         raise
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)

@@ -1,14 +1,17 @@
-"""Bad input to ``ct-sweep`` and ``ct train``: one clear message, exit code 2, no Ray start.
+"""Bad input to ``ct train|evaluate|compare`` and ``ct-sweep run|resume|report|sync-mlflow``: one
+clear message, exit code 2, nothing started, nothing written.
 
-A table of malformed sweep files, training configs, overrides and addresses (issue 5, item 4).
-Every case must end with exactly one stderr line ``error: ...`` that names the field (and, where
-there is a fixed set, the allowed values), exit code 2, no traceback, and must not import Ray (so
-no Ray session directory is created and nothing waits for a cluster).
+A table of over 300 malformed inputs (tests/bad_input_sweeps.py: sweep files and command lines;
+tests/bad_input_config.py: training configs, YAML, seeds, sizes, CSV files, model and checkpoint
+files; tests/bad_input_files.py: output folders and damaged run and result directories). Every
+case must end with exactly one stderr line ``error: ...`` that names the field or file (and,
+where there is a fixed set, the allowed values), exit code 2, no traceback, must not import Ray
+(so no Ray session directory is created and nothing waits for a cluster) and must write nothing.
 
-All cases run through the CLIs' ``main()`` in one fresh subprocess (this file run as a script),
-each from its own directory, which records per case the exit code, stderr, whether ``ray`` got
-imported and what the case wrote (nothing: no run directory, no output folder); a few more tests
-run the installed console scripts for real.
+All cases run through the CLIs' ``main()`` in one fresh subprocess (``python -m
+tests.test_bad_input``), each from its own directory, which records per case the exit code,
+stderr, whether ``ray`` got imported and what the case wrote; a few more tests run the installed
+console scripts for real.
 """
 
 from __future__ import annotations
