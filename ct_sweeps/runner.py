@@ -35,6 +35,7 @@ from ct_sweeps.run.cluster import (
     sweep_token,
 )
 from ct_sweeps.run.results import collect
+from ct_sweeps.run.state import StateKeeper, restore_state
 from ct_sweeps.run.trainable import TrialSpec
 
 __all__ = ["Outcome", "plan", "resume", "run", "sync"]
@@ -157,6 +158,7 @@ def _fit(
                 raise ConfigError(f"{run.path}: nothing to resume (no Tune experiment state)")
             if session is not None:  # what the earlier driver may not have logged
                 session.submit(session.stream.replay, collect(run))
+            restore_state(run.experiment_path)  # a state file a full disk cut short
             tuner = restore_tuner(p, run, spec, retry_errored)
         else:
             from ct_sweeps.record.live import TrackingCallback
@@ -167,7 +169,11 @@ def _fit(
             tuner = build_tuner(p, run, spec, callbacks)
         t2 = lap("tuner_setup", t1)
         ran = True
-        tuner.fit()
+        keeper = StateKeeper(run.experiment_path).start()
+        try:
+            tuner.fit()
+        finally:
+            keeper.stop()
         t3 = lap("fit", t2)
     except BaseException as e:
         stop_ray(started)

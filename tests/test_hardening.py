@@ -21,6 +21,7 @@ from ct_core.files import atomic_save, atomic_write_text, private_dir
 from ct_core.models import load_model
 from ct_sweeps.cli import disk_full
 from ct_sweeps.run.cluster import DRIVER_VAR, reap_orphans
+from ct_sweeps.run.state import backup_state, restore_state
 
 ROOT = Path(__file__).resolve().parents[1]
 MOONS = str(ROOT / "configs" / "base" / "moons.yaml")
@@ -225,3 +226,55 @@ def test_a_full_disk_is_recognised_through_wrapping_errors():
     assert disk_full(RuntimeError("ray.exceptions: OSError: [Errno 28] No space left on device"))
     assert not disk_full(OSError(errno.EACCES, "Permission denied"))
     assert not disk_full(ValueError("nan loss"))
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("token", ["wrong", "missing"])
+def test_a_cluster_that_refuses_the_token_is_one_error_line_and_no_running_parent(
+    token, ray_runtime, tmp_path
+):
+    """``--address`` to a token-enabled Ray with a wrong or no token: one ``error:`` line
+    (exit 2) that points at the token, no traceback (Ray's core may log its retries), and the
+    sweep's MLflow parent run is not left RUNNING."""
+    from mlflow import MlflowClient
+
+    wrong = tmp_path / "token"
+    if token == "wrong":
+        wrong.write_text("0" * 64)
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(
+        yaml.safe_dump(
+            {
+                "name": "auth",
+                "base": MOONS,
+                "overrides": dict(s.split("=") for s in TINY if "[" not in s),
+                "space": {"seed": [1, 2]},
+            }
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(wrong))
+    run = tmp_path / "run"
+    argv = [str(Path(sys.executable).parent / "ct-sweep"), "run", str(sweep), "--storage", str(run)]
+    res = subprocess.run(
+        [*argv, "--address", ray_runtime], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert res.returncode == 2, res.stderr[-3000:]
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and "token" in errors[0], res.stderr[-3000:]
+    assert "Traceback" not in res.stderr
+    info = json.loads((run / "run.json").read_text())
+    parent = MlflowClient(info["tracking_uri"]).get_run(info["parent_run_id"])
+    assert parent.info.status == "FAILED"
+
+
+def test_a_tune_state_cut_short_by_a_full_disk_is_put_back_from_its_last_good_copy(tmp_path):
+    state = tmp_path / "experiment_state-2026-01-01_00-00-00.json"
+    good = json.dumps({"trial_data": [["trial_1", "{}"]], "runner_data": {}})
+    state.write_text(good)
+    backup_state(tmp_path)
+    state.write_text(good[:25])  # Tune rewrites the file in place; the disk filled up
+    backup_state(tmp_path)  # a damaged file never replaces the good copy
+    assert restore_state(tmp_path) == [state]
+    assert json.loads(state.read_text()) == json.loads(good)
+    assert restore_state(tmp_path) == []  # a whole file is left as it is

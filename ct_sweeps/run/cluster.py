@@ -97,7 +97,9 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> str |
         try:
             ray.init(address=address, log_to_driver=True)
         except ConnectionError as e:  # `--address auto` and no cluster here: say so plainly
-            raise ConfigError(f"--address {address}: {e}") from None
+            raise ConfigError(
+                f"--address {address}: {e} (is it up, and is RAY_AUTH_TOKEN_PATH its token?)"
+            ) from None
         except AuthenticationError:
             raise ConfigError(
                 f"--address {address}: the cluster refused this client's token; give the "
