@@ -270,11 +270,16 @@ def test_a_cluster_that_refuses_the_token_is_one_error_line_and_no_running_paren
 
 def test_a_tune_state_cut_short_by_a_full_disk_is_put_back_from_its_last_good_copy(tmp_path):
     state = tmp_path / "experiment_state-2026-01-01_00-00-00.json"
+    searcher = tmp_path / "basic-variant-state-2026-01-01_00-00-00.json"
     good = json.dumps({"trial_data": [["trial_1", "{}"]], "runner_data": {}})
     state.write_text(good)
+    searcher.write_bytes(b"searcher state")
     backup_state(tmp_path)
-    state.write_text(good[:25])  # Tune rewrites the file in place; the disk filled up
-    backup_state(tmp_path)  # a damaged file never replaces the good copy
-    assert restore_state(tmp_path) == [state]
+    # Tune rewrites both files in place; the disk filled up while it did
+    state.write_text(good[:25])
+    searcher.write_bytes(b"")
+    backup_state(tmp_path)  # damaged files never replace the good copies
+    assert sorted(restore_state(tmp_path)) == sorted([state, searcher])
     assert json.loads(state.read_text()) == json.loads(good)
-    assert restore_state(tmp_path) == []  # a whole file is left as it is
+    assert searcher.read_bytes() == b"searcher state"
+    assert restore_state(tmp_path) == []  # a whole state is left as it is

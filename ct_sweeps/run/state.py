@@ -3,8 +3,9 @@
 Tune rewrites ``experiment_state-*.json`` in place; when the disk fills up during that write the
 file is left cut short, and ``Tuner.restore`` then knows none of the sweep's trials. While a sweep
 runs, :class:`StateKeeper` copies the file every few seconds, whenever it reads as whole JSON, to
-``<name>.ct-good`` (a temporary file and a rename: a failed copy leaves the last good one); a
-resume first puts a good copy back over a damaged file (:func:`restore_state`).
+``.ct-good/`` with the searcher state written beside it (each copy a temporary file and a
+rename: a failed copy leaves the last good one); a resume first puts the good copies back when
+the state is damaged (:func:`restore_state`).
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import logging
 import threading
 from pathlib import Path
 
-from ct_core.files import atomic_write_text
+from ct_core.files import atomic_save
 
 __all__ = ["GOOD", "StateKeeper", "backup_state", "restore_state"]
 
 GOOD = ".ct-good"
+"""The folder (inside the experiment folder) that holds the last good copy."""
 log = logging.getLogger("ct_sweeps")
 
 
@@ -32,29 +34,45 @@ def _whole(path: Path) -> str | None:
     return text
 
 
+def _files(experiment: Path) -> list[Path]:
+    """Tune's own state files at the top of the experiment folder (the experiment and searcher
+    state, the tuner): what ``Tuner.restore`` reads."""
+    return [p for p in sorted(Path(experiment).iterdir()) if p.is_file() and p.name[0] != "."]
+
+
 def backup_state(experiment: Path) -> None:
-    """Copy each whole ``experiment_state-*.json`` of ``experiment`` to ``<name>.ct-good``."""
-    for state in Path(experiment).glob("experiment_state-*.json"):
-        text = _whole(state)
-        good = state.with_name(state.name + GOOD)
-        if text is None or (good.exists() and _whole(good) == text):
-            continue
-        try:
-            atomic_write_text(good, text)
-        except OSError:
-            pass  # a full disk: the last good copy stays
+    """Copy Tune's state files to ``experiment/.ct-good/`` together, at a moment when every
+    ``experiment_state-*.json`` reads as whole JSON (the searcher state written beside it is
+    then whole too)."""
+    experiment = Path(experiment)
+    states = list(experiment.glob("experiment_state-*.json"))
+    if not states or any(_whole(p) is None for p in states):
+        return
+    good = experiment / GOOD
+    try:
+        good.mkdir(exist_ok=True)
+        for f in _files(experiment):
+            data = f.read_bytes()
+            copy = good / f.name
+            if not (copy.exists() and copy.read_bytes() == data):
+                atomic_save(copy, lambda out, data=data: out.write(data))
+    except OSError:
+        pass  # a full disk: the last good copy stays
 
 
 def restore_state(experiment: Path) -> list[Path]:
-    """Put the good copy back over each damaged experiment state; return the files restored."""
+    """If an experiment state is damaged, put the last good copy of every state file back;
+    return the files restored."""
+    experiment, good = Path(experiment), Path(experiment) / GOOD
+    states = list(experiment.glob("experiment_state-*.json"))
+    if not good.is_dir() or all(_whole(p) is not None for p in states):
+        return []
     restored = []
-    for good in Path(experiment).glob(f"experiment_state-*.json{GOOD}"):
-        state = good.with_name(good.name[: -len(GOOD)])
-        text = _whole(good)
-        if text is not None and _whole(state) is None:
-            atomic_write_text(state, text)
-            restored.append(state)
-            log.warning("%s was damaged; resuming from its last good copy", state.name)
+    for copy in sorted(good.iterdir()):
+        data = copy.read_bytes()
+        atomic_save(experiment / copy.name, lambda out, data=data: out.write(data))
+        restored.append(experiment / copy.name)
+    log.warning("Tune's experiment state was damaged; resuming from its last good copy")
     return restored
 
 
