@@ -75,15 +75,28 @@ def node_temp_dir(state: Path, name: str) -> Path:
     runtime-env agent deletes job working dirs it no longer uses from `<temp>/session_*/
     runtime_resources`, which would pull the cwd away from a job driver running on another node
     (seen as FileNotFoundError from os.getcwd() and MKL failing to load libtorch_cpu.so)."""
-    path = ray_temp_dir(state) / name
-    path.mkdir(parents=True, exist_ok=True)
+    root = private(ray_temp_dir(state), "Ray temp dir")
+    path = root / name
+    path.mkdir(exist_ok=True)
     return path
+
+
+def private(path: Path, what: str) -> Path:
+    """`path` as a folder only this user can enter (mode 700): made so, or an existing real
+    folder of this user. A symlink or another user's folder at a predictable path (the /tmp
+    fallback above) is refused, never followed or reused."""
+    from ct_core.config import ConfigError
+    from ct_core.files import private_dir
+
+    try:
+        return private_dir(path, what)
+    except ConfigError as e:
+        raise ClusterError(str(e)) from None
 
 
 def ensure_state(state: Path) -> Path:
     """Create STATE (mode 700) with a `*` .gitignore and a token file (mode 600); return the token path."""
-    state.mkdir(parents=True, exist_ok=True)
-    os.chmod(state, 0o700)
+    private(state, "state directory")
     (state / "logs").mkdir(exist_ok=True)
     ignore = state / ".gitignore"
     if not ignore.exists():

@@ -60,19 +60,22 @@ class TrainResult:
         (created) and return it. ``model.pt`` is rebuilt by :func:`ct_core.models.load_model` from the
         config's ``model`` section (a built-in model or ``model.factory``) and holds what
         :func:`ct_core.explain` needs of the data (``Dataset.spec``)."""
+        from ct_core.files import atomic_write_text
         from ct_core.models import save_model
         from ct_core.training import save_checkpoint
 
         p = Path(out)
         p.mkdir(parents=True, exist_ok=True)
-        dump_config(self.config, p / "config.yaml")
+        # each file is replaced whole (temporary file + rename); the model comes first and the
+        # config last, so a config.yaml always describes the model.pt beside it
         d = self.data
         save_model(self.model, self.config, p / "model.pt", data=d)
         if d.encoder is not None:
-            (p / "encoder.json").write_text(json.dumps(d.encoder.to_dict(), indent=2))
-        self.history.to_csv(p / "history.csv", index=False)
-        (p / "metrics.json").write_text(json.dumps(self.metrics, indent=2))
+            atomic_write_text(p / "encoder.json", json.dumps(d.encoder.to_dict(), indent=2))
+        atomic_write_text(p / "history.csv", self.history.to_csv(index=False))
+        atomic_write_text(p / "metrics.json", json.dumps(self.metrics, indent=2))
         save_checkpoint(self.checkpoint, p / "checkpoint.pt")
+        dump_config(self.config, p / "config.yaml")
         return p
 
 

@@ -17,11 +17,23 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from ct_core.config import ConfigError, dump_config, load_config
+from ct_core.config import ConfigError, load_config
+from ct_core.files import atomic_write_text, check_out_dir, make_out_dir
 
-__all__ = ["main"]
+__all__ = ["RESULT_FILES", "Parser", "count_type", "main"]
+
+RESULT_FILES = (
+    "config.yaml",
+    "model.pt",
+    "history.csv",
+    "metrics.json",
+    "checkpoint.pt",
+    "encoder.json",
+)
+"""What ``ct train`` writes into ``--out``; a folder holding any of them is reused only with
+``--overwrite`` or ``--resume``."""
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -33,10 +45,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.set)
     out = Path(args.out)
+    check_out_dir(out, overwrite=args.overwrite, resume=args.resume, results=RESULT_FILES)
     ckpt_path = out / "checkpoint.pt"
     checkpoint = None
     if args.resume:
-        if not ckpt_path.exists():
+        if not ckpt_path.is_file():
             raise ConfigError(f"--resume: no checkpoint.pt in {out}")
         checkpoint = load_checkpoint(ckpt_path)
         if checkpoint["config"] != cfg.to_dict():
@@ -53,8 +66,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         from ct_core.sources import initial_model
 
         model = initial_model(args.init, cfg, data)
-    out.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, out / "config.yaml")
+    make_out_dir(out)
+    if args.overwrite and not args.resume:
+        # the old results go before training starts: a run that fails leaves no mixture of
+        # the old model and the new history behind
+        for name in RESULT_FILES:
+            (out / name).unlink(missing_ok=True)
     k = cfg.train.checkpoint_every
     bar = tqdm(
         total=cfg.train.epochs,
@@ -70,7 +87,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         bar.set_postfix(
             loss=f"{rec['loss']:.3f}", val_acc=f"{rec['val_acc']:.3f}", mature=rec["mature"]
         )
-        history_frame(trainer.history).to_csv(out / "history.csv", index=False)
+        frame = history_frame(trainer.history)
+        atomic_write_text(out / "history.csv", frame.to_csv(index=False))
         if k and trainer.epoch % k == 0:
             save_checkpoint(trainer.state_dict(), ckpt_path)
 
@@ -113,8 +131,33 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def count_type(least: int) -> Any:
+    """An ``argparse`` type: an integer >= ``least`` (otherwise one ``error:`` line, exit 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"must be an integer >= {least}, got {text!r}"
+            ) from None
+        if n < least:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {least}, got {n}")
+        return n
+
+    return parse
+
+
+class Parser(argparse.ArgumentParser):
+    """``argparse`` that reports a bad command line as one ``error: ...`` line (exit 2), as
+    every other bad input is reported, instead of the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ct", description="Counterfactual Training")
+    p = Parser(prog="ct", description="Counterfactual Training")
     p.add_argument("--version", action="version", version=_version())
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train one configuration")
@@ -134,6 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
         "models:/<name>@<alias> (MLflow, as MLFLOW_TRACKING_URI names it)",
     )
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the results an existing OUT holds (they are removed when training starts)",
+    )
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
     x = sub.add_parser("explain", help="counterfactuals for chosen rows of a trained model")

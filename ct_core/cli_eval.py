@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from ct_core.config import Config, ConfigError, apply_overrides, parse_config
+from ct_core.files import atomic_write_text, check_out_dir, make_out_dir
 
 __all__ = ["add_eval_commands", "cmd_compare", "cmd_evaluate"]
 
@@ -30,6 +31,7 @@ def add_eval_commands(subparsers: Any) -> None:
     e.add_argument("model_dir", help="output directory of `ct train` (holds model.pt)")
     _common(e)
     e.add_argument("--out", required=True, help="output directory")
+    e.add_argument("--overwrite", action="store_true", help="replace results OUT already holds")
     e.set_defaults(func=cmd_evaluate)
 
     c = subparsers.add_parser("compare", help="compare a CT model with its vanilla twin (Table 1)")
@@ -37,10 +39,13 @@ def add_eval_commands(subparsers: Any) -> None:
     c.add_argument("baseline_dir", help="baseline model directory, or its `ct evaluate` output")
     _common(c)
     c.add_argument("--out", default=None, help="output directory (default: CT_DIR/comparison)")
+    c.add_argument("--overwrite", action="store_true", help="replace results OUT already holds")
     c.set_defaults(func=cmd_compare)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
+    from ct_core.cli import count_type
+
     p.add_argument(
         "--set",
         action="append",
@@ -48,8 +53,10 @@ def _common(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a field, e.g. evaluation.tau=0.9 (repeatable)",
     )
-    p.add_argument("--runs", type=int, default=None, help="evaluation.n_runs")
-    p.add_argument("--individuals", type=int, default=None, help="evaluation.n_individuals")
+    p.add_argument("--runs", type=count_type(1), default=None, help="evaluation.n_runs")
+    p.add_argument(
+        "--individuals", type=count_type(1), default=None, help="evaluation.n_individuals"
+    )
     p.add_argument(
         "--setting",
         choices=["both", "plausibility", "cost"],
@@ -58,19 +65,24 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--robust-samples",
-        type=int,
+        type=count_type(0),
         default=2000,
         help="test points for FGSM/PGD robust accuracy (0 = skip)",
     )
     p.add_argument(
         "--ig-rounds",
-        type=int,
+        type=count_type(0),
         default=20,
         help="bootstrap rounds of the integrated-gradients sensitivity to immutable "
         "features (0 = skip; the paper runs 100)",
     )
     p.add_argument("--no-plots", action="store_true", help="write no PNG files")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+EVAL_FILES = ("counterfactuals.csv", "summary.json", "robust_accuracy.csv")
+"""What ``ct evaluate`` writes; an ``--out`` holding any of them needs ``--overwrite``."""
+COMPARE_FILES = ("comparison.csv", "comparison.md", "ct", "bl")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -159,7 +171,7 @@ def _evaluate(
     frame = evaluate_model(
         model, data, cfg, draws, settings=_settings(args), progress=not args.quiet, desc=name
     )
-    frame.to_csv(out / "counterfactuals.csv", index=False, float_format="%.8g")
+    atomic_write_text(out / "counterfactuals.csv", frame.to_csv(index=False, float_format="%.8g"))
     Xt, yt = data.X_test, data.y_test
     pred = predict(model, Xt)
     summary: dict[str, Any] = {
@@ -183,7 +195,7 @@ def _evaluate(
             Xt.shape[0], generator=torch.Generator().manual_seed(cfg.evaluation.seed)
         )[:n]
         rob = robust_accuracy_table(model, Xt[sel], yt[sel], seed=cfg.evaluation.seed)
-        rob.to_csv(out / "robust_accuracy.csv", index=False)
+        atomic_write_text(out / "robust_accuracy.csv", rob.to_csv(index=False))
         summary["robust_accuracy"] = rob.to_dict(orient="records")
     prot = _immutable(data)
     if args.ig_rounds > 0 and prot:
@@ -204,7 +216,7 @@ def _evaluate(
     if not args.no_plots:
         _plots_one(model, data, frame, rob, model_dir, out)
     summary["seconds"] = time.perf_counter() - t0
-    (out / "summary.json").write_text(json.dumps(_clean(summary), indent=2))
+    atomic_write_text(out / "summary.json", json.dumps(_clean(summary), indent=2))
     return frame, summary
 
 
@@ -274,11 +286,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ct_core.protocol import draw_classes
 
     model_dir = Path(args.model_dir)
+    out = Path(args.out)
+    check_out_dir(out, overwrite=args.overwrite, results=EVAL_FILES)
     model, cfg = _load(model_dir, "MODEL_DIR")
     cfg = _eval_config(cfg, args)
     data = load_dataset(cfg.data)
     draws = draw_classes(data.n_classes, cfg.evaluation.n_individuals, cfg.evaluation.seed)
-    out = Path(args.out)
+    make_out_dir(out)
     _, summary = _evaluate(model, cfg, data, draws, args, out, "evaluate", model_dir)
     if not args.quiet:
         s = summary["settings"]
@@ -297,9 +311,21 @@ def _f(x: float | None) -> str:
 
 
 def _existing_eval(d: Path) -> tuple[pd.DataFrame, dict[str, Any]] | None:
-    if (d / "counterfactuals.csv").is_file() and (d / "summary.json").is_file():
-        return pd.read_csv(d / "counterfactuals.csv"), json.loads((d / "summary.json").read_text())
-    return None
+    if not ((d / "counterfactuals.csv").is_file() and (d / "summary.json").is_file()):
+        return None
+    try:
+        summary = json.loads((d / "summary.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ConfigError(
+            f"{d / 'summary.json'}: not a readable ct evaluate summary ({e})"
+        ) from None
+    try:
+        frame = pd.read_csv(d / "counterfactuals.csv")
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ConfigError(f"{d / 'counterfactuals.csv'}: not a readable CSV ({e})") from None
+    if not isinstance(summary, dict) or not {"setting", "run", "valid"} <= set(frame.columns):
+        raise ConfigError(f"{d}: counterfactuals.csv / summary.json are not from `ct evaluate`")
+    return frame, summary
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -308,6 +334,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     ct_dir, bl_dir = Path(args.ct_dir), Path(args.baseline_dir)
     out = Path(args.out) if args.out else ct_dir / "comparison"
+    for what, d in (("CT_DIR", ct_dir), ("BASELINE_DIR", bl_dir)):
+        if not d.is_dir():
+            raise ConfigError(f"{what}: directory not found: {d}")
+    check_out_dir(
+        out,
+        "--out" if args.out else "--out (default)",
+        overwrite=args.overwrite,
+        results=COMPARE_FILES,
+    )
     ct_prev, bl_prev = _existing_eval(ct_dir), _existing_eval(bl_dir)
     models: dict[str, Any] = {}
     frames: dict[str, pd.DataFrame] = {}
@@ -351,12 +386,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 objective=own.train.objective,
             )
     table = compare(frames["CT"], frames["BL"])
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "comparison.csv", index=False)
+    make_out_dir(out)
+    atomic_write_text(out / "comparison.csv", table.to_csv(index=False))
     title = f"CT ({ct_dir}) vs BL ({bl_dir}), data {summaries['CT'].get('data')}"
     extra = _perf_lines(summaries)
     md = format_markdown(table, title) + extra
-    (out / "comparison.md").write_text(md)
+    atomic_write_text(out / "comparison.md", md)
     if not args.no_plots and data is not None:
         _plots_compare(models, data, frames, summaries, out)
     print(md)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -109,12 +110,15 @@ def _format_errors(exc: ValidationError, root: type[BaseModel]) -> list[str]:
         got = err.get("input")
         got_s = f", got {got!r}" if not isinstance(got, Mapping) else ""
         msgs.append(f"{path}: {msg}{got_s}" if path else f"{msg}{got_s}")
-    # de-duplicate union noise while keeping order
+    # de-duplicate union noise while keeping order: one line per field (a value that fits no
+    # branch of a union fails each branch)
     seen: set[str] = set()
     out = []
     for m in msgs:
-        if m not in seen:
-            seen.add(m)
+        field = m.split(":", 1)[0] if ": " in m else m
+        field = re.sub(r"\[\d+\]", "", field)  # one line for a list's bad items too
+        if field not in seen:
+            seen.add(field)
             out.append(m)
     return out
 
@@ -131,6 +135,83 @@ def parse_config(raw: Mapping[str, Any] | None) -> Config:
         raise ConfigError(_format_errors(e, Config)) from None
 
 
+MAX_ALIASES = 100
+"""YAML aliases (``*name``) one document may use: enough for shared blocks, too few for an
+alias bomb (a few lines that expand to gigabytes)."""
+
+
+class StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses duplicate keys (YAML would keep the last silently) and
+    more than :data:`MAX_ALIASES` aliases."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self.aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                mark = self.peek_event().start_mark
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"more than {MAX_ALIASES} aliases (*name); write the values out",
+                    mark,
+                )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                dup = key in seen
+            except TypeError:  # an unhashable key: SafeLoader reports it below
+                dup = False
+            if dup:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (each key may appear once)",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+MAX_NODES = 1_000_000
+"""Values a document may hold once its aliases are expanded (what validation walks)."""
+
+
+def _expanded_size(obj: Any, memo: dict[int, int]) -> int:
+    """Values in ``obj`` with shared parts counted each time they appear (memoised per object,
+    so a few aliases that expand to billions cost microseconds)."""
+    if not isinstance(obj, (list, dict)):
+        return 1
+    key = id(obj)
+    if key not in memo:
+        memo[key] = 0  # a cycle (a recursive alias) counts once
+        items = obj.values() if isinstance(obj, dict) else obj
+        memo[key] = min(1 + sum(_expanded_size(v, memo) for v in items), MAX_NODES + 1)
+    return memo[key]
+
+
+def safe_load(text: str) -> Any:
+    """``yaml.safe_load`` with :class:`StrictLoader`; a document that expands to more than
+    :data:`MAX_NODES` values is refused too (raises ``yaml.YAMLError``)."""
+    loader = StrictLoader(text)
+    try:
+        data = loader.get_single_data()
+    finally:
+        loader.dispose()
+    if loader.aliases and _expanded_size(data, {}) > MAX_NODES:
+        raise yaml.YAMLError(
+            f"the aliases (*name) expand to more than {MAX_NODES} values; write the values out"
+        )
+    return data
+
+
 def parse_override(item: str) -> tuple[str, Any]:
     """``"generator.tau=0.9"`` -> ``("generator.tau", 0.9)`` (values parsed as YAML)."""
     if "=" not in item:
@@ -140,9 +221,10 @@ def parse_override(item: str) -> tuple[str, Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set expects dotted.path=value, got {item!r}")
     try:
-        value = yaml.safe_load(val) if val.strip() else None
+        value = safe_load(val) if val.strip() else None
     except yaml.YAMLError as e:
-        raise ConfigError(f"--set {key}: cannot parse value {val!r}: {e}") from None
+        why = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"--set {key}: cannot parse value {val!r}: {why}") from None
     return key, value
 
 
@@ -185,7 +267,7 @@ def read_yaml(path: str | Path, what: str = "config") -> Any:
     except OSError as e:
         raise ConfigError(f"cannot read {what} file {p}: {e.strerror}") from None
     try:
-        return yaml.safe_load(text)
+        return safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -203,9 +285,16 @@ def resolve_paths(raw: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     return raw
 
 
-def load_raw(path: str | Path) -> dict[str, Any]:
-    """Read a training YAML (with an optional ``base:`` file it extends) into a plain dict."""
+def load_raw(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a training YAML (with an optional ``base:`` file it extends) into a plain dict; a
+    chain of ``base:`` files that comes back to one of its files is an error."""
     p = Path(path)
+    key = p.resolve()
+    if key in _chain:
+        loop = " -> ".join(str(q) for q in (*_chain, key))
+        raise ConfigError(f"base: {p} extends itself ({loop}); a base chain must end")
+    if len(_chain) >= MAX_BASE_DEPTH:
+        raise ConfigError(f"base: more than {MAX_BASE_DEPTH} nested base files at {p}")
     raw = read_yaml(p)
     if raw is None:
         raw = {}
@@ -216,9 +305,12 @@ def load_raw(path: str | Path) -> dict[str, Any]:
     if base is not None:
         if not isinstance(base, str):
             raise ConfigError(f"{p}: base must be a path to a training config, got {base!r}")
-        parent = load_raw(p.parent / base)
+        parent = load_raw(p.parent / base, (*_chain, key))
         raw = deep_merge(parent, raw)
     return raw
+
+
+MAX_BASE_DEPTH = 20
 
 
 def deep_merge(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
@@ -252,4 +344,7 @@ def import_object(path: str) -> Any:
 
 
 def dump_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    """Write the resolved config as YAML, atomically."""
+    from ct_core.files import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -181,12 +181,20 @@ def resolve_mutability(
     from ct_core.config import ConfigError
 
     m = torch.full((len(feature_names),), BOTH, dtype=torch.int8)
+    owner: dict[int, str] = {}
     for refs, code, field in (
         (increase_only, INCREASE, "data.increase_only"),
         (decrease_only, DECREASE, "data.decrease_only"),
         (immutable, NONE, "data.immutable"),
     ):
         idx = resolve_features(refs, feature_names, field)
+        for i in idx:  # by name or by index: one constraint per feature
+            if owner.setdefault(i, field) != field:
+                raise ConfigError(
+                    f"{field}: feature {feature_names[i]!r} (index {i}) is also in "
+                    f"{owner[i]}; a feature takes one of data.immutable, data.increase_only, "
+                    "data.decrease_only"
+                )
         if idx:
             m[idx] = code
     for g in onehot_groups:

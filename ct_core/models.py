@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ct_core.config import Config, ConfigError, ModelConfig, import_object, parse_config
+from ct_core.files import atomic_save, short_error
 
 if TYPE_CHECKING:
     from ct_core.data.base import Dataset
@@ -192,7 +193,8 @@ def save_model(
             **meta,
         }
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save({"state_dict": state, "config": cfg.to_dict(), "meta": meta}, Path(path))
+    blob = {"state_dict": state, "config": cfg.to_dict(), "meta": meta}
+    atomic_save(path, lambda f: torch.save(blob, f))
 
 
 def load_model(
@@ -205,10 +207,15 @@ def load_model(
     p = Path(path)
     if p.is_dir():
         p = p / "model.pt"
-    blob = torch.load(p, map_location=map_location, weights_only=True)
-    cfg = parse_config(blob["config"])
-    meta = blob.get("meta", {})
-    model = build_model(cfg.model, int(meta["n_features"]), int(meta["n_classes"]))
-    model.load_state_dict(blob["state_dict"])
+    try:
+        blob = torch.load(p, map_location=map_location, weights_only=True)
+        cfg = parse_config(blob["config"])
+        meta = blob.get("meta", {})
+        model = build_model(cfg.model, int(meta["n_features"]), int(meta["n_classes"]))
+        model.load_state_dict(blob["state_dict"])
+    except ConfigError as e:
+        raise ConfigError([f"{p}: {m}" for m in e.messages]) from None
+    except Exception as e:  # truncated, empty, foreign or not a ct model file at all
+        raise ConfigError(f"{p}: not a readable ct model file ({short_error(e)})") from None
     model.eval()
     return model, cfg

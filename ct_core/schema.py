@@ -12,11 +12,12 @@ import math
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from ct_core.data.registry import DATASET_NAMES
 
 __all__ = [
+    "SEED_MAX",
     "Config",
     "DataConfig",
     "EvaluationConfig",
@@ -48,6 +49,7 @@ def _interval(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool):
             raise ValueError(f"must be in {desc}")
         return v
 
+    check.bounds = (lo, hi, lo_open, hi_open)  # type: ignore[attr-defined]  # read by tests
     return AfterValidator(check)
 
 
@@ -55,13 +57,29 @@ def _fmt(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else repr(float(x))
 
 
-Prob = Annotated[float, _interval(0.0, 1.0, True, True)]
-UnitClosed = Annotated[float, _interval(0.0, 1.0, False, False)]
-UnitHalfOpen = Annotated[float, _interval(0.0, 1.0, False, True)]
-NonNeg = Annotated[float, _interval(0.0, None, False, True)]
-Pos = Annotated[float, _interval(0.0, None, True, True)]
-PosInt = Annotated[int, _interval(1, None, False, True)]
-NonNegInt = Annotated[int, _interval(0, None, False, True)]
+def _not_bool(kind: str):
+    """YAML reads ``true``/``yes`` as booleans, which pydantic would take for 1: a number field
+    given a boolean is an error instead."""
+
+    def check(v: Any) -> Any:
+        if isinstance(v, bool):
+            raise ValueError(f"must be {kind}, not a boolean")
+        return v
+
+    return BeforeValidator(check)
+
+
+_NUM, _INT = _not_bool("a number"), _not_bool("an integer")
+Prob = Annotated[float, _NUM, _interval(0.0, 1.0, True, True)]
+UnitClosed = Annotated[float, _NUM, _interval(0.0, 1.0, False, False)]
+UnitHalfOpen = Annotated[float, _NUM, _interval(0.0, 1.0, False, True)]
+NonNeg = Annotated[float, _NUM, _interval(0.0, None, False, True)]
+Pos = Annotated[float, _NUM, _interval(0.0, None, True, True)]
+PosInt = Annotated[int, _INT, _interval(1, None, False, True)]
+NonNegInt = Annotated[int, _INT, _interval(0, None, False, True)]
+SEED_MAX = 2**32 - 1
+Seed = Annotated[int, _INT, _interval(0, SEED_MAX, False, False)]
+"""A random seed: numpy's legacy generators and the Julia streams take 32-bit seeds."""
 
 FeatureRef = int | str
 
@@ -88,9 +106,9 @@ class DataConfig(_Strict):
     """Training points; ``null`` uses the dataset's paper default."""
     n_val: NonNegInt | None = None
     n_test: PosInt | None = None
-    seed: int = 42
+    seed: Seed = 42
     """Seed of the data generator / subsampling (the authors' code's ``data_seed``)."""
-    split_seed: int = 2025
+    split_seed: Seed = 2025
     """Seed of the train/test shuffle (the authors' code's ``train_test_seed``)."""
     rng: Literal["julia", "numpy"] = "julia"
     """Random streams of the synthetic sets: ``julia`` draws the authors' points (Julia's
@@ -263,13 +281,13 @@ class EvaluationConfig(_Strict):
     constrained: bool = False
     """Respect the data's mutability constraints at test time (the cost column of Table 1)."""
     split: Literal["test", "val", "train"] = "test"
-    seed: int = 2025
+    seed: Seed = 2025
     n_val_individuals: PosInt = 100
     """Counterfactuals per validation-metric pass during training (``train.eval_every``)."""
 
 
 class Config(_Strict):
-    seed: int = 2025
+    seed: Seed = 2025
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)

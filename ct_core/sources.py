@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ct_core.config import Config, ConfigError
+from ct_core.files import short_error
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -76,7 +77,7 @@ def read_init(source: str | Path, data: Dataset) -> dict[str, Tensor]:
         blob = torch.load(p, map_location="cpu", weights_only=True)
         state, meta = blob["state_dict"], blob.get("meta", {})
     except Exception as e:
-        raise ConfigError(f"{what}: not a ct model file ({type(e).__name__}: {e})") from None
+        raise ConfigError(f"{what}: not a ct model file ({short_error(e)})") from None
     d, c = meta.get("n_features"), meta.get("n_classes")
     if (d, c) != (data.n_features, data.n_classes) and d is not None:
         raise ConfigError(

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from ct_core.config import Config, ConfigError, parse_config
 from ct_core.counterfactuals import Pairs, counterfactual_pairs
 from ct_core.data.base import Dataset
+from ct_core.files import short_error
 from ct_core.generators import make_generator
 from ct_core.generators.base import Generator
 from ct_core.models import build_model, check_model
@@ -446,6 +447,15 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True`` (tensors and plain containers only)."""
-    state = torch.load(Path(path), map_location="cpu", weights_only=True)
-    parse_config(state["config"])  # fails loudly on a checkpoint from an incompatible schema
+    p = Path(path)
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+        # fails loudly on a checkpoint from an incompatible schema
+        parse_config(state["config"])
+        for key in ("epoch", "model"):
+            state[key]  # noqa: B018 - a checkpoint without them is not one of ours
+    except ConfigError as e:
+        raise ConfigError([f"{p}: {m}" for m in e.messages]) from None
+    except Exception as e:  # truncated, empty, foreign or not a checkpoint at all
+        raise ConfigError(f"{p}: not a readable ct checkpoint ({short_error(e)})") from None
     return state

@@ -14,6 +14,7 @@ and exits with code 2 before Ray starts; an interrupted sweep exits 130 and says
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -23,17 +24,23 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ct_core.cli import Parser, count_type
 from ct_sweeps.run.cluster import set_defaults
 
 if TYPE_CHECKING:
     from ct_sweeps.runner import Outcome
 
 EXIT_BAD_INPUT = 2
+EXIT_NO_SPACE = 75
+"""The disk filled up (``ENOSPC``; 75 is ``EX_TEMPFAIL``: try again later): nothing finished is
+lost, and ``ct-sweep resume RUN_DIR --retry-errored`` goes on once there is space."""
 EXIT_INTERRUPTED = 130
+NO_SPACE = "No space left on device"
 ADDRESS_FORMS = (
     "auto, HOST:PORT (the GCS, e.g. 127.0.0.1:6379), ray://HOST:PORT (Ray client) or "
     "http://HOST:PORT (the dashboard: submit as a Ray job)"
@@ -45,7 +52,7 @@ CONNECT_TIMEOUT_S = 3.0
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="ct-sweep", description=__doc__.split("\n\n")[0])
+    ap = Parser(prog="ct-sweep", description=__doc__.split("\n\n")[0])
     ap.add_argument("--version", action="version", version=_version())
     sub = ap.add_subparsers(dest="command", required=True)
     loud = "Ray Tune's status tables and Ray's log instead of one progress line"
@@ -61,20 +68,22 @@ def _parser() -> argparse.ArgumentParser:
     where += "`ray job submit` (--address http://...), ~/ct_runs/... on the head node"
     r.add_argument("--storage", help=f"run directory ({where})")
     r.add_argument("--name", help="sweep name (overrides name: in the file)")
-    r.add_argument("--num-cpus", type=int, help="CPUs of the sweep's own Ray (default: all)")
+    r.add_argument(
+        "--num-cpus", type=count_type(1), help="CPUs of the sweep's own Ray (default: all)"
+    )
     r.add_argument("--dry-run", action="store_true", help="validate and count trials only")
     r.add_argument("--verbose", action="store_true", help=loud)
     s = sub.add_parser("resume", help="continue an interrupted sweep")
     s.add_argument("run_dir")
     s.add_argument("--address", help=addr)
-    s.add_argument("--num-cpus", type=int)
+    s.add_argument("--num-cpus", type=count_type(1))
     s.add_argument("--retry-errored", action="store_true", help="also rerun failed trials")
     s.add_argument("--verbose", action="store_true", help=loud)
     p = sub.add_parser("report", help="results table, best config, Pareto front of a run")
     p.add_argument("run_dir")
     p.add_argument("--metric", help="sort by this metric (default: the sweep's)")
     p.add_argument("--mode", choices=["min", "max"])
-    p.add_argument("--top", type=int, default=10, help="rows to print")
+    p.add_argument("--top", type=count_type(1), default=10, help="rows to print")
     y = sub.add_parser("sync-mlflow", help="backfill MLflow from the run directory")
     y.add_argument("run_dir")
     y.add_argument("--tracking-uri")
@@ -186,10 +195,53 @@ def _summary(o: Outcome) -> int:
             f"ct-sweep sync-mlflow {o.run_dir}",
             file=sys.stderr,
         )
+    if len(errs) and (
+        errs["error"].astype(str).str.contains(NO_SPACE).any() or no_space_at(o.run_dir)
+    ):
+        return _no_space(o.run_dir)
     if o.interrupted:
         print(f"\nInterrupted. Continue with:  ct-sweep resume {o.run_dir}", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 1 if o.n_expected and o.n_finished == 0 else 0
+
+
+def _no_space(run_dir: Any) -> int:
+    print(
+        f"error: the disk of {run_dir} is full ({NO_SPACE}); what finished is kept. Free "
+        f"space, then continue with:  ct-sweep resume {run_dir} --retry-errored",
+        file=sys.stderr,
+    )
+    return EXIT_NO_SPACE
+
+
+def disk_full(e: BaseException | None) -> bool:
+    """Whether ``e`` or an exception it was raised from is a full disk (``ENOSPC``; Ray and
+    Tune pass it on as text inside their own errors)."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or NO_SPACE in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def no_space_at(folder: Any) -> bool:
+    """Whether ``folder``'s file system refuses a small write for want of space (Tune may
+    report a full disk as a damaged file of its own, not as ``ENOSPC``)."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".ct-space-")
+    except OSError as e:
+        return e.errno in (errno.ENOSPC, errno.EDQUOT)
+    try:
+        os.write(fd, b"\0" * 65536)
+        os.fsync(fd)
+    except OSError as e:
+        return e.errno in (errno.ENOSPC, errno.EDQUOT)
+    finally:
+        os.close(fd)
+        os.unlink(tmp)
+    return False
 
 
 def _submit_job(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -213,18 +265,32 @@ def _submit_job(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from ct_sweeps.plan import check_factories, check_features, check_init
+    from ct_sweeps.plan import (
+        check_data,
+        check_factories,
+        check_features,
+        check_init,
+        check_storage,
+        check_tracking_uri,
+    )
     from ct_sweeps.plan import plan as make_plan
 
     sets = list(args.sets)
     if args.name:
         sets.append(f"name={args.name}")
     plan = make_plan(args.sweep, sets)
-    what = f"{plan.sweep.search.algorithm}, {len(plan.space.entries)} swept parameters"
-    print(f"Sweep {plan.sweep.name}: {plan.n_trials} trials ({what})", flush=True)
+    check_tracking_uri(args.tracking_uri, "--tracking-uri")
+    check_data(plan)
     check_features(plan)
     check_factories(plan)
     check_init(plan)
+    storage = args.storage
+    if not (args.address and args.address.startswith(("http://", "https://"))):
+        # a Ray job makes its run directory on the cluster
+        storage = str(check_storage(plan, args.storage))
+        args.run_dir = storage
+    what = f"{plan.sweep.search.algorithm}, {len(plan.space.entries)} swept parameters"
+    print(f"Sweep {plan.sweep.name}: {plan.n_trials} trials ({what})", flush=True)
     if args.dry_run:
         for e in plan.space.entries:
             print(f"  {e.key}: {e.describe()}")
@@ -235,7 +301,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from ct_sweeps import runner
 
     kw = {"address": args.address, "tracking_uri": args.tracking_uri, "num_cpus": args.num_cpus}
-    return _summary(runner.run(plan, storage=args.storage, verbose=args.verbose, **kw))
+    return _summary(runner.run(plan, storage=storage, verbose=args.verbose, **kw))
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -251,7 +317,9 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _sync(args: argparse.Namespace) -> int:
-    from ct_sweeps.plan import RunDir
+    from ct_sweeps.plan import RunDir, check_tracking_uri
+
+    check_tracking_uri(args.tracking_uri)
 
     run = RunDir.load(args.run_dir)  # bad input fails here, before Ray is imported
     from ct_sweeps.runner import sync
@@ -292,6 +360,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _sync(args)
     except ConfigError as e:
         return _error(e.messages)
+    except Exception as e:
+        run_dir = getattr(args, "run_dir", None)
+        if args.command in ("run", "resume") and (
+            disk_full(e) or (run_dir and Path(run_dir).is_dir() and no_space_at(run_dir))
+        ):
+            return _no_space(run_dir or "RUN_DIR")
+        raise
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -11,6 +11,7 @@ directory into a tracking store (``ct-sweep sync-mlflow``).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -23,8 +24,18 @@ from ct_sweeps.plan import Plan, RunDir, new_run_dir, pack_settings, plan, plan_
 from ct_sweeps.plan.packing import PACKS_FILE, PackBook, save_packs
 from ct_sweeps.record.report import Report, write_report
 from ct_sweeps.record.store import checkpoint, default_tracking_uri, resolve_tracking_uri
-from ct_sweeps.run.cluster import check_fits, ensure_ray, set_defaults, slots, stop_ray, sweep_token
+from ct_sweeps.run.cluster import (
+    check_fits,
+    ensure_ray,
+    mark_driver,
+    reap_orphans,
+    set_defaults,
+    slots,
+    stop_ray,
+    sweep_token,
+)
 from ct_sweeps.run.results import collect
+from ct_sweeps.run.state import StateKeeper, restore_state
 from ct_sweeps.run.trainable import TrialSpec
 
 __all__ = ["Outcome", "plan", "resume", "run", "sync"]
@@ -126,6 +137,11 @@ def _fit(
         return now
 
     sweep_token(run.path, address)  # before anything imports Ray
+    orphans = reap_orphans()  # what an earlier, killed driver left running
+    if orphans:
+        log.warning("ended %d processes a killed sweep driver had left", len(orphans))
+    if not (address or os.environ.get("RAY_ADDRESS")):
+        mark_driver()  # the Ray this process starts inherits the mark
     session = _session(p, run, uri)
     started, ran = None, False
     try:
@@ -161,6 +177,7 @@ def _fit(
                 raise ConfigError(f"{run.path}: nothing to resume (no Tune experiment state)")
             if session is not None:  # what the earlier driver may not have logged
                 session.submit(session.stream.replay, collect(run))
+            restore_state(run.experiment_path)  # a state file a full disk cut short
             tuner = restore_tuner(p, run, spec, retry_errored, verbose)
         else:
             from ct_sweeps.record.live import TrackingCallback
@@ -173,7 +190,11 @@ def _fit(
             tuner = build_tuner(p, run, spec, callbacks, verbose)
         t2 = lap("tuner_setup", t1)
         ran = True
-        tuner.fit()
+        keeper = StateKeeper(run.experiment_path).start()
+        try:
+            tuner.fit()
+        finally:
+            keeper.stop()
         t3 = lap("fit", t2)
     except BaseException as e:
         stop_ray(started)

@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_train:
         reproduce.train(STUDIES / f"{name}.yaml", out / "sweep", targs, log)
         cmd = [*reproduce.CT, "train", str(ROOT / "configs" / "base" / f"{ds}.yaml"), "--set",
-               "train.objective=vanilla", "--out", str(vanilla), "--quiet"]  # fmt: skip
+               "train.objective=vanilla", "--out", str(vanilla), "--quiet", "--overwrite"]  # fmt: skip
         if args.epochs:
             cmd += ["--set", f"train.epochs={args.epochs}"]
         reproduce.run(cmd, log)

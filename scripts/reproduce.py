@@ -289,7 +289,7 @@ def figures(ds: str, dest: Path, variant: str, log: Path, suffix: str = "") -> N
     setting = "cost" if variant else "plausibility"
     run([*CT, "compare", str(models / "full"), str(models / "vanilla"), "--out", str(tmp),
          "--runs", "1", "--setting", setting, "--ig-rounds", "0", "--robust-samples", "0",
-         "--quiet"], log)  # fmt: skip
+         "--quiet", "--overwrite"], log)  # fmt: skip
     name = "figure1_protected.png" if variant else "figure1.png"
     target = f"{ds}_{name[:-4]}{suffix}.png"
     shutil.copy2(tmp / name, ROOT / "docs" / "figures" / target)

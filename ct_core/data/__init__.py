@@ -32,6 +32,7 @@ __all__ = [
     "DATASET_NAMES",
     "DEFAULTS",
     "Dataset",
+    "check_data",
     "clear_cache",
     "feature_names",
     "load_dataset",
@@ -99,6 +100,27 @@ def clear_cache() -> None:
     """Forget every memoised dataset (tests; after files changed on disk)."""
     with _LOCK:
         _MEMO.clear()
+
+
+def check_data(cfg: DataConfig | Any) -> None:
+    """Raise the :class:`~ct_core.config.ConfigError` that :func:`load_dataset` would for
+    ``cfg`` (a missing or unusable file, one class, sizes larger than the data), as cheaply as
+    the data allow: ``ct-sweep run`` calls it for every data setting before Ray starts, where
+    ``ct train`` loads the data."""
+    cfg = _data_cfg(cfg)
+    kind = DEFAULTS.get(cfg.name, DEFAULTS["csv"]).kind if cfg.name != "frame" else "frame"
+    if cfg.name == "csv":
+        from ct_core.data.user import check_table
+
+        check_table(cfg)
+    elif kind == "synthetic":
+        from ct_core.data.synthetic import check_sizes
+
+        n_train, n_val, n_test = _sizes(cfg)
+        assert n_train is not None and n_test is not None
+        check_sizes(cfg.name, n_train, n_val, n_test)
+    elif kind != "frame":
+        load_dataset(cfg)
 
 
 def feature_names(cfg: DataConfig | Any) -> list[str]:

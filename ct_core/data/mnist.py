@@ -51,6 +51,11 @@ def mnist_splits(
     if n_test > len(y_te):
         raise ConfigError(f"data.n_test: MNIST has {len(y_te)} test images, got {n_test}")
     n_total = n_train + n_val
+    if n_total > len(y_tr):
+        raise ConfigError(
+            f"data.n_train/n_val: MNIST has {len(y_tr)} training images, so n_train + n_val must "
+            f"be at most {len(y_tr)}; got {n_train} + {n_val}"
+        )
     per_class = [n_total // 10 + (c < n_total % 10) for c in range(10)]
     rng = np.random.default_rng(cfg.seed)
     idx = np.sort(

@@ -188,12 +188,22 @@ def _julia_cached(name: str, n: int, seed: int, split_seed: int) -> tuple[np.nda
     return x, y, perm
 
 
+def check_sizes(name: str, n_train: int, n_val: int, n_test: int) -> None:
+    """The splits must fit into the :data:`N_GENERATED` points a synthetic set draws."""
+    if n_train + n_val + n_test > N_GENERATED:
+        raise ConfigError(
+            f"data.n_train/n_val/n_test: {name} draws {N_GENERATED} points, so n_train + "
+            f"n_val + n_test must be at most {N_GENERATED}; got {n_train} + {n_val} + {n_test}"
+        )
+
+
 def synthetic_splits(
     cfg: DataConfig, n_train: int, n_val: int, n_test: int
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Train/val/test arrays for a synthetic ``cfg.name`` (the authors' split)."""
+    check_sizes(cfg.name, n_train, n_val, n_test)
     n_trval = n_train + n_val
-    n_gen = max(N_GENERATED, n_trval + n_test)
+    n_gen = N_GENERATED
     rng = np.random.default_rng(cfg.split_seed)
     if cfg.rng == "julia":
         x, y, perm = _julia_cached(cfg.name, n_gen, cfg.seed, cfg.split_seed)

@@ -25,12 +25,14 @@ from ct_core.data.base import Dataset
 from ct_core.data.encoder import Encoder
 
 __all__ = ["MAX_INFERRED_LEVELS", "TEST_FRACTION", "VAL_FRACTION", "read_user_table"]
-__all__ += ["check_frame", "missing_values", "user_dataset"]
+__all__ += ["check_frame", "check_table", "missing_values", "user_dataset", "user_sizes"]
 
 VAL_FRACTION = 0.2
 TEST_FRACTION = 0.2
 MAX_INFERRED_LEVELS = 50
 """Text columns with more distinct values are not one-hot encoded unless declared categorical."""
+MAX_ABS = 1e15
+"""Largest magnitude of a numeric cell: squares of larger values overflow float32 in training."""
 MAX_FLOAT_CLASSES = 20
 """A float label column with more distinct values is taken for a regression target."""
 _PARQUET = {".parquet", ".pq", ".parq"}
@@ -64,14 +66,7 @@ def user_dataset(cfg: DataConfig, df: pd.DataFrame) -> Dataset:
     enc.target, enc.classes = cfg.target, classes
     x = enc.encode(features)
     n = len(y)
-    n_val = round(VAL_FRACTION * n) if cfg.n_val is None else cfg.n_val
-    n_test = round(TEST_FRACTION * n) if cfg.n_test is None else cfg.n_test
-    n_train = n - n_val - n_test if cfg.n_train is None else cfg.n_train
-    if n_train < 1 or n_test < 1 or n_train + n_val + n_test > n:
-        raise ConfigError(
-            f"data.n_train/n_val/n_test: {where} has {n} rows, so n_train + n_val + n_test must "
-            f"be at most {n} (each >= 1, n_val >= 0); got {n_train} + {n_val} + {n_test}"
-        )
+    n_train, n_val, n_test = user_sizes(cfg, n, where)
     perm = np.random.default_rng(cfg.split_seed).permutation(n)
     tr = perm[:n_train]
     va = perm[n_train : n_train + n_val]
@@ -90,6 +85,28 @@ def user_dataset(cfg: DataConfig, df: pd.DataFrame) -> Dataset:
         categorical_groups=enc.groups,
         encoder=enc,
     )
+
+
+def user_sizes(cfg: DataConfig, n: int, where: str) -> tuple[int, int, int]:
+    """``(n_train, n_val, n_test)`` of a table of ``n`` rows: the config's, or the default
+    fractions; sizes the table cannot hold are a :class:`ConfigError`."""
+    n_val = round(VAL_FRACTION * n) if cfg.n_val is None else cfg.n_val
+    n_test = round(TEST_FRACTION * n) if cfg.n_test is None else cfg.n_test
+    n_train = n - n_val - n_test if cfg.n_train is None else cfg.n_train
+    if n_train < 1 or n_test < 1 or n_train + n_val + n_test > n:
+        raise ConfigError(
+            f"data.n_train/n_val/n_test: {where} has {n} rows, so n_train + n_val + n_test must "
+            f"be at most {n} (each >= 1, n_val >= 0); got {n_train} + {n_val} + {n_test}"
+        )
+    return n_train, n_val, n_test
+
+
+def check_table(cfg: DataConfig) -> None:
+    """The checks :func:`user_dataset` makes of ``data.path`` (the columns, the labels, the
+    sizes), without encoding it: what ``ct-sweep run`` checks before Ray starts."""
+    where = f"data.path {cfg.path}"
+    _, y, _, _ = check_frame(read_user_table(cfg), cfg.target, cfg.categorical, where)
+    user_sizes(cfg, len(y), where)
 
 
 def check_frame(
@@ -146,7 +163,10 @@ def missing_values(s: pd.Series, where: str) -> str | None:
     bad = s.isna().to_numpy()
     what = "missing (NaN)"
     if not bad.any() and pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
-        bad, what = ~np.isfinite(s.to_numpy(dtype=np.float64)), "infinite"
+        v = s.to_numpy(dtype=np.float64)
+        bad, what = ~np.isfinite(v), "infinite"
+        if not bad.any():
+            bad, what = np.abs(v) > MAX_ABS, f"huge (|x| > {MAX_ABS:g}, beyond float32 training)"
     if not bad.any():
         return None
     first = s.index[bad][0]

@@ -21,13 +21,15 @@ from typing import Any
 
 import yaml
 
-from ct_core.config import Config, ConfigError
+from ct_core.config import Config, ConfigError, safe_load
+from ct_core.files import private_dir, short_error
 from ct_sweeps.plan.packing import PACKS_FILE, PackBook, load_book, make_packs, setting_traits
-from ct_sweeps.plan.schema import SweepConfig, load_sweep, parse_sweep
+from ct_sweeps.plan.schema import SweepConfig, load_sweep, parse_sweep, tracking_uri_problem
 from ct_sweeps.plan.space import Space, parse_space, trial_config, validate
 
 __all__ = ["CF_METRICS", "INIT_FILE", "OPTUNA_FILE", "RUN_FILE", "SWEEP_FILE", "Plan", "RunDir"]
-__all__ += ["check_features", "check_init", "new_run_dir", "pack_settings", "plan", "plan_from"]
+__all__ += ["check_data", "check_features", "check_init", "check_storage", "check_tracking_uri"]
+__all__ += ["new_run_dir", "pack_settings", "plan", "plan_from"]
 
 CF_METRICS = ("val_validity", "val_cost", "val_implausibility", "val_mmd")
 """Validation-set counterfactual metrics, present only every ``train.eval_every`` epochs."""
@@ -101,9 +103,23 @@ class RunDir:
                 f"{p}: not a sweep run directory (no {RUN_FILE} / {SWEEP_FILE}); "
                 "pass the directory that `ct-sweep run` printed"
             )
-        info = json.loads((p / RUN_FILE).read_text())
-        sweep = parse_sweep(yaml.safe_load((p / SWEEP_FILE).read_text()))
-        assert isinstance(sweep.base, dict)
+        try:
+            info = json.loads((p / RUN_FILE).read_text())
+            if not isinstance(info, dict) or not isinstance(info.get("experiment"), str):
+                raise ValueError("expected an object with an 'experiment' entry")
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise ConfigError(
+                f"{p / RUN_FILE}: damaged ({e}); restore it from a backup, or start the sweep "
+                "again in a new directory"
+            ) from None
+        try:
+            sweep = parse_sweep(safe_load((p / SWEEP_FILE).read_text()))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+            raise ConfigError(f"{p / SWEEP_FILE}: damaged ({short_error(e)})") from None
+        except ConfigError as e:
+            raise ConfigError([f"{p / SWEEP_FILE}: {m}" for m in e.messages]) from None
+        if not isinstance(sweep.base, dict):
+            raise ConfigError(f"{p / SWEEP_FILE}: damaged (base is not inlined)")
         space = parse_space(sweep.space, sweep.search.algorithm)
         return cls(p, info, sweep, dict(sweep.base), space)
 
@@ -151,7 +167,7 @@ def plan_from(sweep: SweepConfig, base: dict[str, Any]) -> Plan:
             f"search.metric must be one of {', '.join(KNOWN_METRICS)}, got {unknown[0]!r}"
         )
     space = parse_space(sweep.space, s.algorithm)
-    base_cfg = validate(space, base)
+    base_cfg = validate(space, base, overrides=[str(k) for k in sweep.overrides])
     needs_eval = [m for m in s.metrics if m in CF_METRICS]
     if needs_eval and base_cfg.train.eval_every == 0 and "train.eval_every" not in sweep.space:
         raise ConfigError(
@@ -187,11 +203,49 @@ def _variants(p: Plan, prefixes: tuple[str, ...]) -> list[Config]:
     return configs
 
 
+def check_data(p: Plan) -> None:
+    """The data checks ``ct train`` makes (:func:`ct_core.data.check_data`: the file, its
+    columns and labels, sizes the data can hold), for the base config and each grid point that
+    changes ``data.*``: an error here, before Ray starts, rather than in every trial."""
+    from ct_core.data import check_data as check
+
+    seen: set[str] = set()
+    for cfg in _variants(p, ("data.",)):
+        key = cfg.data.model_dump_json()
+        if key not in seen:
+            seen.add(key)
+            check(cfg.data)
+
+
+def check_tracking_uri(uri: str | None, option: str = "--tracking-uri") -> None:
+    """``--tracking-uri`` must be a URI MLflow can use (the sweep file's ``tracking.uri`` is
+    checked with the schema)."""
+    why = tracking_uri_problem(uri) if uri is not None else None
+    if why:
+        raise ConfigError(f"{option} {why}")
+
+
+def check_storage(p: Plan, storage: str | None) -> Path:
+    """The run directory the sweep would make: one that can be created, and not one that
+    already holds a sweep (that one is resumed, not overwritten)."""
+    from ct_core.files import check_out_dir
+
+    path = default_run_dir(p.sweep.name, storage or p.sweep.storage)
+    option = "--storage" if storage else ("storage" if p.sweep.storage else "run directory")
+    check_out_dir(path, option, overwrite=True)  # can be made and written
+    if (path / SWEEP_FILE).exists() or (path / RUN_FILE).exists():
+        raise ConfigError(
+            f"{option} {path} already holds a sweep; use `ct-sweep resume {path}` "
+            "or choose a new directory"
+        )
+    return path
+
+
 def check_features(p: Plan) -> None:
     """Feature names in ``data.immutable`` / ``increase_only`` / ``decrease_only`` must exist:
     the data are loaded only in the trials, where a typo would fail every trial after Ray
     started. Checked for the base config and each grid point that changes ``data.*``."""
-    from ct_core.constraints import resolve_features
+    from ct_core.constraints import resolve_mutability
     from ct_core.data import feature_names
 
     fields = ("immutable", "increase_only", "decrease_only")
@@ -208,8 +262,7 @@ def check_features(p: Plan) -> None:
             raise
         except Exception:  # data problems surface in the trial, with its own message
             continue
-        for f in fields:
-            resolve_features(getattr(data, f), names, f"data.{f}")
+        resolve_mutability(names, data.immutable, data.increase_only, data.decrease_only)
 
 
 def check_factories(p: Plan) -> None:
@@ -254,7 +307,11 @@ def new_run_dir(p: Plan, storage: str | None) -> RunDir:
         )
     if p.sweep.init and p.init_state is None:
         check_init(p)
-    path.mkdir(parents=True, exist_ok=True)
+    option = "--storage" if storage else "storage"
+    try:
+        private_dir(path, option)  # it holds the sweep's Ray token
+    except OSError as e:
+        raise ConfigError(f"{option} {path}: cannot create it ({e.strerror})") from None
     if p.init_state is not None:
         from ct_core.sources import save_state
 

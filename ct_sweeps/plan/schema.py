@@ -32,11 +32,36 @@ from ct_core.config import (
 from ct_core.sources import is_uri
 
 __all__ = ["ALGORITHMS", "SCHEDULERS", "SweepConfig", "load_sweep", "parse_sweep"]
+__all__ += ["TRACKING_SCHEMES", "tracking_uri_problem"]
 
 ALGORITHMS = ("grid", "random", "optuna-tpe", "optuna-gp")
 SCHEDULERS = ("none", "asha")
 MODES = ("min", "max")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql")
+_URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(\S*)$")
+MAX_NAME = 100
+"""Longest sweep name: it names the run directory and the MLflow experiment."""
+
+
+def tracking_uri_problem(uri: str) -> str | None:
+    """Why ``uri`` is not an MLflow tracking URI ct can use (``None``: it is one): a URI of
+    :data:`TRACKING_SCHEMES` without spaces, or a local folder path."""
+    if not uri.strip() or any(c.isspace() for c in uri):
+        return (
+            f"must be a URI without spaces ({', '.join(TRACKING_SCHEMES)}) or a folder, got {uri!r}"
+        )
+    m = _URI.match(uri)
+    if m is None:
+        return None if "://" not in uri else f"is not a URI, got {uri!r}"
+    scheme = m.group(1).split("+", 1)[0].lower()
+    if scheme not in TRACKING_SCHEMES:
+        return f"scheme must be one of {', '.join(TRACKING_SCHEMES)}, got {m.group(1)!r}"
+    if scheme in ("http", "https") and not m.group(2).split("/", 1)[0]:
+        return f"needs a host (http://HOST:PORT), got {uri!r}"
+    return None
 
 
 def _one_of(field: str, value: Any, allowed: Sequence[str]) -> None:
@@ -65,7 +90,7 @@ class SearchConfig(_Strict):
     num_samples: int = Field(1, ge=1)
     """grid/random: repeats of the grid; Optuna: number of trials."""
     max_concurrent: int | None = Field(None, ge=1)
-    seed: int | None = 2025
+    seed: int | None = Field(2025, ge=0, le=2**32 - 1)
     n_startup_trials: int = Field(10, ge=1)
     """Optuna: random trials before the TPE/GP model takes over."""
     scheduler: str = "none"
@@ -164,6 +189,9 @@ class TrackingConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> TrackingConfig:
+        why = tracking_uri_problem(self.uri) if isinstance(self.uri, str) else None
+        if why:
+            raise ValueError(f"tracking.uri {why}")
         ok = self.log_model == "auto" or isinstance(self.log_model, bool)
         ok = ok or (isinstance(self.log_model, int) and self.log_model >= 0)
         if not ok:
@@ -216,6 +244,11 @@ class SweepConfig(_Strict):
     def _check(self) -> SweepConfig:
         if not _NAME.match(self.name):
             raise ValueError(f"name must be letters, digits, '_', '-' or '.', got {self.name!r}")
+        if len(self.name) > MAX_NAME:
+            raise ValueError(
+                f"name must be at most {MAX_NAME} characters (it names the run directory), "
+                f"got {len(self.name)}"
+            )
         return self
 
 

@@ -385,16 +385,29 @@ def resolve_setting(
     return trial_config(base, trial_params(space, base, config, cpus, gpus))
 
 
-def _attribute(messages: Sequence[str], keys: set[str], where: str = "") -> list[str]:
-    """Prefix each config error with the space entry it concerns, or with ``base``."""
+def _attribute(
+    messages: Sequence[str], keys: set[str], where: str = "", overrides: Sequence[str] = ()
+) -> list[str]:
+    """Prefix each config error with the space entry it concerns, ``overrides`` (a field the
+    sweep's ``overrides`` set) or ``base``."""
     out = []
     for m in messages:
         field = m.split(":", 1)[0].split(" ", 1)[0]
-        out.append(f"space.{field}{where}: {m}" if field in keys else f"base: {m}")
+        if field in keys:
+            out.append(f"space.{field}{where}: {m}")
+        elif any(field == k or field.startswith(f"{k}.") for k in overrides):
+            out.append(f"overrides: {m}")
+        else:
+            out.append(f"base: {m}")
     return list(dict.fromkeys(out))
 
 
-def validate(space: Space, base: Mapping[str, Any], max_points: int = 100_000) -> Config:
+def validate(
+    space: Space,
+    base: Mapping[str, Any],
+    max_points: int = 100_000,
+    overrides: Sequence[str] = (),
+) -> Config:
     """Check every value each entry can take and every grid point against the config schema;
     the :class:`ConfigError` lines name the field (``space.generator.tau: generator.tau: must be
     in (0, 1), got 1.5``, or ``base: ...``). Returns the config of the first grid point."""
@@ -410,7 +423,7 @@ def validate(space: Space, base: Mapping[str, Any], max_points: int = 100_000) -
             try:
                 trial_config(base, {**ctx, e.key: v})
             except ConfigError as err:
-                errors.extend(_attribute(err.messages, keys))
+                errors.extend(_attribute(err.messages, keys, "", overrides))
                 break
     if errors:
         raise ConfigError(list(dict.fromkeys(errors)))
@@ -418,5 +431,5 @@ def validate(space: Space, base: Mapping[str, Any], max_points: int = 100_000) -
         try:
             trial_config(base, {**probe, **p})
         except ConfigError as err:
-            raise ConfigError(_attribute(err.messages, keys, f" (at {p})")) from None
+            raise ConfigError(_attribute(err.messages, keys, f" (at {p})", overrides)) from None
     return trial_config(base, ctx)

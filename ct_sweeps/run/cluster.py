@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from ct_core.config import ConfigError
 
 __all__ = ["DEFAULTS", "TOKEN_FILE", "check_fits", "ensure_ray", "set_defaults", "slots"]
-__all__ += ["stop_ray", "sweep_token"]
+__all__ += ["DRIVER_VAR", "mark_driver", "reap_orphans", "stop_ray", "sweep_token"]
 
 DEFAULTS: dict[str, str] = {
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -95,10 +97,20 @@ def ensure_ray(
         return None
     kw: dict[str, Any] = {"log_to_driver": True, "logging_level": 20 if verbose else 30}
     if address or os.environ.get("RAY_ADDRESS"):
+        from ray.exceptions import AuthenticationError
+
         try:
             ray.init(address=address, **kw)
         except ConnectionError as e:  # `--address auto` and no cluster here: say so plainly
-            raise ConfigError(f"--address {address}: {e}") from None
+            raise ConfigError(
+                f"--address {address}: {e} (is it up, and is RAY_AUTH_TOKEN_PATH its token?)"
+            ) from None
+        except AuthenticationError:
+            raise ConfigError(
+                f"--address {address}: the cluster refused this client's token; give the "
+                "cluster's token with RAY_AUTH_TOKEN_PATH=FILE (or RAY_AUTH_TOKEN), e.g. the "
+                "auth_token file in the state directory of cluster/local.sh"
+            ) from None
         return "joined"
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kw)
     return "local"
@@ -138,3 +150,83 @@ def slots(cpu: float, gpu: float, max_concurrent: int | None) -> int:
     if gpu:
         n = min(n, int(float(total.get("GPU", 0.0)) // gpu) or 1)
     return min(n, max_concurrent) if max_concurrent else n
+
+
+DRIVER_VAR = "CT_SWEEP_DRIVER"
+"""Set by a sweep driver before it starts a Ray of its own: ``<pid>:<start time>``. Ray's
+processes (GCS, raylet, agents, workers) inherit it, which is how the next driver recognises
+those a killed driver left behind (Ray's own agents outlive a SIGKILLed driver by minutes)."""
+
+
+def _start_time(pid: int) -> str | None:
+    """The start time of process ``pid`` (clock ticks since boot), ``None`` if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def mark_driver() -> None:
+    """Export :data:`DRIVER_VAR` for this process (Linux; elsewhere nothing is marked)."""
+    start = _start_time(os.getpid())
+    if start is not None:
+        os.environ[DRIVER_VAR] = f"{os.getpid()}:{start}"
+
+
+def _driver_of(pid: int) -> str | None:
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    key = DRIVER_VAR.encode() + b"="
+    for item in env.split(b"\0"):
+        if item.startswith(key):
+            return item[len(key) :].decode(errors="replace")
+    return None
+
+
+def reap_orphans(grace_s: float = 5.0) -> list[int]:
+    """End this user's processes whose :data:`DRIVER_VAR` names a driver that no longer runs
+    (SIGTERM, then SIGKILL after ``grace_s``); return their pids. Called at the start of every
+    sweep and resume, before Ray starts; only processes a sweep driver marked are touched."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return []
+    uid, me, orphans = os.getuid(), os.getpid(), []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            if entry.stat().st_uid != uid:
+                continue
+        except OSError:
+            continue
+        mark = _driver_of(int(entry.name))
+        if not mark or ":" not in mark:
+            continue
+        pid_s, _, start = mark.partition(":")
+        if pid_s.isdigit() and _start_time(int(pid_s)) == start:
+            continue  # its driver runs: not an orphan
+        orphans.append(int(entry.name))
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        alive = [p for p in orphans if _start_time(p) is not None]
+        for p in alive:
+            try:
+                os.kill(p, sig)
+            except OSError:
+                pass
+        deadline = time.monotonic() + grace_s
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.1)
+            alive = [p for p in alive if _start_time(p) is not None and not _zombie(p)]
+        if not alive:
+            break
+    return orphans
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False
