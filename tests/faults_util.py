@@ -92,6 +92,10 @@ class Cluster:
         state = Path(tempfile.mkdtemp(prefix="ctf-", dir="/tmp"))
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_"))}
         env.update(CT_CLUSTER_DIR=str(state), DO_NOT_TRACK="true", MLFLOW_DISABLE_TELEMETRY="true")
+        # the test's own generators (tests/user_models) import in the driver and in Ray's workers
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(ROOT / "tests" / "user_models"), env.get("PYTHONPATH")) if p
+        )
         c = cls(state, env)
         args = ["up", "--workers", "2", "--cpus-per-worker", "1", "--head-cpus", "0"]
         args += ["--port", "0", "--dashboard-port", "0", "--mlflow-port", "0"]

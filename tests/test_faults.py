@@ -76,15 +76,16 @@ def run_args(cluster: Cluster, sweep: Path, run_dir: Path) -> list[str]:
 def test_nan_and_raising_trials_are_retried_then_failed_with_their_reason(cluster, tmp_path):
     good = tmp_path / "points.csv"
     good.write_text("a,b,y\n" + "".join(f"{i % 7},{i % 5},{i % 2}\n" for i in range(80)))
-    missing = tmp_path / "missing.csv"
+    failing = "ct_test_models:failing_penalty"
     sweep = write_sweep(
         tmp_path / "fail.yaml",
         "faults-fail",
         # lr 1e30: epoch 1 is finite (and checkpointed), epoch 2 is NaN/Inf in every batch;
-        # missing.csv: the data set cannot be loaded, the trial raises
-        {"train.lr": [0.01, 1e30], "data.path": [str(good), str(missing)]},
+        # the failing generator's penalty raises in the trial's first search
+        {"train.lr": [0.01, 1e30], "generator.type": ["generic", failing]},
         overrides={
             "data.name": "csv",
+            "data.path": str(good),
             "data.target": "y",
             "data.n_train": None,
             "data.n_val": 10,
@@ -108,14 +109,14 @@ def test_nan_and_raising_trials_are_retried_then_failed_with_their_reason(cluste
     ok = [r for r in rows.values() if r["status"] == "TERMINATED"]
     failed = [r for r in rows.values() if r["status"] == "ERROR"]
     assert len(ok) == 1 and len(failed) == 3, rows
-    assert float(ok[0]["train.lr"]) == 0.01 and ok[0]["data.path"] == str(good)
+    assert float(ok[0]["train.lr"]) == 0.01 and ok[0]["generator.type"] == "generic"
     assert float(ok[0]["epochs"]) == 3
-    nan = next(r for r in failed if r["data.path"] == str(good))
+    nan = next(r for r in failed if r["generator.type"] == "generic")
     assert float(nan["train.lr"]) == 1e30
     assert "non-finite" in nan["error"] and "NaN/Inf" in nan["error"], nan["error"]
     for r in failed:
-        if r["data.path"] == str(missing):
-            assert "missing.csv" in r["error"], r["error"]
+        if r["generator.type"] == failing:
+            assert "fails on purpose" in r["error"], r["error"]
 
     # retried up to max_failures: 1 + 1 attempts, each recorded in Tune's error file
     for tid, r in rows.items():

@@ -48,3 +48,8 @@ NOT_CALLABLE = 3
 def squared_cost(x, x0, logits, target, t, w):
     """A generator's penalty: ``λ_cost·‖x′ − x‖₂²`` per row, ``(K, N)``."""
     return w["lambda_cost"] * (x - x0).square().sum(-1)
+
+
+def failing_penalty(x, x0, logits, target, t, w):
+    """A generator's penalty that raises: a trial that uses it fails in its first search."""
+    raise RuntimeError("failing_penalty fails on purpose")
