@@ -60,10 +60,17 @@ class _NoRay(importlib.abc.MetaPathFinder):
         return None
 
 
-def _ray_sessions(pid: int) -> set[str]:
-    """Ray session dirs created by process ``pid`` (others' sessions on a shared machine aside)."""
+def _ray_sessions(pid: int, before: set[str] | frozenset[str] = frozenset()) -> set[str]:
+    """Ray session dirs created by process ``pid`` (others' sessions on a shared machine aside;
+    ``before``: the dirs that existed already, one of which may carry a recycled pid)."""
     root = Path("/tmp/ray")
-    return {p.name for p in root.glob(f"session_*_{pid}")} if root.exists() else set()
+    got = {p.name for p in root.glob(f"session_*_{pid}")} if root.exists() else set()
+    return got - set(before)
+
+
+def _all_sessions() -> set[str]:
+    root = Path("/tmp/ray")
+    return {p.name for p in root.glob("session_*")} if root.exists() else set()
 
 
 def _run_case(case: dict, root: Path, model: str) -> dict:
@@ -124,8 +131,9 @@ def harness(cases_file: str, root: str, model: str) -> None:
     assert "ray" not in sys.modules
     sys.meta_path.insert(0, _NoRay())
     cases = json.loads(Path(cases_file).read_text())
+    before = _all_sessions()
     results = {c["id"]: _run_case(c, Path(root), model) for c in cases}
-    new = _ray_sessions(os.getpid())
+    new = _ray_sessions(os.getpid(), before)
     print(json.dumps({"results": results, "new_ray_sessions": sorted(new)}))
 
 
@@ -183,6 +191,7 @@ def test_no_ray_session_was_started(outcomes: dict):
 def _cli(*argv: str, cwd: Path) -> tuple[subprocess.CompletedProcess, set[str]]:
     """Run a console script in ``cwd``; return its result and the Ray sessions it started."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    before = _all_sessions()
     proc = subprocess.Popen(
         list(argv), cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -192,7 +201,7 @@ def _cli(*argv: str, cwd: Path) -> tuple[subprocess.CompletedProcess, set[str]]:
         if proc.poll() is None:
             proc.kill()
     res = subprocess.CompletedProcess(list(argv), proc.returncode, out, err)
-    return res, _ray_sessions(proc.pid)
+    return res, _ray_sessions(proc.pid, before)
 
 
 def test_console_scripts_exit_2_without_traceback(tmp_path):
