@@ -120,10 +120,8 @@ def build_tuner(
     _console(verbose)
     s = p.sweep.search
     single = not s.multi_objective
-    if spec.book is not None:
-        param_space, num_samples = {"pack": tune.grid_search(list(range(len(spec.book))))}, 1
-    else:
-        param_space, num_samples = {}, s.num_samples
+    param_space = _param_space(spec)
+    num_samples = 1 if spec.book is not None else s.num_samples
     tune_config = tune.TuneConfig(
         metric=s.metrics[0] if single else None,
         mode=s.modes[0] if single else None,
@@ -165,4 +163,20 @@ def restore_tuner(
     unpickled from Tune's experiment state)."""
     _console(verbose)
     exp, trainable = str(run.experiment_path), _trainable(p, spec)
-    return tune.Tuner.restore(exp, trainable, resume_unfinished=True, resume_errored=retry_errored)
+    # the param space is given again, as Tune allows: a tuner file a full disk cut short would
+    # otherwise come back with an empty one, and new trials without their pack
+    return tune.Tuner.restore(
+        exp,
+        trainable,
+        resume_unfinished=True,
+        resume_errored=retry_errored,
+        param_space=_param_space(spec),
+    )
+
+
+def _param_space(spec: TrialSpec) -> dict[str, Any]:
+    """Tune's space: one grid point per pack of a grid/random sweep; empty for Optuna (its
+    searcher suggests the settings)."""
+    if spec.book is None:
+        return {}
+    return {"pack": tune.grid_search(list(range(len(spec.book))))}
