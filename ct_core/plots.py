@@ -98,7 +98,19 @@ def draw_decision_boundary(
     pred = proba.argmax(1).reshape(resolution, resolution).numpy()
     # decision regions in class colours, boundary in black
     cmap = ListedColormap([_color(k) for k in range(K)])
-    ax.pcolormesh(G0, G1, pred, cmap=cmap, vmin=-0.5, vmax=K - 0.5, alpha=0.18, shading="auto")
+    # an image, not a mesh: the legend's "best" place then weighs the points only, not 22,500
+    # quads (two thirds of the plot's time)
+    ax.imshow(
+        pred,
+        cmap=cmap,
+        vmin=-0.5,
+        vmax=K - 0.5,
+        alpha=0.18,
+        extent=(x0, x1, y0, y1),
+        origin="lower",
+        aspect="auto",
+        interpolation="nearest",
+    )
     ax.contour(G0, G1, pred, levels=np.arange(K) + 0.5, colors="k", linewidths=1.2)
     n = X.shape[0]
     sel = torch.randperm(n, generator=torch.Generator().manual_seed(0))[: min(n, max_points)]

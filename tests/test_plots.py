@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from matplotlib.collections import PathCollection, QuadMesh
+from matplotlib.collections import PathCollection
 from matplotlib.quiver import Quiver
 from torch import nn
 
@@ -45,11 +45,14 @@ def scatter(ax, label: str) -> np.ndarray:
 def regions(ax) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The decision regions drawn on ``ax``: cell centres along x1 and x2, and the class shown
     in each cell (rows along x2)."""
-    (mesh,) = [c for c in ax.collections if isinstance(c, QuadMesh)]
-    edges = mesh.get_coordinates()  # (rows + 1, columns + 1, 2)
-    cls = np.asarray(mesh.get_array()).reshape(edges.shape[0] - 1, edges.shape[1] - 1)
-    xs = (edges[0, :-1, 0] + edges[0, 1:, 0]) / 2
-    ys = (edges[:-1, 0, 1] + edges[1:, 0, 1]) / 2
+    (image,) = ax.get_images()
+    cls = np.asarray(image.get_array())
+    if image.origin == "upper":
+        cls = cls[::-1]
+    x0, x1, y0, y1 = image.get_extent()
+    rows, cols = cls.shape
+    xs = x0 + (np.arange(cols) + 0.5) * (x1 - x0) / cols
+    ys = y0 + (np.arange(rows) + 0.5) * (y1 - y0) / rows
     return xs, ys, cls
 
 
