@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,10 +78,10 @@ def child(args: argparse.Namespace) -> None:
 class Worker:
     """A child process of one checkout, warm, timing packs on request."""
 
-    def __init__(self, checkout: Path, args: argparse.Namespace):
+    def __init__(self, checkout: Path, args: argparse.Namespace, extra: Sequence[str] = ()):
         cmd = [sys.executable, __file__, "--child", "--sweep", args.sweep, "--family", args.family]
         cmd += ["--epochs", str(args.epochs)]
-        for s in args.set:
+        for s in [*args.set, *extra]:
             cmd += ["--set", s]
         env = {**os.environ, "PYTHONPATH": str(checkout)}
         self.proc = subprocess.Popen(
@@ -121,6 +122,13 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--set", action="append", default=[], help="training override k=v")
+    ap.add_argument(
+        "--current-set",
+        action="append",
+        default=[],
+        help="override for the current checkout only (a key the baseline lacks, e.g. "
+        "data.rng=numpy to draw the baseline's points)",
+    )
     ap.add_argument("--name", default=None, help="CSV name (default: <sweep>_<family>)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -135,7 +143,7 @@ def main() -> None:
     base, cur = Path(args.baseline).resolve(), Path(args.current).resolve()
     name = args.name or f"{Path(args.sweep).stem}_{args.family}"
     print(machine())
-    workers = {"baseline": Worker(base, args), "current": Worker(cur, args)}
+    workers = {"baseline": Worker(base, args), "current": Worker(cur, args, args.current_set)}
     rows = []
     for k in (int(v) for v in args.ks.split(",")):
         wall: dict[str, list[float]] = {"baseline": [], "current": []}
@@ -157,6 +165,7 @@ def main() -> None:
                 "K": k,
                 "epochs": args.epochs,
                 "repeats": args.repeats,
+                "current_set": " ".join(args.current_set),
                 "baseline_wall_s": statistics.median(wall["baseline"]),
                 "current_wall_s": statistics.median(wall["current"]),
                 "ratio_wall": statistics.median(ratio(wall)),
