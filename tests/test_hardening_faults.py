@@ -89,27 +89,41 @@ def resume(run: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(argv, env=_env(), capture_output=True, text=True, timeout=600)
 
 
+def mark_of(pid: int) -> str:
+    """The :data:`DRIVER_VAR` value a process carries."""
+    key = f"{DRIVER_VAR}=".encode()
+    env = Path(f"/proc/{pid}/environ").read_bytes()
+    return next(i[len(key) :].decode() for i in env.split(b"\0") if i.startswith(key))
+
+
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc (Linux)")
 def test_the_ray_processes_of_a_killed_driver_are_ended_when_the_sweep_resumes(tmp_path):
     run = tmp_path / "run"
     driver = start(tmp_path, run)
     try:
         wait_for("a checkpoint", lambda: checkpointed(run), 300)
-        assert marked_by(driver.pid), "the driver's Ray carries no mark"
+        ray_procs = marked_by(driver.pid)
+        assert ray_procs, "the driver's Ray carries no mark"
+        mark = mark_of(next(iter(ray_procs)))
         driver.send_signal(signal.SIGKILL)
         driver.communicate(timeout=30)
     finally:
         if driver.poll() is None:
             driver.kill()
-    time.sleep(2)
-    left = marked_by(driver.pid)
-    assert left, "no process outlived the killed driver: nothing to clean"
-    res = resume(run)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert f"ended {len(left)} processes a killed sweep driver had left" in res.stderr or (
-        "processes a killed sweep driver had left" in res.stderr
-    ), res.stderr[-2000:]
-    assert not marked_by(driver.pid), "processes of the killed driver still run"
+    # Ray's agents usually outlive a SIGKILLed driver by minutes, but not always: a process
+    # that carries the dead driver's mark stands for them, so that the clean-up is always due
+    stand_in = subprocess.Popen(["sleep", "600"], env={**_env(), DRIVER_VAR: mark})
+    try:
+        left = marked_by(driver.pid)
+        assert stand_in.pid in left
+        res = resume(run)
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert "processes a killed sweep driver had left" in res.stderr, res.stderr[-2000:]
+        assert stand_in.wait(timeout=30) < 0, "the stand-in was not ended by a signal"
+        assert not marked_by(driver.pid), "processes of the killed driver still run"
+    finally:
+        if stand_in.poll() is None:
+            stand_in.kill()
 
 
 @contextlib.contextmanager
