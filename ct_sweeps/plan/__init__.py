@@ -23,7 +23,8 @@ import yaml
 
 from ct_core.config import Config, ConfigError, safe_load
 from ct_core.files import private_dir, short_error
-from ct_sweeps.plan.packing import PACKS_FILE, PackBook, load_book, make_packs, setting_traits
+from ct_core.packability import make_packs
+from ct_sweeps.plan.packing import PACKS_FILE, PackBook, load_book, setting_traits
 from ct_sweeps.plan.schema import SweepConfig, load_sweep, parse_sweep, tracking_uri_problem
 from ct_sweeps.plan.space import Space, parse_space, trial_config, validate
 
@@ -312,5 +313,5 @@ def pack_settings(p: Plan, slots: int, gpu: bool) -> PackBook:
     settings = p.space.settings(s.num_samples, s.seed)
     traits = setting_traits(settings, p.base, p.space)
     pack = s.pack if s.packs else 1
-    packs = make_packs(settings, p.base, p.space, pack, slots, gpu=gpu, traits=traits)
+    packs = make_packs(*traits, pack, slots, gpu=gpu)
     return PackBook(tuple(settings), tuple(tuple(pk) for pk in packs))
