@@ -28,7 +28,7 @@ from typing import Any
 
 from ct_core.config import Config, ConfigError, apply_overrides, parse_config
 
-__all__ = ["DISTRIBUTIONS", "Entry", "Space", "parse_space"]
+__all__ = ["DISTRIBUTIONS", "Entry", "RandomTrial", "Space", "parse_space"]
 __all__ += ["resolve_setting", "trial_config", "trial_params"]
 
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "quniform", "randint")
@@ -36,6 +36,31 @@ DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "quniform", "randint
 
 def _is_scalar(v: Any) -> bool:
     return v is None or isinstance(v, bool | int | float | str)
+
+
+class RandomTrial:
+    """The ``suggest_*`` calls of an ``optuna.Trial``, drawn from a seeded
+    ``numpy.random.Generator`` (the plan imports no Optuna); a ``step`` picks one of the values
+    ``lo, lo + step, ...`` up to ``hi``, all equally likely (as Optuna does)."""
+
+    def __init__(self, rng: Any):
+        self.rng = rng
+
+    def suggest_categorical(self, key: str, options: Sequence[Any]) -> Any:
+        return options[int(self.rng.integers(len(options)))]
+
+    def suggest_float(
+        self, key: str, lo: float, hi: float, log: bool = False, step: float | None = None
+    ) -> float:
+        if step:
+            n = int(math.floor((hi - lo) / step + 1e-9)) + 1
+            return round(lo + int(self.rng.integers(n)) * step, 12)
+        if log:
+            return float(math.exp(self.rng.uniform(math.log(lo), math.log(hi))))
+        return float(self.rng.uniform(lo, hi))
+
+    def suggest_int(self, key: str, lo: int, hi: int, step: int = 1) -> int:
+        return lo + int(self.rng.integers((hi - lo) // step + 1)) * step
 
 
 @dataclass(frozen=True)
@@ -72,9 +97,9 @@ class Entry:
         return v
 
     def sample(self, trial: Any) -> Any:
-        """The one place a distribution is sampled: through an ``optuna.Trial``, an Optuna
-        sweep's or, for a random sweep, one of a seeded ``RandomSampler``'s. Optuna's
-        categoricals hold only scalars, so other options travel as JSON strings."""
+        """The one place a distribution is sampled, through an ``optuna.Trial`` (Optuna sweeps)
+        or a :class:`RandomTrial` (grid/random sweeps). Optuna's categoricals hold only
+        scalars, so other options travel as JSON strings."""
         a, key = self.args, self.key
         match self.kind:
             case "grid" | "choice" if all(_is_scalar(v) for v in a):
@@ -154,16 +179,14 @@ class Space:
 
     def settings(self, num_samples: int, seed: int | None) -> list[dict[str, Any]]:
         """Every setting of a grid/random sweep (dotted path -> value): the grid points, each
-        with its distributions drawn by Optuna's ``RandomSampler`` seeded with ``search.seed``, repeated
+        with its distributions drawn by a generator seeded with ``search.seed``, repeated
         ``num_samples`` times. Packed or not, a sweep trains these same settings."""
-        import optuna
+        import numpy as np
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+        trial = RandomTrial(np.random.default_rng(seed))
         out: list[dict[str, Any]] = []
         for _ in range(num_samples):
             for point in self.grid_points():
-                trial = study.ask()
                 out.append({**point, **{e.key: e.sample(trial) for e in self.sampled_entries}})
         return out
 
