@@ -110,9 +110,8 @@ def _progress(p: Plan, book: PackBook | None) -> Any:
 def _count(frame: Any, expected: int) -> tuple[int, int, bool]:
     """Finished and errored settings, and whether the sweep stopped early (a SIGINT makes
     ``Tuner.fit()`` return normally)."""
-    status = frame["status"] if len(frame) else []
-    finished = int((status == "TERMINATED").sum()) if len(frame) else 0
-    errors = int((status == "ERROR").sum()) if len(frame) else 0
+    status = list(frame["status"]) if len(frame) else []
+    finished, errors = status.count("TERMINATED"), status.count("ERROR")
     return finished, errors, finished + errors < max(expected, len(frame))
 
 
