@@ -1,5 +1,5 @@
 """Pack width: the same N settings trained as packs of K, for several K (issue 6; the CPU cap
-``ct_sweeps.plan.packing.CAP_CPU``).
+``ct_core.packability.CAP_CPU``).
 
 Settings as in ``bench_pack.py`` (the paper's OL ``gen_params`` grid, a fixed shuffle, nested:
 Generic/ECCo with ``--generator feature``, REVISE with ``--generator revise``), the first N. For

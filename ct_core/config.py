@@ -39,6 +39,7 @@ __all__ = [
     "TrainConfig",
     "apply_overrides",
     "flatten",
+    "format_errors",
     "load_config",
     "parse_config",
     "parse_override",
@@ -71,7 +72,9 @@ def _allowed_keys(model: type[BaseModel], loc: Sequence[Any]) -> list[str] | Non
     return None
 
 
-def _format_errors(exc: ValidationError, root: type[BaseModel]) -> list[str]:
+def format_errors(exc: ValidationError, root: type[BaseModel]) -> list[str]:
+    """One line per field of a failed validation of model ``root`` (the ct config, or a
+    sweep file's), naming the field and what is allowed."""
     msgs: list[str] = []
     for err in exc.errors(include_url=False):
         loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
@@ -87,6 +90,7 @@ def _format_errors(exc: ValidationError, root: type[BaseModel]) -> list[str]:
                 "list[float]",
                 "list[list[float]]",
                 "literal['inferred','none']",
+                "dict[str,any]",
             }:
                 continue
             elif p.startswith(("literal[", "list[", "function-", "union[")):
@@ -98,13 +102,24 @@ def _format_errors(exc: ValidationError, root: type[BaseModel]) -> list[str]:
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
             # messages from model validators already name their field
-            if not path or msg.startswith(("data.", "model.", "train.", "generator.", "feature ")):
+            named = (
+                f"{path.split('.')[0]}.",
+                "data.",
+                "model.",
+                "train.",
+                "generator.",
+                "feature ",
+            )
+            if not path or msg.startswith(named):
                 msgs.append(msg)
                 continue
         if err["type"] == "extra_forbidden":
             allowed = _allowed_keys(root, [p for p in loc if isinstance(p, str)])
             hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
             msgs.append(f"{path}: unknown key{hint}")
+            continue
+        if err["type"] == "missing":
+            msgs.append(f"{path}: required")
             continue
         msg = msg.replace("Input should be", "must be")
         got = err.get("input")
@@ -132,7 +147,7 @@ def parse_config(raw: Mapping[str, Any] | None) -> Config:
     try:
         return Config.model_validate(dict(raw))
     except ValidationError as e:
-        raise ConfigError(_format_errors(e, Config)) from None
+        raise ConfigError(format_errors(e, Config)) from None
 
 
 MAX_ALIASES = 100

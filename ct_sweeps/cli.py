@@ -265,14 +265,7 @@ def _submit_job(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from ct_sweeps.plan import (
-        check_data,
-        check_factories,
-        check_features,
-        check_init,
-        check_storage,
-        check_tracking_uri,
-    )
+    from ct_sweeps.plan import check_inputs, check_storage, check_tracking_uri
     from ct_sweeps.plan import plan as make_plan
 
     sets = list(args.sets)
@@ -280,10 +273,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         sets.append(f"name={args.name}")
     plan = make_plan(args.sweep, sets)
     check_tracking_uri(args.tracking_uri, "--tracking-uri")
-    check_data(plan)
-    check_features(plan)
-    check_factories(plan)
-    check_init(plan)
+    check_inputs(plan)
     storage = args.storage
     if not (args.address and args.address.startswith(("http://", "https://"))):
         # a Ray job makes its run directory on the cluster

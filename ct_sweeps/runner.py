@@ -110,9 +110,8 @@ def _progress(p: Plan, book: PackBook | None) -> Any:
 def _count(frame: Any, expected: int) -> tuple[int, int, bool]:
     """Finished and errored settings, and whether the sweep stopped early (a SIGINT makes
     ``Tuner.fit()`` return normally)."""
-    status = frame["status"] if len(frame) else []
-    finished = int((status == "TERMINATED").sum()) if len(frame) else 0
-    errors = int((status == "ERROR").sum()) if len(frame) else 0
+    status = list(frame["status"]) if len(frame) else []
+    finished, errors = status.count("TERMINATED"), status.count("ERROR")
     return finished, errors, finished + errors < max(expected, len(frame))
 
 
@@ -126,8 +125,10 @@ def _fit(
     retry_errored: bool = False,
     verbose: bool = False,
 ) -> Outcome:
-    """Run (or go on with) the sweep's Tune experiment, then report and end the tracking.
-    ``timings`` in ``run.json``: where the driver's time went, in seconds."""
+    """Run (or go on with) the sweep's Tune experiment, then report and end the tracking
+    (``uri``: where, unless the sweep turns tracking off). ``timings`` in ``run.json``: where
+    the driver's time went, in seconds."""
+    uri = uri if p.sweep.tracking.enabled else None
     t0, cpu0 = time.perf_counter(), time.process_time()
     timings: dict[str, float] = {}
 
@@ -249,8 +250,7 @@ def run(
     instead of one progress line."""
     set_defaults(address)
     run_dir = new_run_dir(p, storage)
-    t = p.sweep.tracking
-    uri = resolve_tracking_uri(tracking_uri, t.uri, run_dir.path) if t.enabled else None
+    uri = resolve_tracking_uri(tracking_uri, p.sweep.tracking.uri, run_dir.path)
     return _fit(p, run_dir, address, num_cpus, uri, verbose=verbose)
 
 
@@ -267,9 +267,8 @@ def resume(
     set_defaults(address)
     run_dir = RunDir.load(run_path)
     p = plan_from(run_dir.sweep, run_dir.base)
-    t = p.sweep.tracking
-    uri = run_dir.info.get("tracking_uri") or resolve_tracking_uri(None, t.uri, run_dir.path)
-    uri = uri if t.enabled else None
+    uri = run_dir.info.get("tracking_uri")
+    uri = uri or resolve_tracking_uri(None, p.sweep.tracking.uri, run_dir.path)
     return _fit(p, run_dir, address, num_cpus, uri, True, retry_errored, verbose)
 
 

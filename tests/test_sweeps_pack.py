@@ -272,8 +272,9 @@ def test_pack_option_is_validated_before_ray_starts():
 
 
 def test_settings_are_drawn_up_front_and_packed_by_compatibility(tmp_path):
+    from ct_core.packability import auto_pack_size, make_packs
     from ct_sweeps import runner
-    from ct_sweeps.plan.packing import auto_pack_size, make_packs
+    from ct_sweeps.plan.packing import setting_traits
 
     path = sweep_file(
         tmp_path,
@@ -291,7 +292,7 @@ def test_settings_are_drawn_up_front_and_packed_by_compatibility(tmp_path):
     assert len(settings) == p.n_trials == 12
     assert all(0.01 <= s["train.lambda_reg"] <= 1.0 for s in settings)
     assert len({s["train.lambda_reg"] for s in settings}) == 12
-    packs = make_packs(settings, p.base, p.space, 2, slots=2)
+    packs = make_packs(*setting_traits(settings, p.base, p.space), 2, slots=2)
     assert sorted(i for pk in packs for i in pk) == list(range(12))
     for pk in packs:  # same model size and generator family within a pack, at most 2
         assert 1 <= len(pk) <= 2
@@ -330,13 +331,14 @@ def test_auto_packs_on_cpu_trials_are_the_widest_that_keep_the_slots_balanced():
     per-operation work is shared), so each slot gets one Generic/ECCo pack of 90 and one REVISE
     pack of 45 (REVISE searches a latent space and cannot share a pack with the others), not
     three packs of 45; the dearer Generic/ECCo packs start first."""
+    from ct_core.packability import CAP_CPU, make_packs, setting_cost
     from ct_sweeps import runner
-    from ct_sweeps.plan.packing import CAP_CPU, make_packs, setting_cost
+    from ct_sweeps.plan.packing import setting_traits
     from ct_sweeps.plan.space import trial_config
 
     p = runner.plan(str(Path(__file__).parents[1] / "configs/paper/gen_params_over.yaml"))
     settings = p.space.settings(1, seed=0)
-    packs = make_packs(settings, p.base, p.space, "auto", slots=2)
+    packs = make_packs(*setting_traits(settings, p.base, p.space), "auto", slots=2)
     assert sorted(i for pk in packs for i in pk) == list(range(270))
     families = [{settings[i]["generator.type"] == "revise" for i in pk} for pk in packs]
     assert families == [{False}, {False}, {True}, {True}]
@@ -345,15 +347,16 @@ def test_auto_packs_on_cpu_trials_are_the_widest_that_keep_the_slots_balanced():
     ends = slot_ends([sum(cost[i] for i in pk) for pk in packs], slots=2)
     assert max(ends) - min(ends) < 0.02 * max(ends)
     # four slots: still two packs per slot
-    assert len(make_packs(settings, p.base, p.space, "auto", slots=4)) == 8
+    assert len(make_packs(*setting_traits(settings, p.base, p.space), "auto", slots=4)) == 8
 
 
 def test_auto_packs_keep_both_slots_busy_when_settings_cost_very_different_amounts():
     """The paper's Adult grid: 9 CT settings (T = 30 steps over nce 5000 each epoch) and 9
     vanilla ones. Even-sized packs put 3 CT settings in one pack and leave a slot idle for about
     one CT setting at the end; the packs come out the most expensive first, as Tune starts them."""
+    from ct_core.packability import make_packs, setting_cost
     from ct_sweeps import runner
-    from ct_sweeps.plan.packing import make_packs, setting_cost
+    from ct_sweeps.plan.packing import setting_traits
     from ct_sweeps.plan.space import trial_config
 
     p = runner.plan(
@@ -363,7 +366,7 @@ def test_auto_packs_keep_both_slots_busy_when_settings_cost_very_different_amoun
     cost = [setting_cost(trial_config(p.base, p.space.resolve(s))) for s in settings]
     ct = max(cost)
     assert ct > 10 * min(cost)  # CT settings cost an order of magnitude more than vanilla
-    packs = make_packs(settings, p.base, p.space, "auto", slots=2)
+    packs = make_packs(*setting_traits(settings, p.base, p.space), "auto", slots=2)
     assert sorted(i for pk in packs for i in pk) == list(range(18))
     assert len(packs) == 4  # still two packs per slot
     pack_cost = [sum(cost[i] for i in pk) for pk in packs]
@@ -371,7 +374,7 @@ def test_auto_packs_keep_both_slots_busy_when_settings_cost_very_different_amoun
     ends = slot_ends(pack_cost, slots=2)
     assert max(ends) - min(ends) < ct / 2
     # with a fixed K the packs are even-sized, as asked
-    fixed = make_packs(settings, p.base, p.space, 5, slots=2)
+    fixed = make_packs(*setting_traits(settings, p.base, p.space), 5, slots=2)
     assert sorted(len(pk) for pk in fixed) == [4, 4, 5, 5]
 
 
@@ -380,8 +383,9 @@ def test_auto_packs_on_gpu_trials_are_as_wide_as_allowed_and_cut_only_to_fill_th
     OL grid goes in one pack per pack group (Generic/ECCo 180, REVISE 90) while there are at
     most two slots; with four, the largest group is cut, its dearest settings (CT, large T)
     together, until every slot has a pack."""
+    from ct_core.packability import make_packs
     from ct_sweeps import runner
-    from ct_sweeps.plan.packing import make_packs
+    from ct_sweeps.plan.packing import setting_traits
     from ct_sweeps.plan.space import trial_config
 
     p = runner.plan(str(Path(__file__).parents[1] / "configs/paper/gen_params_over.yaml"))
@@ -392,10 +396,10 @@ def test_auto_packs_on_gpu_trials_are_as_wide_as_allowed_and_cut_only_to_fill_th
         return {cfgs[i].generator.type for i in pk}
 
     for slots in (1, 2):
-        packs = make_packs(settings, p.base, p.space, "auto", slots, gpu=True)
+        packs = make_packs(*setting_traits(settings, p.base, p.space), "auto", slots, gpu=True)
         assert [len(pk) for pk in packs] == [180, 90]
         assert generators(packs[0]) == {"generic", "ecco"} and generators(packs[1]) == {"revise"}
-    packs = make_packs(settings, p.base, p.space, "auto", 4, gpu=True)
+    packs = make_packs(*setting_traits(settings, p.base, p.space), "auto", 4, gpu=True)
     assert sorted(len(pk) for pk in packs) == [60, 60, 60, 90]
     assert sorted(i for pk in packs for i in pk) == list(range(270))
     # the first Generic/ECCo pack Tune starts holds that group's CT settings with the largest T
@@ -403,7 +407,7 @@ def test_auto_packs_on_gpu_trials_are_as_wide_as_allowed_and_cut_only_to_fill_th
     assert all(cfgs[i].train.objective == "full" and cfgs[i].generator.T >= 25 for i in dearest)
     assert {cfgs[i].generator.T for i in dearest} >= {50}
     # a fixed K is still a fixed K on GPU trials
-    fixed = make_packs(settings, p.base, p.space, 45, 4, gpu=True)
+    fixed = make_packs(*setting_traits(settings, p.base, p.space), 45, 4, gpu=True)
     assert sorted(len(pk) for pk in fixed) == [45] * 6
 
 

@@ -23,12 +23,13 @@ import yaml
 
 from ct_core.config import Config, ConfigError, safe_load
 from ct_core.files import private_dir, short_error
-from ct_sweeps.plan.packing import PACKS_FILE, PackBook, load_book, make_packs, setting_traits
+from ct_core.packability import make_packs
+from ct_sweeps.plan.packing import PACKS_FILE, PackBook, load_book, setting_traits
 from ct_sweeps.plan.schema import SweepConfig, load_sweep, parse_sweep, tracking_uri_problem
 from ct_sweeps.plan.space import Space, parse_space, trial_config, validate
 
 __all__ = ["CF_METRICS", "INIT_FILE", "OPTUNA_FILE", "RUN_FILE", "SWEEP_FILE", "Plan", "RunDir"]
-__all__ += ["check_data", "check_features", "check_init", "check_storage", "check_tracking_uri"]
+__all__ += ["check_init", "check_inputs", "check_storage", "check_tracking_uri"]
 __all__ += ["new_run_dir", "pack_settings", "plan", "plan_from"]
 
 CF_METRICS = ("val_validity", "val_cost", "val_implausibility", "val_mmd")
@@ -203,20 +204,6 @@ def _variants(p: Plan, prefixes: tuple[str, ...]) -> list[Config]:
     return configs
 
 
-def check_data(p: Plan) -> None:
-    """The data checks ``ct train`` makes (:func:`ct_core.data.check_data`: the file, its
-    columns and labels, sizes the data can hold), for the base config and each grid point that
-    changes ``data.*``: an error here, before Ray starts, rather than in every trial."""
-    from ct_core.data import check_data as check
-
-    seen: set[str] = set()
-    for cfg in _variants(p, ("data.",)):
-        key = cfg.data.model_dump_json()
-        if key not in seen:
-            seen.add(key)
-            check(cfg.data)
-
-
 def check_tracking_uri(uri: str | None, option: str = "--tracking-uri") -> None:
     """``--tracking-uri`` must be a URI MLflow can use (the sweep file's ``tracking.uri`` is
     checked with the schema)."""
@@ -233,50 +220,49 @@ def check_storage(p: Plan, storage: str | None) -> Path:
     path = default_run_dir(p.sweep.name, storage or p.sweep.storage)
     option = "--storage" if storage else ("storage" if p.sweep.storage else "run directory")
     check_out_dir(path, option, overwrite=True)  # can be made and written
+    _check_new(path, option)
+    return path
+
+
+def _check_new(path: Path, option: str) -> None:
     if (path / SWEEP_FILE).exists() or (path / RUN_FILE).exists():
         raise ConfigError(
             f"{option} {path} already holds a sweep; use `ct-sweep resume {path}` "
             "or choose a new directory"
         )
-    return path
 
 
-def check_features(p: Plan) -> None:
-    """Feature names in ``data.immutable`` / ``increase_only`` / ``decrease_only`` must exist:
-    the data are loaded only in the trials, where a typo would fail every trial after Ray
-    started. Checked for the base config and each grid point that changes ``data.*``."""
+def check_inputs(p: Plan) -> None:
+    """What ``ct train`` would refuse, checked for the base config and each grid point that
+    changes ``data.*`` or ``model.*``: an error here, before Ray starts, rather than in every
+    trial. The data (:func:`ct_core.data.check_data`: the file, its columns and labels, sizes
+    the data can hold), the feature names of ``data.immutable`` / ``increase_only`` /
+    ``decrease_only`` (the data are otherwise loaded only in the trials), each
+    ``model.factory``'s model (only a sweep that names one imports torch in the driver) and the
+    weights of ``init`` (:func:`check_init`)."""
     from ct_core.constraints import resolve_mutability
-    from ct_core.data import feature_names
-
-    fields = ("immutable", "increase_only", "decrease_only")
-    seen: set[str] = set()
-    for cfg in _variants(p, ("data.",)):
-        data = cfg.data
-        key = data.model_dump_json()
-        if not any(getattr(data, f) for f in fields) or key in seen:
-            continue
-        seen.add(key)
-        try:
-            names = feature_names(data)
-        except ConfigError:
-            raise
-        except Exception:  # data problems surface in the trial, with its own message
-            continue
-        resolve_mutability(names, data.immutable, data.increase_only, data.decrease_only)
-
-
-def check_factories(p: Plan) -> None:
-    """Each ``model.factory`` of the sweep must build a model of its data's shape: an error
-    here, before Ray starts, rather than in every trial. Only a sweep that names a factory
-    imports torch (and the factory's module) in the driver."""
+    from ct_core.data import check_data, feature_names
     from ct_core.models import check_factory
 
     seen: set[str] = set()
     for cfg in _variants(p, ("data.", "model.")):
-        key = cfg.data.model_dump_json() + cfg.model.model_dump_json()
-        if cfg.model.factory and key not in seen:
+        data, key = cfg.data, cfg.data.model_dump_json()
+        if key not in seen:
             seen.add(key)
+            check_data(data)
+            fields = (data.immutable, data.increase_only, data.decrease_only)
+            try:
+                names = feature_names(data) if any(fields) else None
+            except ConfigError:
+                raise
+            except Exception:  # data problems surface in the trial, with its own message
+                names = None
+            if names is not None:
+                resolve_mutability(names, *fields)
+        if cfg.model.factory and key + cfg.model.model_dump_json() not in seen:
+            seen.add(key + cfg.model.model_dump_json())
             check_factory(cfg)
+    check_init(p)
 
 
 def check_init(p: Plan) -> None:
@@ -300,14 +286,10 @@ def new_run_dir(p: Plan, storage: str | None) -> RunDir:
     """Create the run directory with ``sweep.yaml``, ``run.json`` and, for a sweep with
     ``init``, its weights (:data:`INIT_FILE`)."""
     path = default_run_dir(p.sweep.name, storage or p.sweep.storage)
-    if (path / SWEEP_FILE).exists():
-        raise ConfigError(
-            f"--storage {path} already holds a sweep; use `ct-sweep resume {path}` "
-            "or choose a new directory"
-        )
+    option = "--storage" if storage else "storage"
+    _check_new(path, option)
     if p.sweep.init and p.init_state is None:
         check_init(p)
-    option = "--storage" if storage else "storage"
     try:
         private_dir(path, option)  # it holds the sweep's Ray token
     except OSError as e:
@@ -331,5 +313,5 @@ def pack_settings(p: Plan, slots: int, gpu: bool) -> PackBook:
     settings = p.space.settings(s.num_samples, s.seed)
     traits = setting_traits(settings, p.base, p.space)
     pack = s.pack if s.packs else 1
-    packs = make_packs(settings, p.base, p.space, pack, slots, gpu=gpu, traits=traits)
+    packs = make_packs(*traits, pack, slots, gpu=gpu)
     return PackBook(tuple(settings), tuple(tuple(pk) for pk in packs))

@@ -22,12 +22,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ct_core.config import (
     ConfigError,
-    _allowed_keys,
     apply_overrides,
     deep_merge,
+    format_errors,
     load_raw,
     parse_override,
     read_yaml,
+    set_dotted,
 )
 from ct_core.sources import is_uri
 
@@ -252,33 +253,6 @@ class SweepConfig(_Strict):
         return self
 
 
-def _format(exc: ValidationError) -> list[str]:
-    out: list[str] = []
-    for err in exc.errors(include_url=False):
-        loc = [str(p) for p in err["loc"] if not str(p).startswith(("function-", "union["))]
-        loc = [p for p in loc if p not in ("str", "int", "list[str]", "dict[str,any]")]
-        path = ".".join(loc)
-        msg = err["msg"]
-        if msg.startswith("Value error, "):
-            out.append(msg[len("Value error, ") :])
-            continue
-        if err["type"] == "extra_forbidden":
-            allowed = _allowed_keys(SweepConfig, [p for p in err["loc"] if isinstance(p, str)])
-            hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
-            out.append(f"{path}: unknown key{hint}")
-            continue
-        if err["type"] == "missing":
-            out.append(f"{path}: required")
-            continue
-        msg = msg.replace("Input should be", "must be")
-        got = err.get("input")
-        out.append(
-            f"{path}: {msg}, got {got!r}" if not isinstance(got, Mapping) else f"{path}: {msg}"
-        )
-    seen: set[str] = set()
-    return [m for m in out if not (m in seen or seen.add(m))]
-
-
 def parse_sweep(raw: Any) -> SweepConfig:
     """Validate a sweep mapping (raises :class:`ConfigError`)."""
     if not isinstance(raw, Mapping):
@@ -286,7 +260,7 @@ def parse_sweep(raw: Any) -> SweepConfig:
     try:
         return SweepConfig.model_validate(dict(raw))
     except ValidationError as e:
-        raise ConfigError(_format(e)) from None
+        raise ConfigError(format_errors(e, SweepConfig)) from None
 
 
 _SWEEP_KEYS = set("name search resources tracking checkpoint_every max_failures storage".split())
@@ -301,14 +275,7 @@ def apply_sets(raw: Mapping[str, Any], sets: Iterable[str] | None) -> dict[str, 
         key, value = parse_override(item)
         head = key.split(".", 1)[0]
         if head in _SWEEP_KEYS:
-            cur = out
-            parts = key.split(".")
-            for p in parts[:-1]:
-                nxt = cur.get(p)
-                if not isinstance(nxt, dict):
-                    nxt = cur[p] = {}
-                cur = nxt
-            cur[parts[-1]] = value
+            set_dotted(out, key, value)
         elif head == "space" and "." in key:
             space = out.setdefault("space", {})
             if not isinstance(space, dict):

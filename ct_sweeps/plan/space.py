@@ -24,11 +24,11 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from ct_core.config import Config, ConfigError, apply_overrides, parse_config
 
-__all__ = ["DISTRIBUTIONS", "Draw", "Entry", "OptunaDraw", "RandomDraw", "Space", "parse_space"]
+__all__ = ["DISTRIBUTIONS", "Entry", "RandomTrial", "Space", "parse_space"]
 __all__ += ["resolve_setting", "trial_config", "trial_params"]
 
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "quniform", "randint")
@@ -38,29 +38,20 @@ def _is_scalar(v: Any) -> bool:
     return v is None or isinstance(v, bool | int | float | str)
 
 
-class Draw(Protocol):
-    """Where a value comes from: :class:`RandomDraw` (grid/random sweeps, seeded) or
-    :class:`OptunaDraw` (an Optuna trial). :meth:`Entry.sample` maps every distribution of the
-    sweep file onto these three calls, so both kinds of sweep sample the same distributions."""
-
-    def categorical(self, key: str, options: Sequence[Any]) -> Any: ...
-
-    def float(self, key: str, lo: float, hi: float, log: bool, step: float | None) -> float: ...
-
-    def int(self, key: str, lo: int, hi: int, step: int) -> int: ...
-
-
-class RandomDraw:
-    """Draws from a seeded ``numpy.random.Generator``; a ``step`` picks one of the values
+class RandomTrial:
+    """The ``suggest_*`` calls of an ``optuna.Trial``, drawn from a seeded
+    ``numpy.random.Generator`` (the plan imports no Optuna); a ``step`` picks one of the values
     ``lo, lo + step, ...`` up to ``hi``, all equally likely (as Optuna does)."""
 
     def __init__(self, rng: Any):
         self.rng = rng
 
-    def categorical(self, key: str, options: Sequence[Any]) -> Any:
+    def suggest_categorical(self, key: str, options: Sequence[Any]) -> Any:
         return options[int(self.rng.integers(len(options)))]
 
-    def float(self, key: str, lo: float, hi: float, log: bool, step: float | None) -> float:
+    def suggest_float(
+        self, key: str, lo: float, hi: float, log: bool = False, step: float | None = None
+    ) -> float:
         if step:
             n = int(math.floor((hi - lo) / step + 1e-9)) + 1
             return round(lo + int(self.rng.integers(n)) * step, 12)
@@ -68,27 +59,8 @@ class RandomDraw:
             return float(math.exp(self.rng.uniform(math.log(lo), math.log(hi))))
         return float(self.rng.uniform(lo, hi))
 
-    def int(self, key: str, lo: int, hi: int, step: int) -> int:
+    def suggest_int(self, key: str, lo: int, hi: int, step: int = 1) -> int:
         return lo + int(self.rng.integers((hi - lo) // step + 1)) * step
-
-
-class OptunaDraw:
-    """Suggests through an ``optuna.Trial`` (define-by-run). Optuna's categoricals hold only
-    scalars, so other options travel as JSON strings (:meth:`Entry.decode` reads them back)."""
-
-    def __init__(self, trial: Any):
-        self.trial = trial
-
-    def categorical(self, key: str, options: Sequence[Any]) -> Any:
-        if all(_is_scalar(v) for v in options):
-            return self.trial.suggest_categorical(key, list(options))
-        return json.loads(self.trial.suggest_categorical(key, [json.dumps(v) for v in options]))
-
-    def float(self, key: str, lo: float, hi: float, log: bool, step: float | None) -> float:
-        return self.trial.suggest_float(key, lo, hi, log=log, step=step)
-
-    def int(self, key: str, lo: int, hi: int, step: int) -> int:
-        return self.trial.suggest_int(key, lo, hi, step=step)
 
 
 @dataclass(frozen=True)
@@ -124,20 +96,24 @@ class Entry:
             v = int(v)
         return v
 
-    def sample(self, draw: Draw) -> Any:
-        """The one place a distribution is sampled, for random and Optuna sweeps alike."""
-        a = self.args
+    def sample(self, trial: Any) -> Any:
+        """The one place a distribution is sampled, through an ``optuna.Trial`` (Optuna sweeps)
+        or a :class:`RandomTrial` (grid/random sweeps). Optuna's categoricals hold only
+        scalars, so other options travel as JSON strings."""
+        a, key = self.args, self.key
         match self.kind:
+            case "grid" | "choice" if all(_is_scalar(v) for v in a):
+                return trial.suggest_categorical(key, list(a))
             case "grid" | "choice":
-                return draw.categorical(self.key, a)
+                return json.loads(trial.suggest_categorical(key, [json.dumps(v) for v in a]))
             case "uniform" | "loguniform":
-                return draw.float(self.key, a[0], a[1], self.kind == "loguniform", None)
+                return trial.suggest_float(key, a[0], a[1], log=self.kind == "loguniform")
             case "quniform" if self.integer:
-                return draw.int(self.key, int(a[0]), int(a[1]), int(a[2]))
+                return trial.suggest_int(key, int(a[0]), int(a[1]), step=int(a[2]))
             case "quniform":
-                return draw.float(self.key, a[0], a[1], False, a[2])
+                return trial.suggest_float(key, a[0], a[1], step=a[2])
             case "randint":
-                return draw.int(self.key, int(a[0]), int(a[1]), 1)
+                return trial.suggest_int(key, int(a[0]), int(a[1]))
         raise AssertionError(self.kind)
 
     def describe(self) -> Any:
@@ -156,10 +132,9 @@ class OptunaSpace:
 
     def __call__(self, trial: Any) -> None:
         values: dict[str, Any] = {}
-        draw = OptunaDraw(trial)
         for e in self.entries:
             if e.active(values):
-                values[e.key] = e.sample(draw)
+                values[e.key] = e.sample(trial)
 
 
 @dataclass
@@ -208,11 +183,11 @@ class Space:
         ``num_samples`` times. Packed or not, a sweep trains these same settings."""
         import numpy as np
 
-        draw = RandomDraw(np.random.default_rng(seed))
+        trial = RandomTrial(np.random.default_rng(seed))
         out: list[dict[str, Any]] = []
         for _ in range(num_samples):
             for point in self.grid_points():
-                out.append({**point, **{e.key: e.sample(draw) for e in self.sampled_entries}})
+                out.append({**point, **{e.key: e.sample(trial) for e in self.sampled_entries}})
         return out
 
     def optuna_space(self) -> OptunaSpace:

@@ -148,21 +148,15 @@ class MlflowTracker:
     def log_batch(
         self, run_id: str, metrics: Iterable[tuple] = (), params: Mapping | None = None
     ) -> bool:
-        """Log in as few calls as MLflow's limits allow (per call at most 100 params and 1000
-        entities in all); ``False`` if a call failed."""
+        """``MlflowClient.log_batch`` (which splits a batch into calls within MLflow's limits:
+        100 params and 1000 values a call); ``False`` if it failed."""
         from mlflow.entities import Metric, Param
 
         now = int(time.time() * 1000)
         ms = [Metric(k, v, now, step) for k, v, step in metrics]
         ps = [Param(k, _param_str(v)) for k, v in (params or {}).items()]
-        ok, first = True, True
-        while first or ms or ps:
-            p, ps = ps[:100], ps[100:]
-            m, ms = ms[: 1000 - len(p)], ms[1000 - len(p) :]
-            self.call("log_batch", "log_batch", run_id, metrics=m, params=p)
-            ok &= self._ok
-            first = False
-        return ok
+        self.call("log_batch", "log_batch", run_id, metrics=ms, params=ps)
+        return self._ok
 
     # -- events
     def handle(self, event: ev.Event) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,21 +54,16 @@ def sort_frame(df: Any, metric: str, mode: str) -> Any:
 
 def pareto_mask(values: Sequence[Sequence[float]], modes: Sequence[str]) -> list[bool]:
     """Non-dominated rows (a row with a NaN is never on the front)."""
-    sign = [1.0 if m == "min" else -1.0 for m in modes]
-    pts = [[s * v for s, v in zip(sign, row)] for row in values]
-    ok = [all(math.isfinite(v) for v in p) for p in pts]
-    mask = []
-    for i, p in enumerate(pts):
-        if not ok[i]:
-            mask.append(False)
-            continue
-        dominated = any(
-            ok[j] and all(a <= b for a, b in zip(q, p)) and any(a < b for a, b in zip(q, p))
-            for j, q in enumerate(pts)
-            if j != i
-        )
-        mask.append(not dominated)
-    return mask
+    import numpy as np
+
+    pts = np.asarray(values, dtype=float).reshape(len(values), len(modes))
+    pts = pts * np.array([1.0 if m == "min" else -1.0 for m in modes])
+    ok = np.isfinite(pts).all(axis=1)
+    # dominates[j, i]: row j is no worse than row i everywhere and better somewhere
+    no_worse = (pts[:, None, :] <= pts[None, :, :]).all(axis=2)
+    better = (pts[:, None, :] < pts[None, :, :]).any(axis=2)
+    dominated = (no_worse & better & ok[:, None]).any(axis=0)
+    return (ok & ~dominated).tolist()
 
 
 def _plots(df: Any, run: RunDir, metrics: Sequence[str], modes: Sequence[str]) -> list[Path]:

@@ -13,6 +13,7 @@ authentication with ``~/.ray/auth_token`` (docs/ecosystem.md, "Token authenticat
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -158,13 +159,19 @@ processes (GCS, raylet, agents, workers) inherit it, which is how the next drive
 those a killed driver left behind (Ray's own agents outlive a SIGKILLed driver by minutes)."""
 
 
-def _start_time(pid: int) -> str | None:
-    """The start time of process ``pid`` (clock ticks since boot), ``None`` if it is gone."""
+def _stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the process name (state first), ``None`` if the
+    process is gone."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _start_time(pid: int) -> str | None:
+    """The start time of process ``pid`` (clock ticks since boot), ``None`` if it is gone."""
+    stat = _stat(pid)
+    return stat[19] if stat else None
 
 
 def mark_driver() -> None:
@@ -202,31 +209,18 @@ def reap_orphans(grace_s: float = 5.0) -> list[int]:
                 continue
         except OSError:
             continue
-        mark = _driver_of(int(entry.name))
-        if not mark or ":" not in mark:
-            continue
-        pid_s, _, start = mark.partition(":")
-        if pid_s.isdigit() and _start_time(int(pid_s)) == start:
-            continue  # its driver runs: not an orphan
-        orphans.append(int(entry.name))
+        pid_s, colon, start = (_driver_of(int(entry.name)) or "").partition(":")
+        if colon and not (pid_s.isdigit() and _start_time(int(pid_s)) == start):
+            orphans.append(int(entry.name))  # its driver no longer runs
     for sig in (signal.SIGTERM, signal.SIGKILL):
         alive = [p for p in orphans if _start_time(p) is not None]
         for p in alive:
-            try:
+            with contextlib.suppress(OSError):
                 os.kill(p, sig)
-            except OSError:
-                pass
         deadline = time.monotonic() + grace_s
         while alive and time.monotonic() < deadline:
             time.sleep(0.1)
-            alive = [p for p in alive if _start_time(p) is not None and not _zombie(p)]
+            alive = [p for p in alive if (_stat(p) or ["Z"])[0] != "Z"]
         if not alive:
             break
     return orphans
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return False

@@ -34,12 +34,6 @@ def _whole(path: Path) -> str | None:
     return text
 
 
-def _files(experiment: Path) -> list[Path]:
-    """Tune's own state files at the top of the experiment folder (the experiment and searcher
-    state, the tuner): what ``Tuner.restore`` reads."""
-    return [p for p in sorted(Path(experiment).iterdir()) if p.is_file() and p.name[0] != "."]
-
-
 def backup_state(experiment: Path) -> None:
     """Copy Tune's state files to ``experiment/.ct-good/`` together, at a moment when every
     ``experiment_state-*.json`` reads as whole JSON (the searcher state written beside it is
@@ -51,7 +45,11 @@ def backup_state(experiment: Path) -> None:
     good = experiment / GOOD
     try:
         good.mkdir(exist_ok=True)
-        for f in _files(experiment):
+        # Tune's own files at the top of the folder (the experiment and searcher state, the
+        # tuner): what Tuner.restore reads
+        for f in sorted(experiment.iterdir()):
+            if not f.is_file() or f.name[0] == ".":
+                continue
             data = f.read_bytes()
             copy = good / f.name
             if not (copy.exists() and copy.read_bytes() == data):
