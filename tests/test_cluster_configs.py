@@ -28,7 +28,9 @@ CLUSTER = REPO / "cluster"
 LAUNCHER = CLUSTER / "launcher" / "aws.yaml"
 KUBERAY = CLUSTER / "kuberay"
 sys.path.insert(0, str(CLUSTER))
+import clusterstate  # noqa: E402
 import ctcluster  # noqa: E402
+import raynodes  # noqa: E402
 
 HEX_SECRET = re.compile(r"\b[0-9a-f]{40,}\b")
 AWS_KEY = re.compile(r"\bAKIA[0-9A-Z]{16}\b")
@@ -256,10 +258,10 @@ def test_no_secret_is_inlined_in_any_shipped_config():
 
 def test_local_cluster_binds_loopback_unless_told_otherwise(monkeypatch):
     monkeypatch.delenv("CT_BIND_HOST", raising=False)
-    assert ctcluster.bind_host(None) == "127.0.0.1"
+    assert clusterstate.bind_host(None) == "127.0.0.1"
     monkeypatch.setenv("CT_BIND_HOST", "10.1.2.3")
-    assert ctcluster.bind_host(None) == "10.1.2.3"
-    assert ctcluster.bind_host("192.168.0.9") == "192.168.0.9"
+    assert clusterstate.bind_host(None) == "10.1.2.3"
+    assert clusterstate.bind_host("192.168.0.9") == "192.168.0.9"
     args = ctcluster.build_parser().parse_args(["up"])
     assert args.host is None and args.workers == 2 and args.head_cpus == 0.0
 
@@ -268,17 +270,17 @@ def test_local_cluster_deals_the_machines_gpus_to_its_workers_one_node_each(tmp_
     """`up --gpus N`: the N GPUs go round-robin to the worker nodes, each node sees only its
     own (CUDA_VISIBLE_DEVICES) and tells Ray as many; without --gpus no node has one."""
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    assert ctcluster.deal_gpus(3, 2) == [["0", "2"], ["1"]]
-    assert ctcluster.deal_gpus(1, 3) == [["0"], [], []]
+    assert raynodes.deal_gpus(3, 2) == [["0", "2"], ["1"]]
+    assert raynodes.deal_gpus(1, 3) == [["0"], [], []]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6,7")
-    assert ctcluster.deal_gpus(2, 2) == [["4"], ["6"]]
-    with pytest.raises(ctcluster.ClusterError, match="shows only 3"):
-        ctcluster.deal_gpus(4, 2)
+    assert raynodes.deal_gpus(2, 2) == [["4"], ["6"]]
+    with pytest.raises(clusterstate.ClusterError, match="shows only 3"):
+        raynodes.deal_gpus(4, 2)
 
     spawned = []
-    monkeypatch.setattr(ctcluster, "_spawn", lambda *a: spawned.append(a) or {})
-    ctcluster.start_worker(tmp_path, "127.0.0.1", "127.0.0.1:6390", 1, 1.0, 256, ["4", "6"])
-    ctcluster.start_worker(tmp_path, "127.0.0.1", "127.0.0.1:6390", 2, 1.0, 256)
+    monkeypatch.setattr(raynodes, "spawn", lambda *a: spawned.append(a) or {})
+    raynodes.start_worker(tmp_path, "127.0.0.1", "127.0.0.1:6390", 1, 1.0, 256, ["4", "6"])
+    raynodes.start_worker(tmp_path, "127.0.0.1", "127.0.0.1:6390", 2, 1.0, 256)
     (_, gpu_cmd, _, gpu_env), (_, cpu_cmd, _, cpu_env) = spawned
     assert "--num-gpus=2" in gpu_cmd and gpu_env["CUDA_VISIBLE_DEVICES"] == "4,6"
     assert "--num-gpus=0" in cpu_cmd and "CUDA_VISIBLE_DEVICES" not in cpu_env
@@ -289,7 +291,7 @@ def test_local_cluster_deals_the_machines_gpus_to_its_workers_one_node_each(tmp_
 def test_local_cluster_env_turns_token_auth_on_and_telemetry_off(tmp_path, monkeypatch):
     monkeypatch.setenv("RAY_AUTH_TOKEN", "inherited-token-must-not-win")
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
-    env = ctcluster.child_env(tmp_path)
+    env = clusterstate.child_env(tmp_path)
     assert env["RAY_AUTH_MODE"] == "token"
     assert env["RAY_AUTH_TOKEN_PATH"] == str(tmp_path / "auth_token")
     assert "RAY_AUTH_TOKEN" not in env and "RAY_ADDRESS" not in env
@@ -300,14 +302,14 @@ def test_local_cluster_env_turns_token_auth_on_and_telemetry_off(tmp_path, monke
 
 def test_local_cluster_state_keeps_the_token_private_and_out_of_git(tmp_path):
     state = tmp_path / "state"
-    token = ctcluster.ensure_state(state)
+    token = clusterstate.ensure_state(state)
     assert oct(token.stat().st_mode & 0o777) == "0o600"
     assert oct(state.stat().st_mode & 0o777) == "0o700"
     assert (state / ".gitignore").read_text().strip().endswith("*")
     first = token.read_text()
     assert re.fullmatch(r"[0-9a-f]{64}", first)
-    assert ctcluster.ensure_state(state).read_text() == first  # not regenerated
-    env_file = ctcluster.write_env_file(
+    assert clusterstate.ensure_state(state).read_text() == first  # not regenerated
+    env_file = clusterstate.write_env_file(
         state,
         {
             "ray": {"address": "127.0.0.1:6390", "dashboard_url": "http://127.0.0.1:8275"},
