@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 from clusterstate import ClusterError, bin_dir, node_temp_dir
 from netutil import free_port, http_get
 from supervise import spawn
+
+# The IPv4 loopback names that `ray start` rewrites on a joining node, and the short form of
+# 127.0.0.1 that it leaves alone (see `join_address`).
+REWRITTEN_BY_RAY = ("127.0.0.1", "localhost")
+LOOPBACK_SHORT = "127.1"
 
 
 def ray_cmd(*args: str) -> list[str]:
@@ -53,6 +57,19 @@ def deal_gpus(n_gpus: int, workers: int) -> list[list[str]]:
     return [ids[i::workers] for i in range(workers)]
 
 
+def join_address(gcs: str) -> str:
+    """The head's GCS address as a worker node is given it: ``127.0.0.1:P`` becomes ``127.1:P``.
+
+    `ray start` on a joining node replaces ``127.0.0.1``, ``localhost`` (and ``::1``) in
+    ``--address`` and ``--node-ip-address`` with the machine's primary address, which neither
+    reaches a head on loopback nor keeps the node there (cluster/README.md, "How worker nodes
+    stay on loopback"). ``127.1`` is the same address in the short IPv4 form that the C library
+    accepts; Ray leaves it as given. Any other address is returned unchanged.
+    """
+    host, port = gcs.rsplit(":", 1)
+    return f"{LOOPBACK_SHORT}:{port}" if host in REWRITTEN_BY_RAY else gcs
+
+
 def start_worker(
     state: Path,
     host: str,
@@ -65,27 +82,33 @@ def start_worker(
     """Start worker node `index` joining the head at `gcs`, holding the machine's GPUs `gpus`
     (`CUDA_VISIBLE_DEVICES`); return its record.
 
-    Runs through `raynode.py` (Ray's CLI with loopback addresses kept; see its docstring) with
-    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1, which Ray requires for a node to join a cluster.
+    `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1`: Ray refuses to start a joining node without it. On
+    loopback the node joins through `join_address` and is given no ``--node-ip-address``: Ray
+    then takes the local address of its route to the head, 127.0.0.1, and a node whose address
+    is exactly 127.0.0.1 binds its servers to loopback only. gRPC's default resolver does not
+    read the short form, so the node's processes use gRPC's documented ``native`` resolver
+    (``GRPC_DNS_RESOLVER``, the C library's), which does.
     """
     gpus = gpus or []
     env = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
-    ip = host
-    cmd = [
-        sys.executable,
-        str(Path(__file__).resolve().parent / "raynode.py"),
+    address = join_address(gcs)
+    if address == gcs:
+        where = [f"--address={gcs}", f"--node-ip-address={host}"]
+    else:
+        where = [f"--address={address}"]
+        env["GRPC_DNS_RESOLVER"] = "native"
+    cmd = ray_cmd(
         "start",
         "--block",
-        f"--address={gcs}",
-        f"--node-ip-address={ip}",
+        *where,
         f"--num-cpus={cpus:g}",
         f"--num-gpus={len(gpus)}",
         f"--object-store-memory={store_mb * 1024 * 1024}",
         f"--temp-dir={node_temp_dir(state, f'worker-{index}')}",
-        *_node_ports(ip),
-    ]
+        *_node_ports(host),
+    )
     return spawn(f"worker-{index}", cmd, state, env)
 
 

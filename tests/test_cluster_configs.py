@@ -288,6 +288,28 @@ def test_local_cluster_deals_the_machines_gpus_to_its_workers_one_node_each(tmp_
     assert ctcluster.main(["up", "--workers", "0", "--gpus", "1"]) == 2
 
 
+def test_worker_nodes_join_with_rays_own_cli_through_an_address_it_keeps(tmp_path, monkeypatch):
+    """A worker is plain `ray start` (no wrapper, no patched Ray). On loopback it is told the head
+    as 127.1, which Ray does not rewrite to the primary address, with no node address of its own
+    (Ray derives 127.0.0.1 from the route) and gRPC's native resolver, which reads that form.
+    A routable bind host is passed through as given."""
+    spawned = []
+    monkeypatch.setattr(raynodes, "spawn", lambda *a: spawned.append(a) or {})
+    monkeypatch.setattr(raynodes, "free_port", lambda host: 40000)  # 10.1.2.3 is not ours
+    raynodes.start_worker(tmp_path, "127.0.0.1", "127.0.0.1:6390", 1, 1.0, 256)
+    raynodes.start_worker(tmp_path, "10.1.2.3", "10.1.2.3:6390", 2, 1.0, 256)
+    (_, local_cmd, _, local_env), (_, routed_cmd, _, routed_env) = spawned
+    for cmd, env in ((local_cmd, local_env), (routed_cmd, routed_env)):
+        assert cmd[:3] == [str(Path(sys.executable).parent / "ray"), "start", "--block"]
+        assert env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "1"  # Ray's condition for joining
+    assert "--address=127.1:6390" in local_cmd
+    assert not any(a.startswith("--node-ip-address") for a in local_cmd)
+    assert local_env["GRPC_DNS_RESOLVER"] == "native"
+    assert {"--address=10.1.2.3:6390", "--node-ip-address=10.1.2.3"} <= set(routed_cmd)
+    assert "GRPC_DNS_RESOLVER" not in routed_env
+    assert raynodes.join_address("localhost:7000") == "127.1:7000"
+
+
 def test_local_cluster_env_turns_token_auth_on_and_telemetry_off(tmp_path, monkeypatch):
     monkeypatch.setenv("RAY_AUTH_TOKEN", "inherited-token-must-not-win")
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
