@@ -11,6 +11,10 @@ STATE/logs; STATE/env.sh can be `source`d to talk to the cluster. `down` stops e
 processes this script started (by pid, and by the cluster's private temp dir on their command
 line); it never runs `ray stop`, which would kill every Ray process on a shared machine.
 Threat model and details: cluster/README.md.
+
+This module holds the commands; the pieces they use are `clusterstate` (STATE, token, env),
+`raynodes` (head and worker nodes), `mlflowserver`, `supervise` (start, wait, stop processes)
+and `netutil` (ports, HTTP probes).
 """
 
 from __future__ import annotations
