@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Local multi-node Ray cluster + MLflow tracking server on one machine, secure by default.
 
     python cluster/ctcluster.py up [--workers 2 --cpus-per-worker 1] [--gpus 0] [--no-mlflow]
@@ -12,140 +11,49 @@ STATE/logs; STATE/env.sh can be `source`d to talk to the cluster. `down` stops e
 processes this script started (by pid, and by the cluster's private temp dir on their command
 line); it never runs `ray stop`, which would kill every Ray process on a shared machine.
 Threat model and details: cluster/README.md.
+
+This module holds the commands; the pieces they use are `clusterstate` (STATE, token, env),
+`raynodes` (head and worker nodes), `mlflowserver`, `supervise` (start, wait, stop processes)
+and `netutil` (ports, HTTP probes).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
-import os
-import secrets
-import shlex
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import procinfo  # noqa: E402
+from clusterstate import (  # noqa: E402
+    ClusterError,
+    bind_host,
+    child_env,
+    ensure_state,
+    load_state,
+    ray_temp_dir,
+    save_state,
+    state_dir,
+    write_env_file,
+    write_token,
+)
+from mlflowserver import fold_mlflow_store, mlflow_healthy, start_mlflow  # noqa: E402
+from netutil import LOOPBACK, free_port, port_free, url_host  # noqa: E402
+from raynodes import (  # noqa: E402
+    alive_nodes,
+    deal_gpus,
+    link_ray_logs,
+    ray_cmd,
+    start_head,
+    start_worker,
+)
+from supervise import stop_process_tree, tail, wait_for  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
-LOOPBACK = "127.0.0.1"
 DEFAULT_PORTS = {"gcs": 6390, "dashboard": 8275, "client": 23010, "mlflow": 5050}
 START_TIMEOUT_S = 120.0
-
-
-class ClusterError(RuntimeError):
-    """A cluster operation failed; the message says what and where the logs are."""
-
-
-# --------------------------------------------------------------------------- paths and env
-
-
-def state_dir() -> Path:
-    """The state directory: `$CT_CLUSTER_DIR` or `<repo>/cluster/.state`."""
-    return Path(os.environ.get("CT_CLUSTER_DIR") or REPO / "cluster" / ".state").resolve()
-
-
-def bin_dir() -> Path:
-    """The directory of the Python running this script (the project venv's `bin`)."""
-    return Path(sys.executable).parent
-
-
-def ray_temp_dir(state: Path) -> Path:
-    """Ray's private temp root for this cluster; each node gets its own `<root>/<node>` below it.
-
-    Ray puts unix sockets under it (limit ~107 chars), so a long state path falls back to a short
-    /tmp path derived from it. It must be unique per cluster: `down` finds stray processes by it.
-    """
-    inside = state / "ray"
-    if len(str(inside)) <= 40:
-        return inside
-    digest = hashlib.sha1(str(state).encode()).hexdigest()[:10]
-    return Path("/tmp") / f"ctray-{digest}"
-
-
-def node_temp_dir(state: Path, name: str) -> Path:
-    """A node's own Ray temp dir. Nodes must not share one on a single machine: each node's
-    runtime-env agent deletes job working dirs it no longer uses from `<temp>/session_*/
-    runtime_resources`, which would pull the cwd away from a job driver running on another node
-    (seen as FileNotFoundError from os.getcwd() and MKL failing to load libtorch_cpu.so)."""
-    root = private(ray_temp_dir(state), "Ray temp dir")
-    path = root / name
-    path.mkdir(exist_ok=True)
-    return path
-
-
-def private(path: Path, what: str) -> Path:
-    """`path` as a folder only this user can enter (mode 700): made so, or an existing real
-    folder of this user. A symlink or another user's folder at a predictable path (the /tmp
-    fallback above) is refused, never followed or reused."""
-    from ct_core.config import ConfigError
-    from ct_core.files import private_dir
-
-    try:
-        return private_dir(path, what)
-    except ConfigError as e:
-        raise ClusterError(str(e)) from None
-
-
-def ensure_state(state: Path) -> Path:
-    """Create STATE (mode 700) with a `*` .gitignore and a token file (mode 600); return the token path."""
-    private(state, "state directory")
-    (state / "logs").mkdir(exist_ok=True)
-    ignore = state / ".gitignore"
-    if not ignore.exists():
-        ignore.write_text("# ct cluster state: tokens, logs, databases. Never commit.\n*\n")
-    return write_token(state / "auth_token")
-
-
-def child_env(state: Path) -> dict[str, str]:
-    """Environment for every process we start and every client call we make."""
-    env = dict(os.environ)
-    env.pop("RAY_AUTH_TOKEN", None)  # would take precedence over the token file
-    env.pop("RAY_ADDRESS", None)  # a stale address must not redirect `ray start`
-    env.update(
-        RAY_AUTH_MODE="token",
-        RAY_AUTH_TOKEN_PATH=str(state / "auth_token"),
-        RAY_USAGE_STATS_ENABLED="0",
-        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",  # node IP 127.0.0.1 (docs/ecosystem.md, "Loopback")
-        MLFLOW_DISABLE_TELEMETRY="true",
-        DO_NOT_TRACK="true",
-        TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S="0",
-        PATH=f"{bin_dir()}{os.pathsep}{env.get('PATH', '')}",  # jobs run the venv's python
-    )
-    return env
-
-
-def bind_host(cli_host: str | None) -> str:
-    """The bind/advertise host: `--host`, else `$CT_BIND_HOST`, else 127.0.0.1."""
-    return cli_host or os.environ.get("CT_BIND_HOST") or LOOPBACK
-
-
-# --------------------------------------------------------------------------- small helpers
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port that is free on `host` right now."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def port_free(port: int, host: str = LOOPBACK) -> bool:
-    with socket.socket() as sock:
-        # as the servers themselves bind: a port whose old connections sit in TIME_WAIT is free
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def pick_port(requested: int | None, default: int, host: str) -> int:
@@ -157,276 +65,6 @@ def pick_port(requested: int | None, default: int, host: str) -> int:
             raise ClusterError(f"port {requested} on {host} is in use; pick another one")
         return requested
     return default if port_free(default, host) else free_port(host)
-
-
-def http_get(url: str, token: str | None = None, timeout: float = 5.0) -> tuple[int, str]:
-    """GET `url` (with a bearer token if given); (status, body), status 0 if unreachable."""
-    req = urllib.request.Request(url)
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (loopback URL)
-            return resp.status, resp.read().decode(errors="replace")
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode(errors="replace")
-    except (urllib.error.URLError, OSError):
-        return 0, ""
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    if not path.exists():
-        return f"(no log at {path})"
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
-def url_host(host: str) -> str:
-    """Host as it goes into a URL (0.0.0.0 is reached through loopback locally)."""
-    return LOOPBACK if host in ("0.0.0.0", "") else host
-
-
-# --------------------------------------------------------------------------- state file
-
-
-def load_state(state: Path) -> dict:
-    path = state / "cluster.json"
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def save_state(state: Path, info: dict) -> None:
-    path = state / "cluster.json"
-    path.write_text(json.dumps(info, indent=2) + "\n")
-    os.chmod(path, 0o600)
-
-
-def write_env_file(state: Path, info: dict) -> Path:
-    """STATE/env.sh: `source` it to reach the cluster (no secret inside, only the token path)."""
-    lines = [
-        "# generated by cluster/ctcluster.py; `source` this file",
-        "export RAY_AUTH_MODE=token",
-        f"export RAY_AUTH_TOKEN_PATH={shlex.quote(str(state / 'auth_token'))}",
-        "unset RAY_AUTH_TOKEN",
-        "export RAY_USAGE_STATS_ENABLED=0",
-        "export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0",
-        "export MLFLOW_DISABLE_TELEMETRY=true",
-        "export DO_NOT_TRACK=true",
-    ]
-    if "ray" in info:
-        lines += [
-            f"export RAY_ADDRESS={info['ray']['address']}",
-            f"export CT_RAY_DASHBOARD={info['ray']['dashboard_url']}",
-        ]
-    if "mlflow" in info:
-        lines.append(f"export MLFLOW_TRACKING_URI={info['mlflow']['uri']}")
-    path = state / "env.sh"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-# --------------------------------------------------------------------------- ray nodes
-
-
-def _ray_cmd(*args: str) -> list[str]:
-    return [str(bin_dir() / "ray"), *args]
-
-
-def start_head(state: Path, host: str, ports: dict[str, int], cpus: float, store_mb: int) -> dict:
-    """Start the head node (`ray start --head --block`); return its record (not yet healthy)."""
-    temp = node_temp_dir(state, "head")
-    cmd = _ray_cmd(
-        "start",
-        "--head",
-        "--block",
-        f"--node-ip-address={host}",
-        f"--port={ports['gcs']}",
-        f"--dashboard-host={host}",
-        f"--dashboard-port={ports['dashboard']}",
-        f"--ray-client-server-port={ports['client']}",
-        f"--num-cpus={cpus:g}",
-        "--num-gpus=0",
-        f"--object-store-memory={store_mb * 1024 * 1024}",
-        f"--temp-dir={temp}",
-        "--include-dashboard=true",
-        "--disable-usage-stats",
-        *_node_ports(host),
-    )
-    return _spawn("head", cmd, state)
-
-
-def deal_gpus(n_gpus: int, workers: int) -> list[list[str]]:
-    """The first ``n_gpus`` GPUs this process sees (``CUDA_VISIBLE_DEVICES`` if set, else 0, 1,
-    ...) dealt round-robin to the worker nodes (worker ``i`` gets list ``i - 1``): each GPU
-    belongs to one node, so Ray never schedules a GPU twice."""
-    visible = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
-    if "CUDA_VISIBLE_DEVICES" in os.environ and len(visible) < n_gpus:
-        raise ClusterError(
-            f"--gpus {n_gpus}: CUDA_VISIBLE_DEVICES shows only {len(visible)} GPU(s)"
-        )
-    ids = visible[:n_gpus] if visible else [str(g) for g in range(n_gpus)]
-    return [ids[i::workers] for i in range(workers)]
-
-
-def start_worker(
-    state: Path,
-    host: str,
-    gcs: str,
-    index: int,
-    cpus: float,
-    store_mb: int,
-    gpus: list[str] | None = None,
-) -> dict:
-    """Start worker node `index` joining the head at `gcs`, holding the machine's GPUs `gpus`
-    (`CUDA_VISIBLE_DEVICES`); return its record.
-
-    Runs through `raynode.py` (Ray's CLI with loopback addresses kept; see its docstring) with
-    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1, which Ray requires for a node to join a cluster.
-    """
-    gpus = gpus or []
-    env = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
-    if gpus:
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
-    ip = host
-    cmd = [
-        sys.executable,
-        str(Path(__file__).resolve().parent / "raynode.py"),
-        "start",
-        "--block",
-        f"--address={gcs}",
-        f"--node-ip-address={ip}",
-        f"--num-cpus={cpus:g}",
-        f"--num-gpus={len(gpus)}",
-        f"--object-store-memory={store_mb * 1024 * 1024}",
-        f"--temp-dir={node_temp_dir(state, f'worker-{index}')}",
-        *_node_ports(ip),
-    ]
-    return _spawn(f"worker-{index}", cmd, state, env)
-
-
-def _node_ports(host: str) -> list[str]:
-    """Per-node service ports: several raylets share one IP, so no two may use Ray's defaults."""
-    names = [
-        "node-manager-port",
-        "object-manager-port",
-        "dashboard-agent-listen-port",
-        "dashboard-agent-grpc-port",
-        "runtime-env-agent-port",
-        "metrics-export-port",
-    ]
-    return [f"--{name}={free_port(host)}" for name in names]
-
-
-def _spawn(name: str, cmd: list[str], state: Path, extra_env: dict | None = None) -> dict:
-    log = state / "logs" / f"{name}.log"
-    env = {**child_env(state), **(extra_env or {})}
-    with open(log, "ab") as fh:
-        fh.write(f"\n$ {shlex.join(cmd)}\n".encode())
-        fh.flush()
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=REPO,
-            start_new_session=True,  # survives this script; Ctrl-C in the shell does not reach it
-        )
-    return {"name": name, "pid": proc.pid, "log": str(log), "cmd": cmd}
-
-
-def alive_nodes(dashboard_url: str, token: str) -> list[dict] | None:
-    """Alive nodes as reported by the dashboard's state API (None if it does not answer)."""
-    status, body = http_get(f"{dashboard_url}/api/v0/nodes?limit=100", token)
-    if status != 200:
-        return None
-    try:
-        rows = json.loads(body)["data"]["result"]["result"]
-    except (ValueError, KeyError, TypeError):
-        return None
-    return [row for row in rows if row.get("state") == "ALIVE"]
-
-
-def _wait(what: str, check, timeout: float, procs: list[dict]) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        dead = [p for p in procs if not procinfo.alive(p["pid"])]
-        if dead:
-            raise ClusterError(
-                f"{dead[0]['name']} exited while waiting for {what}; log {dead[0]['log']}:\n"
-                + tail(Path(dead[0]["log"]))
-            )
-        time.sleep(0.5)
-    raise ClusterError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-# --------------------------------------------------------------------------- mlflow
-
-
-def prepare_mlflow_store(db: Path) -> bool:
-    """Make the server's sqlite store before its first start as a sweep's own store is made
-    (ct_sweeps/record/store.py): copied from a migrated template, in SQLite's WAL mode on a local
-    file system, so that logging costs the server less and the UI's reads do not block writes.
-    `False` (MLflow then makes the store itself): the store exists, or ct is not installed in
-    the Python running this script."""
-    try:
-        from ct_sweeps.record.store import new_sqlite_store
-    except ImportError:
-        return False
-    return new_sqlite_store(f"sqlite:///{db}", wal="auto")
-
-
-def fold_mlflow_store(db: Path) -> None:
-    """After the server stopped: fold a WAL store's log back into `mlflow.db`, so that the file
-    alone holds every run (a server stopped by a signal may not have done it)."""
-    try:
-        from ct_sweeps.record.store import checkpoint
-    except ImportError:
-        return
-    checkpoint(f"sqlite:///{db}")
-
-
-def start_mlflow(state: Path, host: str, port: int) -> dict:
-    """Start `mlflow server` (sqlite backend, artifact root in STATE) on `host:port`."""
-    (state / "mlartifacts").mkdir(exist_ok=True)
-    prepare_mlflow_store(state / "mlflow.db")
-    cmd = [
-        str(bin_dir() / "mlflow"),
-        "server",
-        "--backend-store-uri",
-        f"sqlite:///{state / 'mlflow.db'}",
-        "--artifacts-destination",
-        str(state / "mlartifacts"),
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    rec = _spawn("mlflow", cmd, state)
-    rec["uri"] = f"http://{url_host(host)}:{port}"
-    rec["host"], rec["port"] = host, port
-    return rec
-
-
-def mlflow_healthy(uri: str) -> bool:
-    status, body = http_get(f"{uri}/health", timeout=3.0)
-    return status == 200 and body.strip() == "OK"
-
-
-def stop_process_tree(rec: dict, marker: str | None = None, timeout: float = 20.0) -> set[int]:
-    """Stop a started process, its descendants and (if `marker`) processes naming it; return leftovers."""
-    pid = rec["pid"]
-    tree = procinfo.descendants(pid) if procinfo.alive(pid) else set()
-    # The parent first: `ray start --block` and `mlflow server` shut their children down cleanly.
-    procinfo.terminate([pid], timeout=timeout)
-    stray = {p for p in tree if procinfo.alive(p)}
-    if marker:
-        stray |= procinfo.pids_mentioning(marker)
-    return procinfo.terminate(stray, timeout=5.0)
-
-
-# --------------------------------------------------------------------------- commands
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -460,12 +98,16 @@ def cmd_up(args: argparse.Namespace) -> int:
         dash = f"http://{url_host(host)}:{ports['dashboard']}"
         info["ray"] = {"address": gcs, "dashboard_url": dash, "nodes": [head]}
         save_state(state, info)  # from here on, `down` can clean up even if we crash
-        _wait("the Ray head", lambda: alive_nodes(dash, token) is not None, START_TIMEOUT_S, [head])
+        wait_for(
+            "the Ray head", lambda: alive_nodes(dash, token) is not None, START_TIMEOUT_S, [head]
+        )
         for i in range(1, args.workers + 1):
             _join_worker(state, info, host, gcs, i, args, token)
         if "mlflow" in info:
             uri = info["mlflow"]["uri"]
-            _wait("MLflow /health", lambda: mlflow_healthy(uri), START_TIMEOUT_S, [info["mlflow"]])
+            wait_for(
+                "MLflow /health", lambda: mlflow_healthy(uri), START_TIMEOUT_S, [info["mlflow"]]
+            )
     except BaseException:
         print("start failed; stopping what was started", file=sys.stderr)
         _stop_all(state, info)
@@ -473,7 +115,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise
     info["started_s"] = round(time.monotonic() - t0, 1)
     save_state(state, info)
-    _link_ray_logs(state, info)
+    link_ray_logs(state, info)
     env_file = write_env_file(state, info)
     print(f"cluster up in {info['started_s']} s: head + {args.workers} worker node(s)")
     _print_addresses(info, env_file)
@@ -498,7 +140,7 @@ def _join_worker(
         info["ray"]["nodes"].append(node)
         save_state(state, info)
         try:
-            _wait(
+            wait_for(
                 f"{want} alive Ray nodes",
                 lambda: len(alive_nodes(dash, token) or []) >= want,
                 START_TIMEOUT_S,
@@ -527,7 +169,7 @@ def cmd_mlflow(args: argparse.Namespace) -> int:
         info["mlflow"] = rec = start_mlflow(state, host, port)
         save_state(state, info)
         try:
-            _wait("MLflow /health", lambda: mlflow_healthy(rec["uri"]), START_TIMEOUT_S, [rec])
+            wait_for("MLflow /health", lambda: mlflow_healthy(rec["uri"]), START_TIMEOUT_S, [rec])
         except BaseException:
             stop_process_tree(rec)
             info.pop("mlflow")
@@ -635,7 +277,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if "ray" in info:
         env = child_env(state)
         res = subprocess.run(
-            _ray_cmd("status", f"--address={info['ray']['address']}"),
+            ray_cmd("status", f"--address={info['ray']['address']}"),
             env=env,
             capture_output=True,
             text=True,
@@ -660,18 +302,6 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_token(path: Path) -> Path:
-    """Create a token file (mode 600, parent 700) at `path` unless one exists; return `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists() or not path.read_text().strip():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            # Same format as `ray get-auth-token --generate` (secrets.token_hex(32)).
-            fh.write(secrets.token_hex(32))
-    os.chmod(path, 0o600)
-    return path
-
-
 def cmd_token(args: argparse.Namespace) -> int:
     path = Path(args.path) if args.path else ensure_state(state_dir())
     print(write_token(path))
@@ -684,16 +314,6 @@ def cmd_env(args: argparse.Namespace) -> int:
         raise ClusterError("no env file yet; run `up` first")
     print(path.read_text(), end="")
     return 0
-
-
-def _link_ray_logs(state: Path, info: dict) -> None:
-    """STATE/logs/ray-<node> -> that node's Ray session logs (raylet, gcs, dashboard, workers)."""
-    for node in info.get("ray", {}).get("nodes", []):
-        link = state / "logs" / f"ray-{node['name']}"
-        target = Path(info["ray_temp_dir"]) / node["name"] / "session_latest" / "logs"
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to(target)
 
 
 def _print_addresses(info: dict, env_file: Path) -> None:

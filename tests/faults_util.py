@@ -131,32 +131,34 @@ class Cluster:
     def _mlflow_up_same_port(self, port: int) -> None:
         """``ctcluster.py mlflow up --port P`` refuses P while the old server's connections sit
         in TIME_WAIT (its free-port probe binds without SO_REUSEADDR, which the server itself
-        sets), for up to a minute. Start it through ctcluster's own functions instead."""
-        import ctcluster
+        sets), for up to a minute. Start it through the cluster's own functions instead."""
+        from clusterstate import load_state, save_state
+        from mlflowserver import mlflow_healthy, start_mlflow
 
-        info = ctcluster.load_state(self.state)
-        rec = ctcluster.start_mlflow(self.state, info["host"], port)
+        info = load_state(self.state)
+        rec = start_mlflow(self.state, info["host"], port)
         info["mlflow"] = rec
-        ctcluster.save_state(self.state, info)
-        wait_for("MLflow /health", lambda: ctcluster.mlflow_healthy(rec["uri"]), 120, poll=0.5)
+        save_state(self.state, info)
+        wait_for("MLflow /health", lambda: mlflow_healthy(rec["uri"]), 120, poll=0.5)
 
     def add_worker(self, index: int, cpus: float = 1.0, store_mb: int = 256) -> dict:
         """Start one more worker node (``worker-<index>``) and wait until Ray lists it alive."""
-        import ctcluster
+        from clusterstate import load_state, save_state
+        from raynodes import alive_nodes, start_worker
 
-        info = ctcluster.load_state(self.state)
+        info = load_state(self.state)
         token = (self.state / "auth_token").read_text().strip()
         dash = info["ray"]["dashboard_url"]
         # the nodes whose processes run, not Ray's list: a node killed seconds ago is still
         # ALIVE there until its health checks time out, and counting it would wait for a node
         # too many
-        want = sum(ctcluster.procinfo.alive(n["pid"]) for n in info["ray"]["nodes"]) + 1
-        node = ctcluster.start_worker(self.state, info["host"], self.gcs, index, cpus, store_mb)
+        want = sum(procinfo.alive(n["pid"]) for n in info["ray"]["nodes"]) + 1
+        node = start_worker(self.state, info["host"], self.gcs, index, cpus, store_mb)
         info["ray"]["nodes"].append(node)
-        ctcluster.save_state(self.state, info)
+        save_state(self.state, info)
         wait_for(
             f"worker-{index} alive in Ray ({want} nodes)",
-            lambda: len(ctcluster.alive_nodes(dash, token) or []) == want,
+            lambda: len(alive_nodes(dash, token) or []) == want,
             180,
             poll=1.0,
         )

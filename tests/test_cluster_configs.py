@@ -1,40 +1,46 @@
 """Offline checks of the shipped cluster configs (cluster/launcher, cluster/kuberay) and of the
 secure defaults of the local cluster script. Nothing here starts a process that listens.
 
-The launcher YAML is validated with Ray's own `prepare_config` + `validate_config` (the JSON
-schema shipped in the pinned Ray). No KubeRay CRD schema is available offline, so the manifests
+The launcher YAML is validated against the JSON schema for cluster configs that the pinned Ray
+ships as data (`ray/autoscaler/ray-schema.json`, read with `jsonschema`) plus the cross-field
+rules `ray up` applies before it contacts a cloud. No KubeRay CRD schema is available offline, so the manifests
 are checked field by field against the KubeRay v1 API (RayCluster, RayJob) as documented for
 KubeRay >= 1.5.1 (`authOptions`).
 """
 
 from __future__ import annotations
 
-import copy
+import json
 import os
 import re
 import shlex
 import subprocess
 import sys
+from importlib.resources import files
 from pathlib import Path
 
 import jsonschema
 import pytest
 import ray
 import yaml
-from ray.autoscaler._private.util import prepare_config, validate_config
 
 REPO = Path(__file__).resolve().parent.parent
 CLUSTER = REPO / "cluster"
 LAUNCHER = CLUSTER / "launcher" / "aws.yaml"
 KUBERAY = CLUSTER / "kuberay"
 sys.path.insert(0, str(CLUSTER))
+import clusterstate  # noqa: E402
 import ctcluster  # noqa: E402
+import raynodes  # noqa: E402
 
 HEX_SECRET = re.compile(r"\b[0-9a-f]{40,}\b")
 AWS_KEY = re.compile(r"\bAKIA[0-9A-Z]{16}\b")
 SECRETISH = re.compile(r"(token|secret|password|passwd|api[_-]?key)", re.I)
 ALL_INTERFACES = ("0.0.0.0", "::/0", "[::]")
 BIND_ANNOTATION = "ct.dev/binds-all-interfaces"
+# Ray's JSON schema for cluster launcher configs, shipped with Ray as a data file of its public
+# `ray.autoscaler` package (the one `ray up` validates against).
+RAY_SCHEMA = json.loads(files("ray.autoscaler").joinpath("ray-schema.json").read_text())
 
 
 def load_launcher() -> dict:
@@ -68,10 +74,26 @@ def pod_templates(spec: dict) -> list[dict]:
 # --------------------------------------------------------------------------- launcher
 
 
+def check_launcher(cfg: dict) -> None:
+    """Raise if `cfg` is not a cluster config that `ray up` of the pinned Ray accepts: Ray's own
+    schema (unknown keys, types, required fields) and the rules across fields that a schema
+    cannot state (the head is one of the node types; no type starts more workers than it may
+    have; the types' minimums fit in the cluster's `max_workers`)."""
+    jsonschema.validate(cfg, RAY_SCHEMA)
+    types = cfg["available_node_types"]
+    if cfg["head_node_type"] not in types:
+        raise ValueError(f"head_node_type {cfg['head_node_type']!r} is not a node type")
+    for name, node_type in types.items():
+        if node_type.get("min_workers", 0) > node_type.get("max_workers", cfg["max_workers"]):
+            raise ValueError(f"{name}: min_workers above max_workers")
+    if sum(t.get("min_workers", 0) for t in types.values()) > cfg["max_workers"]:
+        raise ValueError("the node types' min_workers add up to more than max_workers")
+
+
 def test_launcher_config_passes_the_schema_of_the_pinned_ray():
-    prepared = prepare_config(copy.deepcopy(load_launcher()))
-    validate_config(prepared)  # raises on any schema violation
+    check_launcher(load_launcher())
     assert ray.__version__.startswith("2.60")
+    assert RAY_SCHEMA["additionalProperties"] is False  # unknown top-level keys are errors
 
 
 @pytest.mark.parametrize(
@@ -80,15 +102,28 @@ def test_launcher_config_passes_the_schema_of_the_pinned_ray():
         lambda c: c.update(unknown_top_level_key=1),
         lambda c: c.update(max_workers="eight"),
         lambda c: c["provider"].pop("type"),
+        lambda c: c["available_node_types"]["ray.worker.cpu"].pop("node_config"),
+        lambda c: c["available_node_types"]["ray.worker.cpu"]["resources"].update(CPU=-1),
+        lambda c: c.update(head_node_type="ray.head.gpu"),
         lambda c: c["available_node_types"]["ray.worker.cpu"].update(min_workers=99),
+        lambda c: c["available_node_types"]["ray.worker.cpu"].update(min_workers=9, max_workers=9),
     ],
-    ids=["unknown-key", "wrong-type", "no-provider-type", "min-above-max-workers"],
+    ids=[
+        "unknown-key",
+        "wrong-type",
+        "no-provider-type",
+        "node-type-without-node-config",
+        "negative-resource",
+        "unknown-head-type",
+        "min-above-max-workers",
+        "minimums-above-cluster-max",
+    ],
 )
 def test_the_launcher_schema_check_does_reject_broken_configs(breakage):
     cfg = load_launcher()
     breakage(cfg)
-    with pytest.raises((jsonschema.ValidationError, ValueError, KeyError)):
-        validate_config(prepare_config(cfg))
+    with pytest.raises((jsonschema.ValidationError, ValueError)):
+        check_launcher(cfg)
 
 
 def test_launcher_is_one_cloud_with_cpu_workers_and_autoscaling_bounds():
@@ -256,10 +291,10 @@ def test_no_secret_is_inlined_in_any_shipped_config():
 
 def test_local_cluster_binds_loopback_unless_told_otherwise(monkeypatch):
     monkeypatch.delenv("CT_BIND_HOST", raising=False)
-    assert ctcluster.bind_host(None) == "127.0.0.1"
+    assert clusterstate.bind_host(None) == "127.0.0.1"
     monkeypatch.setenv("CT_BIND_HOST", "10.1.2.3")
-    assert ctcluster.bind_host(None) == "10.1.2.3"
-    assert ctcluster.bind_host("192.168.0.9") == "192.168.0.9"
+    assert clusterstate.bind_host(None) == "10.1.2.3"
+    assert clusterstate.bind_host("192.168.0.9") == "192.168.0.9"
     args = ctcluster.build_parser().parse_args(["up"])
     assert args.host is None and args.workers == 2 and args.head_cpus == 0.0
 
@@ -268,17 +303,17 @@ def test_local_cluster_deals_the_machines_gpus_to_its_workers_one_node_each(tmp_
     """`up --gpus N`: the N GPUs go round-robin to the worker nodes, each node sees only its
     own (CUDA_VISIBLE_DEVICES) and tells Ray as many; without --gpus no node has one."""
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    assert ctcluster.deal_gpus(3, 2) == [["0", "2"], ["1"]]
-    assert ctcluster.deal_gpus(1, 3) == [["0"], [], []]
+    assert raynodes.deal_gpus(3, 2) == [["0", "2"], ["1"]]
+    assert raynodes.deal_gpus(1, 3) == [["0"], [], []]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6,7")
-    assert ctcluster.deal_gpus(2, 2) == [["4"], ["6"]]
-    with pytest.raises(ctcluster.ClusterError, match="shows only 3"):
-        ctcluster.deal_gpus(4, 2)
+    assert raynodes.deal_gpus(2, 2) == [["4"], ["6"]]
+    with pytest.raises(clusterstate.ClusterError, match="shows only 3"):
+        raynodes.deal_gpus(4, 2)
 
     spawned = []
-    monkeypatch.setattr(ctcluster, "_spawn", lambda *a: spawned.append(a) or {})
-    ctcluster.start_worker(tmp_path, "127.0.0.1", "127.0.0.1:6390", 1, 1.0, 256, ["4", "6"])
-    ctcluster.start_worker(tmp_path, "127.0.0.1", "127.0.0.1:6390", 2, 1.0, 256)
+    monkeypatch.setattr(raynodes, "spawn", lambda *a: spawned.append(a) or {})
+    raynodes.start_worker(tmp_path, "127.0.0.1", "127.0.0.1:6390", 1, 1.0, 256, ["4", "6"])
+    raynodes.start_worker(tmp_path, "127.0.0.1", "127.0.0.1:6390", 2, 1.0, 256)
     (_, gpu_cmd, _, gpu_env), (_, cpu_cmd, _, cpu_env) = spawned
     assert "--num-gpus=2" in gpu_cmd and gpu_env["CUDA_VISIBLE_DEVICES"] == "4,6"
     assert "--num-gpus=0" in cpu_cmd and "CUDA_VISIBLE_DEVICES" not in cpu_env
@@ -286,10 +321,32 @@ def test_local_cluster_deals_the_machines_gpus_to_its_workers_one_node_each(tmp_
     assert ctcluster.main(["up", "--workers", "0", "--gpus", "1"]) == 2
 
 
+def test_worker_nodes_join_with_rays_own_cli_through_an_address_it_keeps(tmp_path, monkeypatch):
+    """A worker is plain `ray start` (no wrapper, no patched Ray). On loopback it is told the head
+    as 127.1, which Ray does not rewrite to the primary address, with no node address of its own
+    (Ray derives 127.0.0.1 from the route) and gRPC's native resolver, which reads that form.
+    A routable bind host is passed through as given."""
+    spawned = []
+    monkeypatch.setattr(raynodes, "spawn", lambda *a: spawned.append(a) or {})
+    monkeypatch.setattr(raynodes, "free_port", lambda host: 40000)  # 10.1.2.3 is not ours
+    raynodes.start_worker(tmp_path, "127.0.0.1", "127.0.0.1:6390", 1, 1.0, 256)
+    raynodes.start_worker(tmp_path, "10.1.2.3", "10.1.2.3:6390", 2, 1.0, 256)
+    (_, local_cmd, _, local_env), (_, routed_cmd, _, routed_env) = spawned
+    for cmd, env in ((local_cmd, local_env), (routed_cmd, routed_env)):
+        assert cmd[:3] == [str(Path(sys.executable).parent / "ray"), "start", "--block"]
+        assert env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "1"  # Ray's condition for joining
+    assert "--address=127.1:6390" in local_cmd
+    assert not any(a.startswith("--node-ip-address") for a in local_cmd)
+    assert local_env["GRPC_DNS_RESOLVER"] == "native"
+    assert {"--address=10.1.2.3:6390", "--node-ip-address=10.1.2.3"} <= set(routed_cmd)
+    assert "GRPC_DNS_RESOLVER" not in routed_env
+    assert raynodes.join_address("localhost:7000") == "127.1:7000"
+
+
 def test_local_cluster_env_turns_token_auth_on_and_telemetry_off(tmp_path, monkeypatch):
     monkeypatch.setenv("RAY_AUTH_TOKEN", "inherited-token-must-not-win")
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
-    env = ctcluster.child_env(tmp_path)
+    env = clusterstate.child_env(tmp_path)
     assert env["RAY_AUTH_MODE"] == "token"
     assert env["RAY_AUTH_TOKEN_PATH"] == str(tmp_path / "auth_token")
     assert "RAY_AUTH_TOKEN" not in env and "RAY_ADDRESS" not in env
@@ -300,14 +357,14 @@ def test_local_cluster_env_turns_token_auth_on_and_telemetry_off(tmp_path, monke
 
 def test_local_cluster_state_keeps_the_token_private_and_out_of_git(tmp_path):
     state = tmp_path / "state"
-    token = ctcluster.ensure_state(state)
+    token = clusterstate.ensure_state(state)
     assert oct(token.stat().st_mode & 0o777) == "0o600"
     assert oct(state.stat().st_mode & 0o777) == "0o700"
     assert (state / ".gitignore").read_text().strip().endswith("*")
     first = token.read_text()
     assert re.fullmatch(r"[0-9a-f]{64}", first)
-    assert ctcluster.ensure_state(state).read_text() == first  # not regenerated
-    env_file = ctcluster.write_env_file(
+    assert clusterstate.ensure_state(state).read_text() == first  # not regenerated
+    env_file = clusterstate.write_env_file(
         state,
         {
             "ray": {"address": "127.0.0.1:6390", "dashboard_url": "http://127.0.0.1:8275"},

@@ -4,29 +4,20 @@ of its modules stays under 500 lines."""
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
+
+from tests.source_imports import imports
 
 PKG = Path(__file__).resolve().parents[1] / "ct_core"
 FORBIDDEN = ("ray", "mlflow", "optuna", "ct_sweeps")
 MODULES = sorted(PKG.rglob("*.py"))
 
 
-def _imports(path: Path) -> list[str]:
-    found: list[str] = []
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found += [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.append(node.module)
-    return found
-
-
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PKG)))
 def test_ct_core_imports_no_ray_mlflow_optuna_or_ct_sweeps(path):
-    bad = [m for m in _imports(path) if m.split(".")[0] in FORBIDDEN]
+    bad = [m for m in imports(path) if m.split(".")[0] in FORBIDDEN]
     assert not bad, f"{path.relative_to(PKG)} imports {bad}"
 
 

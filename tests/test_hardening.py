@@ -28,7 +28,7 @@ MOONS = str(ROOT / "configs" / "base" / "moons.yaml")
 TINY = ["train.epochs=1", "data.n_train=60", "data.n_val=10", "data.n_test=40", "train.nce=10"]
 TINY += ["generator.T=3", "model.hidden=[4]"]
 sys.path.insert(0, str(ROOT / "cluster"))
-import ctcluster  # noqa: E402
+import clusterstate  # noqa: E402
 
 
 def _sets(*extra: str) -> list[str]:
@@ -168,18 +168,18 @@ def test_a_folder_of_another_user_is_refused(tmp_path):
 
 def test_the_clusters_tmp_fallback_refuses_a_planted_symlink(tmp_path):
     state = tmp_path / ("s" * 50) / "state"  # a long path: Ray's temp dir falls back to /tmp
-    root = ctcluster.ray_temp_dir(state)
+    root = clusterstate.ray_temp_dir(state)
     assert str(root).startswith("/tmp/ctray-")
     target = tmp_path / "attacker"
     target.mkdir()
     root.symlink_to(target)
     try:
-        with pytest.raises(ctcluster.ClusterError, match="symbolic link"):
-            ctcluster.node_temp_dir(state, "head")
+        with pytest.raises(clusterstate.ClusterError, match="symbolic link"):
+            clusterstate.node_temp_dir(state, "head")
         assert list(target.iterdir()) == []
     finally:
         root.unlink()
-    node = ctcluster.node_temp_dir(state, "head")
+    node = clusterstate.node_temp_dir(state, "head")
     try:
         assert oct(root.stat().st_mode & 0o777) == "0o700" and node.parent == root
     finally:

@@ -4,16 +4,16 @@ functions), so that a violation fails here before anything runs."""
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
+
+from tests.source_imports import imports, private_uses
 
 PKG = Path(__file__).resolve().parents[1] / "ct_sweeps"
 PARTS = ("plan", "run", "record")
 ALLOWED = {"plan": {"plan"}, "run": {"plan", "run"}, "record": {"plan", "run", "record"}}
 FORBIDDEN_IN_PLAN = ("ray", "mlflow", "optuna", "torch")
-DEPENDENCIES = ("ray", "mlflow", "optuna", "torch", "sqlalchemy", "pydantic")
 
 
 def _modules() -> dict[str, Path]:
@@ -23,21 +23,6 @@ def _modules() -> dict[str, Path]:
         name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
         out[name] = path
     return out
-
-
-def _imports(path: Path, top_level_only: bool = False) -> list[str]:
-    """The modules a file imports (``from a import b`` as ``a`` and, if that is one of ours,
-    ``a.b`` where it is a module)."""
-    tree = ast.parse(path.read_text())
-    nodes = tree.body if top_level_only else list(ast.walk(tree))
-    found: list[str] = []
-    for node in nodes:
-        if isinstance(node, ast.Import):
-            found += [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.append(node.module)
-            found += [f"{node.module}.{a.name}" for a in node.names]
-    return found
 
 
 def _part(module: str) -> str | None:
@@ -51,31 +36,26 @@ MODULES = _modules()
 @pytest.mark.parametrize("module", sorted(m for m in MODULES if _part(m)))
 def test_each_part_imports_only_itself_and_the_parts_before_it(module):
     part = _part(module)
-    ours = [m for m in _imports(MODULES[module]) if m.startswith("ct_sweeps")]
+    ours = [m for m in imports(MODULES[module]) if m.startswith("ct_sweeps")]
     wrong = [m for m in ours if m in MODULES and (_part(m) or "top") not in ALLOWED[part]]
     assert not wrong, f"{module} ({part}) imports {wrong}"
 
 
 @pytest.mark.parametrize("module", sorted(m for m in MODULES if _part(m) == "plan"))
 def test_the_plan_imports_no_ray_mlflow_optuna_or_torch(module):
-    deps = [m for m in _imports(MODULES[module]) if m.split(".")[0] in FORBIDDEN_IN_PLAN]
+    deps = [m for m in imports(MODULES[module]) if m.split(".")[0] in FORBIDDEN_IN_PLAN]
     assert not deps, f"{module} imports {deps}"
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_no_module_imports_a_private_module_of_a_dependency(module):
-    private = [
-        m
-        for m in _imports(MODULES[module])
-        if m.split(".")[0] in DEPENDENCIES
-        and any(b.startswith("_") or b == "internal" for b in m.split(".")[1:])
-    ]
-    assert not private, f"{module} imports {private}"
+    private = private_uses(MODULES[module])
+    assert not private, f"{module} uses {private}"
 
 
 def test_the_module_level_imports_of_ct_sweeps_have_no_cycle():
     graph = {
-        m: {i for i in _imports(p, top_level_only=True) if i in MODULES and i != m}
+        m: {i for i in imports(p, top_level_only=True) if i in MODULES and i != m}
         for m, p in MODULES.items()
     }
     state: dict[str, int] = {}
