@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ct_core.config import ConfigError, load_config
-from ct_core.files import atomic_write_text, check_out_dir, make_out_dir
+from ct_core.files import (
+    atomic_save,
+    atomic_write_text,
+    check_out_dir,
+    check_out_file,
+    make_out_dir,
+)
 
 __all__ = ["RESULT_FILES", "Parser", "count_type", "main"]
 
@@ -119,14 +125,13 @@ def _version() -> str:
 def cmd_explain(args: argparse.Namespace) -> int:
     from ct_core.explanation import explain
 
+    out = check_out_file(args.out, overwrite=args.overwrite)  # before the search
     frame = explain(args.model_dir, args.rows, args.target, args.set)
-    out = Path(args.out)
-    if out.parent != Path():
-        out.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out, index=False, float_format="%.6g")
+    make_out_dir(out.parent)
+    atomic_save(out, lambda f: frame.to_csv(f, index=False, float_format="%.6g"))
     print(
         f"{len(frame)} counterfactuals, {int(frame['valid'].sum())} valid "
-        f"(p(target) >= generator.tau); wrote {out}"
+        f"(p(target) >= generator.tau); wrote {args.out}"
     )
     return 0
 
@@ -200,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a field of the model's config, e.g. generator.type=generic (repeatable)",
     )
     x.add_argument("--out", required=True, help="CSV file to write")
+    x.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     x.set_defaults(func=cmd_explain)
     try:
         from ct_core.cli_eval import add_eval_commands

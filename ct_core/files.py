@@ -25,7 +25,8 @@ from typing import IO, Any
 
 from ct_core.config import ConfigError
 
-__all__ = ["atomic_save", "atomic_write_text", "check_out_dir", "make_out_dir", "private_dir"]
+__all__ = ["atomic_save", "atomic_write_text", "check_out_dir", "check_out_file", "make_out_dir"]
+__all__ += ["private_dir"]
 __all__ += ["short_error"]
 
 
@@ -111,6 +112,21 @@ def check_out_dir(
         raise ConfigError(f"{option} {path}: {cur} is not a directory")
     if not os.access(cur, os.W_OK | os.X_OK) or str(cur).startswith(("/proc", "/sys")):
         raise ConfigError(f"{option} {path}: cannot create it, {cur} is not writable")
+    return p
+
+
+def check_out_file(path: str | Path, option: str = "--out", *, overwrite: bool = False) -> Path:
+    """Check, without creating anything, that ``path`` can take a command's file: not a
+    directory, not an existing file unless ``overwrite``, in a folder that exists or can be
+    created (:func:`check_out_dir`); raise :class:`ConfigError` otherwise."""
+    p = Path(path).expanduser().absolute()
+    if p.is_dir():
+        raise ConfigError(f"{option} {path}: is a directory; give the name of a file")
+    if (p.exists() or p.is_symlink()) and not overwrite:
+        raise ConfigError(
+            f"{option} {path}: exists; pass --overwrite to replace it, or choose a new name"
+        )
+    check_out_dir(p.parent, option, results=(p.name,), overwrite=True)
     return p
 
 

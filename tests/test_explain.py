@@ -90,8 +90,25 @@ def test_ct_explain_writes_the_counterfactuals(run, rows, tmp_path, capsys):
         and (cf["target"] == "yes").all()
         and "5 counterfactuals" in (capsys.readouterr().out)
     )
-    assert main(["explain", str(tmp_path), "--rows", str(path), "--out", str(out)]) == 2
+    assert main(["explain", str(tmp_path), "--rows", str(path), "--out", str(tmp_path / "x")]) == 2
     assert "error: MODEL_DIR: no model.pt" in capsys.readouterr().err
+
+
+def test_ct_explain_replaces_an_existing_file_only_when_told(run, rows, tmp_path, capsys):
+    path = tmp_path / "rows.csv"
+    rows.head(3).to_csv(path, index=False)
+    out = tmp_path / "cfs.csv"
+    out.write_text("mine\n")
+    args = ["explain", str(run), "--rows", str(path), "--out", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "exists; pass --overwrite" in err
+    assert out.read_text() == "mine\n"  # refused before anything was computed or written
+    assert main(["explain", str(run), "--rows", str(path), "--out", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert main([*args, "--overwrite"]) == 0
+    assert len(pd.read_csv(out)) == 3
+    assert not [f for f in tmp_path.iterdir() if f.name not in ("rows.csv", "cfs.csv")]
 
 
 def test_a_paper_dataset_is_explained_in_its_original_columns(tmp_path):
