@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from ct_core.files import atomic_save, atomic_write_text
 from ct_sweeps.plan import OPTUNA_FILE, RunDir
 from ct_sweeps.plan.space import Space, trial_config
 from ct_sweeps.run.results import TrialRecord, collect
@@ -204,10 +205,12 @@ def write_report(
     if len(metrics) > 1 and all(m in df.columns for m in metrics) and len(df):
         df["pareto"] = pareto_mask(df[metrics].astype(float).values.tolist(), modes)
         pareto_path = run.path / PARETO_FILE
-        sort_frame(df[df["pareto"]], metrics[0], modes[0]).to_csv(pareto_path, index=False)
+        front = sort_frame(df[df["pareto"]], metrics[0], modes[0])
+        atomic_save(pareto_path, lambda f: front.to_csv(f, index=False))
     df = sort_frame(df, metrics[0], modes[0])
     results = run.path / RESULTS_FILE
-    df.to_csv(results, index=False)
+    # through a temporary file: a report cut short (full disk, kill) leaves the old one whole
+    atomic_save(results, lambda f: df.to_csv(f, index=False))
     done = df[df["status"] == "TERMINATED"] if len(df) else df
     if len(done) and metrics[0] in done.columns and done[metrics[0]].notna().any():
         best_id = done.dropna(subset=[metrics[0]]).iloc[0]["trial_id"]
@@ -218,7 +221,7 @@ def write_report(
             f"# Best trial {best_id} of sweep {run.sweep.name} by {metrics[0]} ({modes[0]}).\n"
             f"# Train it with: ct train {best_path} --out runs/best\n"
         )
-        best_path.write_text(header + yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        atomic_write_text(best_path, header + yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     plot_paths: list[Path] = []
     if plots and len(df):
         try:
