@@ -26,7 +26,7 @@ import yaml
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
-EPOCHS = 30
+EPOCHS = 60  # long enough that every kill point of the test falls inside the sweep
 
 
 def _sweep(tmp: Path) -> Path:
