@@ -98,8 +98,8 @@ def draw_decision_boundary(
     pred = proba.argmax(1).reshape(resolution, resolution).numpy()
     # decision regions in class colours, boundary in black
     cmap = ListedColormap([_color(k) for k in range(K)])
-    # an image, not a mesh: the legend's "best" place then weighs the points only, not 22,500
-    # quads (two thirds of the plot's time)
+    # an image, not a mesh: the legend's "best" place then weighs the points only, not one path
+    # per grid cell
     ax.imshow(
         pred,
         cmap=cmap,
