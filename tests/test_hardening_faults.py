@@ -46,18 +46,19 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", DRIVER_VAR)}
 
 
-def marked_by(driver: int) -> set[int]:
-    """This user's processes that a sweep driver with pid ``driver`` marked."""
-    key = f"{DRIVER_VAR}={driver}:".encode()
-    out = set()
+def marked_by(driver: int) -> dict[int, str]:
+    """This user's processes that a sweep driver with pid ``driver`` marked, with their mark."""
+    key = f"{DRIVER_VAR}=".encode()
+    out = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         with contextlib.suppress(OSError):
             env = (entry / "environ").read_bytes()
             stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            if stat != "Z" and any(item.startswith(key) for item in env.split(b"\0")):
-                out.add(int(entry.name))
+            marks = [i[len(key) :].decode() for i in env.split(b"\0") if i.startswith(key)]
+            if stat != "Z" and marks and marks[0].startswith(f"{driver}:"):
+                out[int(entry.name)] = marks[0]
     return out
 
 
@@ -89,13 +90,6 @@ def resume(run: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(argv, env=_env(), capture_output=True, text=True, timeout=600)
 
 
-def mark_of(pid: int) -> str:
-    """The :data:`DRIVER_VAR` value a process carries."""
-    key = f"{DRIVER_VAR}=".encode()
-    env = Path(f"/proc/{pid}/environ").read_bytes()
-    return next(i[len(key) :].decode() for i in env.split(b"\0") if i.startswith(key))
-
-
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc (Linux)")
 def test_the_ray_processes_of_a_killed_driver_are_ended_when_the_sweep_resumes(tmp_path):
     run = tmp_path / "run"
@@ -104,7 +98,7 @@ def test_the_ray_processes_of_a_killed_driver_are_ended_when_the_sweep_resumes(t
         wait_for("a checkpoint", lambda: checkpointed(run), 300)
         ray_procs = marked_by(driver.pid)
         assert ray_procs, "the driver's Ray carries no mark"
-        mark = mark_of(next(iter(ray_procs)))
+        mark = next(iter(ray_procs.values()))
         driver.send_signal(signal.SIGKILL)
         driver.communicate(timeout=30)
     finally:
