@@ -76,3 +76,20 @@ def test_the_module_level_imports_of_ct_sweeps_have_no_cycle():
 def test_no_module_of_ct_sweeps_is_over_500_lines():
     long = {m: n for m, p in MODULES.items() if (n := len(p.read_text().splitlines())) > 500}
     assert not long, long
+
+
+def test_planning_and_checking_a_sweep_on_built_in_data_imports_no_torch():
+    """Planning and the input checks run before Ray starts: torch (about a second of CPU) is
+    imported later, where the tracking first needs it, not on the way to the first trial."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from ct_sweeps.plan import check_inputs, plan; "
+        "check_inputs(plan('configs/paper/gen_params_over.yaml')); print('torch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=PKG.parent, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"

@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ct_core.data.registry import DATASET_NAMES, DEFAULTS
+from ct_core.data.registry import DATASET_NAMES, DEFAULTS, check_sizes
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -114,8 +114,6 @@ def check_data(cfg: DataConfig | Any) -> None:
 
         check_table(cfg)
     elif kind == "synthetic":
-        from ct_core.data.synthetic import check_sizes
-
         n_train, n_val, n_test = _sizes(cfg)
         assert n_train is not None and n_test is not None
         check_sizes(cfg.name, n_train, n_val, n_test)

@@ -37,3 +37,17 @@ DEFAULTS: dict[str, DatasetDefaults] = {
 }
 
 DATASET_NAMES: tuple[str, ...] = tuple(DEFAULTS)
+
+N_GENERATED = 100_000
+"""Points a synthetic set generates before the shuffle, as the authors' code does."""
+
+
+def check_sizes(name: str, n_train: int, n_val: int, n_test: int) -> None:
+    """The splits must fit into the :data:`N_GENERATED` points a synthetic set draws."""
+    from ct_core.config import ConfigError
+
+    if n_train + n_val + n_test > N_GENERATED:
+        raise ConfigError(
+            f"data.n_train/n_val/n_test: {name} draws {N_GENERATED} points, so n_train + "
+            f"n_val + n_test must be at most {N_GENERATED}; got {n_train} + {n_val} + {n_test}"
+        )

@@ -42,11 +42,9 @@ import numpy as np
 
 from ct_core.config import ConfigError, DataConfig
 from ct_core.data.preprocess import stratified_split
+from ct_core.data.registry import N_GENERATED, check_sizes
 
 __all__ = ["N_GENERATED", "generate", "generate_julia", "n_features", "synthetic_splits"]
-
-N_GENERATED = 100_000
-"""Points generated before the shuffle, as the authors' code does."""
 
 _BLOBS = {"lin_sep": (2, 0.5), "over": (2, 2.0), "gaussm": (10, 0.5)}
 MOONS_YSHIFT = 0.3
@@ -186,15 +184,6 @@ def _julia_cached(name: str, n: int, seed: int, split_seed: int) -> tuple[np.nda
     except OSError:
         pass  # a read-only cache only costs the regeneration
     return x, y, perm
-
-
-def check_sizes(name: str, n_train: int, n_val: int, n_test: int) -> None:
-    """The splits must fit into the :data:`N_GENERATED` points a synthetic set draws."""
-    if n_train + n_val + n_test > N_GENERATED:
-        raise ConfigError(
-            f"data.n_train/n_val/n_test: {name} draws {N_GENERATED} points, so n_train + "
-            f"n_val + n_test must be at most {N_GENERATED}; got {n_train} + {n_val} + {n_test}"
-        )
 
 
 def synthetic_splits(

@@ -240,10 +240,10 @@ def check_inputs(p: Plan) -> None:
     ``decrease_only`` (the data are otherwise loaded only in the trials), each
     ``model.factory``'s model (only a sweep that names one imports torch in the driver) and the
     weights of ``init`` (:func:`check_init`)."""
-    from ct_core.constraints import resolve_mutability
     from ct_core.data import check_data, feature_names
-    from ct_core.models import check_factory
 
+    # torch is imported only where a check needs it: it costs the driver a second before Ray
+    # starts, and a sweep's driver otherwise needs it only once its first setting has ended
     seen: set[str] = set()
     for cfg in _variants(p, ("data.", "model.")):
         data, key = cfg.data, cfg.data.model_dump_json()
@@ -258,9 +258,13 @@ def check_inputs(p: Plan) -> None:
             except Exception:  # data problems surface in the trial, with its own message
                 names = None
             if names is not None:
+                from ct_core.constraints import resolve_mutability
+
                 resolve_mutability(names, *fields)
         if cfg.model.factory and key + cfg.model.model_dump_json() not in seen:
             seen.add(key + cfg.model.model_dump_json())
+            from ct_core.models import check_factory
+
             check_factory(cfg)
     check_init(p)
 
