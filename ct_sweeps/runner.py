@@ -205,25 +205,23 @@ def _fit(
                 session.submit(session.stream.finish, status)
             session.close()
         raise
-    # Ray stops (seconds: it waits for its processes to exit) while the report is written and
-    # the tracking session ends the sweep
+    # Ray stops (seconds: it waits for its processes to exit) while the report is written
     stopping = threading.Thread(target=stop_ray, args=(started,), name="ct-ray-stop")
     stopping.start()
     records = collect(run)
     report = write_report(run, records=records)
     t4 = lap("report", t3)
+    stopping.join()
+    t5 = lap("ray_stop", t4)
     finished, errors, interrupted = _count(report.frame, p.n_trials)
     recovered = sum(rec.recovered for rec in records)
     if recovered:
         log.warning("%d epoch records missing from Ray's results came from checkpoints", recovered)
     status = "KILLED" if interrupted else ("FAILED" if errors and not finished else "FINISHED")
+    tracking_ok = True
     if session is not None:
         session.submit(session.stream.replay, records)  # anything the live stream missed
         session.submit(session.stream.finish, status, report)
-    stopping.join()
-    t5 = lap("ray_stop", t4)
-    tracking_ok = True
-    if session is not None:
         session.close()
         tracker = session.stream.tracker
         timings["mlflow_in_driver"] = round(tracker.seconds, 3)
