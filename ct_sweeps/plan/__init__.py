@@ -243,7 +243,8 @@ def check_inputs(p: Plan) -> None:
     from ct_core.data import check_data, feature_names
 
     # torch is imported only where a check needs it: it costs the driver a second before Ray
-    # starts, and a sweep's driver otherwise needs it only once its first setting has ended
+    # starts, and the driver otherwise needs it only once the first trial has started (the
+    # tracking reads the fields of its settings' generators)
     seen: set[str] = set()
     for cfg in _variants(p, ("data.", "model.")):
         data, key = cfg.data, cfg.data.model_dump_json()
