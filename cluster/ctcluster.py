@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Local multi-node Ray cluster + MLflow tracking server on one machine, secure by default.
 
     python cluster/ctcluster.py up [--workers 2 --cpus-per-worker 1] [--gpus 0] [--no-mlflow]
