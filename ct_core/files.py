@@ -25,9 +25,15 @@ from typing import IO, Any
 
 from ct_core.config import ConfigError
 
-__all__ = ["atomic_save", "atomic_write_text", "check_out_dir", "check_out_file", "make_out_dir"]
-__all__ += ["private_dir"]
-__all__ += ["short_error"]
+__all__ = [
+    "atomic_save",
+    "atomic_write_text",
+    "check_out_dir",
+    "check_out_file",
+    "make_out_dir",
+    "private_dir",
+    "short_error",
+]
 
 
 @contextlib.contextmanager
